@@ -273,9 +273,18 @@ fn sorted(value: &Value) -> Value {
     }
 }
 
+/// A YAML document body in the style Kubernetes tools write: two-space indent, sequences
+/// flush with their key, long strings (base64 ciphertext) on one line rather than folded.
+/// Keys keep the value's order.
+pub fn yaml_body(value: &Value) -> String {
+    let options = serde_saphyr::ser_options! { prefer_block_scalars: false };
+    // Serialising a JSON value cannot fail.
+    serde_saphyr::to_string_with_options(value, options).unwrap_or_default()
+}
+
 /// One document as kubeseal prints YAML: `---`, then keys sorted as sigs.k8s.io/yaml does.
 pub fn to_yaml(value: &Value) -> String {
-    let body = serde_saphyr::to_string(&sorted(value)).unwrap_or_default();
+    let body = yaml_body(&sorted(value));
     let mut s = String::with_capacity(body.len() + 5);
     s.push_str("---\n");
     s.push_str(&body);
@@ -308,7 +317,7 @@ fn get_str<'a>(m: Option<&'a Map<String, Value>>, key: &str, path: &str) -> Resu
     match m.and_then(|m| m.get(key)) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(field(format!("{path}.{key}"), "must be a string")),
+        Some(_) => Err(field(format!("{path}.{key}"), "must be a string (quote the value)")),
     }
 }
 

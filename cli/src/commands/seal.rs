@@ -1,0 +1,197 @@
+//! `sealkit seal`: kubeseal's behaviour, flag for flag, for the offline flags.
+
+use std::path::Path;
+
+use sealkit_keys::seal::manifest::{
+    self, Format, SealOptions, Target, emit, merge_into, parse_documents, seal_raw, seal_secret, unseal,
+};
+use sealkit_keys::seal::{PublicKey, Scope};
+use serde_json::Value;
+
+use super::{doc_error, load_keyring, parse_error, to_format};
+use crate::args::{OutputFormat, SealArgs};
+use crate::error::CliError;
+use crate::io::{read_bytes, read_input, same_file, write_atomic, write_output};
+use crate::{cert, kubeconfig};
+
+/// Runs `sealkit seal`.
+pub fn run(a: &SealArgs) -> Result<(), CliError> {
+    if a.validate || a.re_encrypt {
+        return Err(CliError::usage("--validate and --re-encrypt talk to the controller in a cluster, which this version cannot do yet")
+            .with_hint("to re-encrypt offline with backed-up keys, use `sealkit reseal`"));
+    }
+    if a.fetch_cert {
+        let source = a.cert.as_deref().ok_or_else(|| {
+            CliError::usage("--fetch-cert needs --cert FILE|URL in this version (fetching from the cluster is not supported yet)")
+        })?;
+        let pem = cert::fetch(source)?;
+        return write_output(a.sealed_secret_file.as_deref(), &pem);
+    }
+    if a.recovery_unseal {
+        return recovery_unseal(a);
+    }
+    if !a.recovery_private_key.is_empty() {
+        return Err(CliError::usage("--recovery-private-key is only used with --recovery-unseal"));
+    }
+    if a.raw {
+        return raw(a);
+    }
+    if !a.from_file.is_empty() {
+        return Err(CliError::usage("--from-file is only used with --raw")
+            .with_hint("to seal a Secret built from files, use `kubectl create secret generic NAME --from-file=... --dry-run=client -o yaml | sealkit seal ...`"));
+    }
+    if let Some(target) = &a.merge_into {
+        return merge(a, target);
+    }
+    seal_documents(a)
+}
+
+fn output_format(a: &SealArgs) -> Format {
+    if let Some(f) = a.format {
+        return to_format(f);
+    }
+    match a.sealed_secret_file.as_deref().and_then(Path::extension).and_then(|e| e.to_str()) {
+        Some("yaml") | Some("yml") => Format::Yaml,
+        _ => Format::Json,
+    }
+}
+
+fn check_not_same(a: &SealArgs) -> Result<(), CliError> {
+    if let (Some(i), Some(o)) = (&a.secret_file, &a.sealed_secret_file) {
+        if same_file(i, o) {
+            return Err(CliError::usage(format!(
+                "the output file {} is the input file; refusing to overwrite the input",
+                o.display()
+            ))
+            .with_hint("write to another file, or use --merge-into to update a SealedSecret in place"));
+        }
+    }
+    Ok(())
+}
+
+fn seal_options(a: &SealArgs) -> SealOptions {
+    SealOptions {
+        scope: a.scope,
+        name: a.name.clone(),
+        namespace: a.namespace.clone(),
+        fallback_namespace: kubeconfig::default_namespace(a.kubeconfig.as_deref(), a.context.as_deref()),
+        allow_empty_data: a.allow_empty_data,
+    }
+}
+
+/// Seals every Secret of `text` and returns the output text; nothing is written on error.
+pub fn seal_text(input_name: &str, text: &str, opts: &SealOptions, key: &PublicKey, format: Format) -> Result<(String, usize), CliError> {
+    let docs = parse_documents(text).map_err(|e| parse_error(input_name, &e))?;
+    if docs.is_empty() {
+        return Err(CliError::input(format!("{input_name}: no Secret found (the input is empty)")));
+    }
+    let mut out = String::new();
+    for doc in &docs {
+        let sealed = seal_secret(&doc.value, opts, key).map_err(|e| doc_error(input_name, doc, &e))?;
+        out.push_str(&emit(&sealed, format));
+    }
+    Ok((out, docs.len()))
+}
+
+fn seal_documents(a: &SealArgs) -> Result<(), CliError> {
+    check_not_same(a)?;
+    let key = cert::load(a.cert.as_deref())?;
+    let input = read_input(a.secret_file.as_deref())?;
+    let (out, _) = seal_text(&input.name, &input.text, &seal_options(a), &key, output_format(a))?;
+    write_output(a.sealed_secret_file.as_deref(), out.as_bytes())
+}
+
+fn raw(a: &SealArgs) -> Result<(), CliError> {
+    let scope = a.scope.unwrap_or(Scope::Strict);
+    let namespace = match (&a.namespace, scope) {
+        (_, Scope::ClusterWide) => a.namespace.clone().unwrap_or_default(),
+        (Some(n), _) => n.clone(),
+        (None, _) => kubeconfig::default_namespace(a.kubeconfig.as_deref(), a.context.as_deref()).ok_or_else(|| {
+            CliError::usage("--raw needs a namespace for this scope").with_hint("pass -n NAMESPACE, or --scope cluster-wide")
+        })?,
+    };
+    let name = match (&a.name, scope) {
+        (Some(n), _) => n.clone(),
+        (None, Scope::Strict) => {
+            return Err(CliError::usage("--raw with strict scope needs --name")
+                .with_hint("pass --name SECRET, or --scope namespace-wide / cluster-wide"));
+        }
+        (None, _) => String::new(),
+    };
+    if a.from_file.len() > 1 {
+        return Err(CliError::usage("--raw takes at most one --from-file"));
+    }
+    let key = cert::load(a.cert.as_deref())?;
+    let value = match a.from_file.first() {
+        Some(spec) => {
+            let path = spec.split_once('=').map_or(spec.as_str(), |(_, p)| p);
+            read_bytes(Path::new(path))?
+        }
+        None => {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map_err(|e| CliError::io_at("cannot read <stdin>", &e))?;
+            buf
+        }
+    };
+    let value = sealkit_keys::secret::Zeroizing::new(value);
+    let target = Target { name, namespace, scope };
+    let out = seal_raw(&key, &target, &value).map_err(|e| CliError::input(e.to_string()))?;
+    write_output(a.sealed_secret_file.as_deref(), out.as_bytes())
+}
+
+fn merge(a: &SealArgs, target: &Path) -> Result<(), CliError> {
+    let name = target.display().to_string();
+    let text = String::from_utf8(read_bytes(target)?)
+        .map_err(|_| CliError::input(format!("{name}: not UTF-8 text")))?;
+    let mut docs = parse_documents(&text).map_err(|e| parse_error(&name, &e))?;
+    if docs.len() != 1 {
+        return Err(CliError::input(format!("{name}: --merge-into needs exactly one SealedSecret, found {} documents", docs.len())));
+    }
+    let mut orig = docs.remove(0);
+    let t = manifest::sealed_target(&orig.value).map_err(|e| doc_error(&name, &orig, &e))?;
+    let key = cert::load(a.cert.as_deref())?;
+    let input = read_input(a.secret_file.as_deref())?;
+    let secrets = parse_documents(&input.text).map_err(|e| parse_error(&input.name, &e))?;
+    if secrets.len() != 1 {
+        return Err(CliError::input(format!("{}: --merge-into needs exactly one Secret, found {}", input.name, secrets.len())));
+    }
+    let mut secret = secrets[0].value.clone();
+    // The target file decides name and namespace; its scope too, unless --scope says otherwise
+    // (kubeseal uses the input's annotations here, which silently seals with the wrong label).
+    if let Some(meta) = secret.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("namespace");
+    }
+    let opts = SealOptions {
+        scope: Some(a.scope.unwrap_or(t.scope)),
+        name: Some(t.name.clone()),
+        namespace: Some(t.namespace.clone()).filter(|n| !n.is_empty()),
+        fallback_namespace: None,
+        allow_empty_data: a.allow_empty_data,
+    };
+    let update = seal_secret(&secret, &opts, &key).map_err(|e| doc_error(&input.name, &secrets[0], &e))?;
+    merge_into(&mut orig.value, &update).map_err(|e| doc_error(&name, &orig, &e))?;
+    let format = a.format.map(to_format).unwrap_or_else(|| Format::sniff(&text));
+    write_atomic(target, emit(&orig.value, format).as_bytes(), None)
+}
+
+fn recovery_unseal(a: &SealArgs) -> Result<(), CliError> {
+    check_not_same(a)?;
+    let ring = load_keyring(&a.recovery_private_key)?;
+    let input = read_input(a.secret_file.as_deref())?;
+    let docs = parse_documents(&input.text).map_err(|e| parse_error(&input.name, &e))?;
+    if docs.is_empty() {
+        return Err(CliError::input(format!("{}: no SealedSecret found (the input is empty)", input.name)));
+    }
+    let format = output_format(a);
+    let mut out = String::new();
+    for doc in &docs {
+        let secret = unseal(&doc.value, &ring).map_err(|e| doc_error(&input.name, doc, &e))?;
+        out.push_str(&emit(&secret, format));
+    }
+    write_output(a.sealed_secret_file.as_deref(), out.as_bytes())
+}
+
+/// The output format for `-o`, for other commands.
+pub fn format_or(f: Option<OutputFormat>, default: Format) -> Format {
+    f.map(to_format).unwrap_or(default)
+}
