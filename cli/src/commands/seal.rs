@@ -184,11 +184,31 @@ fn recovery_unseal(a: &SealArgs) -> Result<(), CliError> {
     }
     let format = output_format(a);
     let mut out = String::new();
+    let mut opened = 0;
     for doc in &docs {
+        if doc.kind() != Some(manifest::SEALED_SECRET_KIND) {
+            // Manifest files often mix kinds; say what was skipped rather than fail.
+            eprintln!(
+                "note: {}: skipped document {} ({} '{}'): not a SealedSecret",
+                input.name,
+                doc.index,
+                doc.kind().unwrap_or("no kind"),
+                doc.name().unwrap_or("?")
+            );
+            continue;
+        }
         let secret = unseal(&doc.value, &ring).map_err(|e| doc_error(&input.name, doc, &e))?;
         out.push_str(&emit(&secret, format));
+        opened += 1;
     }
-    write_output(a.sealed_secret_file.as_deref(), out.as_bytes())
+    if opened == 0 {
+        return Err(CliError::input(format!("{}: no SealedSecret found", input.name)));
+    }
+    // The output holds plaintext: a new file is readable by its owner only.
+    match a.sealed_secret_file.as_deref() {
+        Some(p) if p.as_os_str() != "-" => write_atomic(p, out.as_bytes(), Some(0o600)),
+        _ => write_output(None, out.as_bytes()),
+    }
 }
 
 /// The output format for `-o`, for other commands.
