@@ -88,13 +88,28 @@ pub enum OutputFormat {
 #[derive(Debug, Clone, Args)]
 pub struct SealArgs {
     /// Input Secret file (YAML or JSON, one or many documents); stdin when absent.
-    #[arg(short = 'f', long = "secret-file", env = "SEALED_SECRETS_SECRET_FILE", value_name = "FILE")]
+    #[arg(
+        short = 'f',
+        long = "secret-file",
+        env = "SEALED_SECRETS_SECRET_FILE",
+        value_name = "FILE"
+    )]
     pub secret_file: Option<PathBuf>,
     /// Output file, written atomically; stdout when absent. A .yaml/.yml name implies -o yaml.
-    #[arg(short = 'w', long = "sealed-secret-file", env = "SEALED_SECRETS_SEALED_SECRET_FILE", value_name = "FILE")]
+    #[arg(
+        short = 'w',
+        long = "sealed-secret-file",
+        env = "SEALED_SECRETS_SEALED_SECRET_FILE",
+        value_name = "FILE"
+    )]
     pub sealed_secret_file: Option<PathBuf>,
     /// Output format.
-    #[arg(short = 'o', long = "format", env = "SEALED_SECRETS_FORMAT", value_enum)]
+    #[arg(
+        short = 'o',
+        long = "format",
+        env = "SEALED_SECRETS_FORMAT",
+        value_enum
+    )]
     pub format: Option<OutputFormat>,
     /// Certificate: a file, or an http(s):// or file:// URL.
     #[arg(long, env = "SEALED_SECRETS_CERT", value_name = "FILE|URL")]
@@ -115,10 +130,18 @@ pub struct SealArgs {
     #[arg(long, env = "SEALED_SECRETS_RAW")]
     pub raw: bool,
     /// With --raw: the value's file, as [key=]path.
-    #[arg(long = "from-file", env = "SEALED_SECRETS_FROM_FILE", value_name = "[KEY=]PATH")]
+    #[arg(
+        long = "from-file",
+        env = "SEALED_SECRETS_FROM_FILE",
+        value_name = "[KEY=]PATH"
+    )]
     pub from_file: Vec<String>,
     /// Merge the sealed values into this SealedSecret file (using its name and namespace), in place.
-    #[arg(long = "merge-into", env = "SEALED_SECRETS_MERGE_INTO", value_name = "FILE")]
+    #[arg(
+        long = "merge-into",
+        env = "SEALED_SECRETS_MERGE_INTO",
+        value_name = "FILE"
+    )]
     pub merge_into: Option<PathBuf>,
     /// Seal a Secret that has no data.
     #[arg(long = "allow-empty-data", env = "SEALED_SECRETS_ALLOW_EMPTY_DATA")]
@@ -127,7 +150,12 @@ pub struct SealArgs {
     #[arg(long = "recovery-unseal", env = "SEALED_SECRETS_RECOVERY_UNSEAL")]
     pub recovery_unseal: bool,
     /// Private keys for --recovery-unseal: PEM files or Secret/List backups (comma-separated).
-    #[arg(long = "recovery-private-key", env = "SEALED_SECRETS_RECOVERY_PRIVATE_KEY", value_delimiter = ',', value_name = "FILE")]
+    #[arg(
+        long = "recovery-private-key",
+        env = "SEALED_SECRETS_RECOVERY_PRIVATE_KEY",
+        value_delimiter = ',',
+        value_name = "FILE"
+    )]
     pub recovery_private_key: Vec<PathBuf>,
     /// Path to the kubeconfig (for the default namespace).
     #[arg(long, env = "KUBECONFIG", value_name = "FILE")]
@@ -136,16 +164,28 @@ pub struct SealArgs {
     #[arg(long, env = "SEALED_SECRETS_CONTEXT")]
     pub context: Option<String>,
     /// Controller Service name (used when fetching the certificate from a cluster).
-    #[arg(long = "controller-name", env = "SEALED_SECRETS_CONTROLLER_NAME", default_value = "sealed-secrets-controller")]
+    #[arg(
+        long = "controller-name",
+        env = "SEALED_SECRETS_CONTROLLER_NAME",
+        default_value = "sealed-secrets-controller"
+    )]
     pub controller_name: String,
     /// Controller namespace (used when fetching the certificate from a cluster).
-    #[arg(long = "controller-namespace", env = "SEALED_SECRETS_CONTROLLER_NAMESPACE", default_value = "kube-system")]
+    #[arg(
+        long = "controller-namespace",
+        env = "SEALED_SECRETS_CONTROLLER_NAMESPACE",
+        default_value = "kube-system"
+    )]
     pub controller_namespace: String,
     /// Validate a SealedSecret against the controller (needs a cluster; not available yet).
     #[arg(long, env = "SEALED_SECRETS_VALIDATE")]
     pub validate: bool,
     /// Re-encrypt through the controller (needs a cluster; use `sealkit reseal` offline).
-    #[arg(long = "re-encrypt", alias = "rotate", env = "SEALED_SECRETS_RE_ENCRYPT")]
+    #[arg(
+        long = "re-encrypt",
+        alias = "rotate",
+        env = "SEALED_SECRETS_RE_ENCRYPT"
+    )]
     pub re_encrypt: bool,
 }
 
@@ -159,7 +199,13 @@ pub struct ResealArgs {
     #[arg(long, env = "SEALED_SECRETS_CERT", value_name = "FILE|URL")]
     pub cert: String,
     /// Private keys that open the current values (PEM or Secret/List backups; comma-separated).
-    #[arg(long = "recovery-private-key", env = "SEALED_SECRETS_RECOVERY_PRIVATE_KEY", value_delimiter = ',', required = true, value_name = "FILE")]
+    #[arg(
+        long = "recovery-private-key",
+        env = "SEALED_SECRETS_RECOVERY_PRIVATE_KEY",
+        value_delimiter = ',',
+        required = true,
+        value_name = "FILE"
+    )]
     pub recovery_private_key: Vec<PathBuf>,
     /// Only report what would change.
     #[arg(long)]
@@ -230,7 +276,11 @@ pub fn parse(args: Vec<OsString>) -> Result<Cli, clap::Error> {
 pub fn normalize_argv(mut args: Vec<OsString>) -> Vec<OsString> {
     let invoked = args
         .first()
-        .and_then(|a| std::path::Path::new(a).file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .and_then(|a| {
+            std::path::Path::new(a)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
         .unwrap_or_default();
     if invoked == "kubeseal" {
         args.insert(1, OsString::from("seal"));

@@ -25,7 +25,9 @@ fn fetch_url(url: &str) -> Result<Vec<u8>, CliError> {
     use ureq::tls::{RootCerts, TlsConfig, TlsProvider};
     let mut tls = TlsConfig::builder()
         .provider(TlsProvider::Rustls)
-        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+        .unversioned_rustls_crypto_provider(
+            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        );
     if let Some(file) = std::env::var_os("SSL_CERT_FILE") {
         let pem = read_bytes(Path::new(&file))?;
         let certs: Vec<_> = ureq::tls::parse_pem(&pem)
@@ -62,7 +64,8 @@ pub fn load(source: Option<&str>) -> Result<PublicKey, CliError> {
     })?;
     let pem = fetch(source)?;
     PublicKey::from_certificate_pem(&pem).map_err(|e| {
-        CliError::input(format!("{source}: {e}"))
-            .with_hint("--cert must be the controller's certificate (kubeseal --fetch-cert prints it)")
+        CliError::input(format!("{source}: {e}")).with_hint(
+            "--cert must be the controller's certificate (kubeseal --fetch-cert prints it)",
+        )
     })
 }

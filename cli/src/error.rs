@@ -25,17 +25,32 @@ pub struct CliError {
 impl CliError {
     /// Bad input (exit 1).
     pub fn input(message: impl Into<String>) -> Self {
-        Self { message: message.into(), hint: None, code: EXIT_INPUT, broken_pipe: false }
+        Self {
+            message: message.into(),
+            hint: None,
+            code: EXIT_INPUT,
+            broken_pipe: false,
+        }
     }
 
     /// Bad usage (exit 2).
     pub fn usage(message: impl Into<String>) -> Self {
-        Self { message: message.into(), hint: None, code: EXIT_USAGE, broken_pipe: false }
+        Self {
+            message: message.into(),
+            hint: None,
+            code: EXIT_USAGE,
+            broken_pipe: false,
+        }
     }
 
     /// I/O failure (exit 3).
     pub fn io(message: impl Into<String>) -> Self {
-        Self { message: message.into(), hint: None, code: EXIT_IO, broken_pipe: false }
+        Self {
+            message: message.into(),
+            hint: None,
+            code: EXIT_IO,
+            broken_pipe: false,
+        }
     }
 
     /// Reading or writing `what` failed.

@@ -25,17 +25,27 @@ pub fn read_input(path: Option<&Path>) -> Result<Input, CliError> {
     match path {
         Some(p) if p.as_os_str() != "-" => {
             let name = p.display().to_string();
-            let bytes = fs::read(p).map_err(|e| CliError::io_at(&format!("cannot read {name}"), &e))?;
-            let text = String::from_utf8(bytes)
-                .map_err(|_| CliError::input(format!("{name}: not UTF-8 text (expected YAML or JSON)")))?;
-            Ok(Input { name, path: Some(p.to_path_buf()), text })
+            let bytes =
+                fs::read(p).map_err(|e| CliError::io_at(&format!("cannot read {name}"), &e))?;
+            let text = String::from_utf8(bytes).map_err(|_| {
+                CliError::input(format!("{name}: not UTF-8 text (expected YAML or JSON)"))
+            })?;
+            Ok(Input {
+                name,
+                path: Some(p.to_path_buf()),
+                text,
+            })
         }
         _ => {
             let mut text = String::new();
             std::io::stdin()
                 .read_to_string(&mut text)
                 .map_err(|e| CliError::io_at("cannot read <stdin>", &e))?;
-            Ok(Input { name: "<stdin>".into(), path: None, text })
+            Ok(Input {
+                name: "<stdin>".into(),
+                path: None,
+                text,
+            })
         }
     }
 }
@@ -61,7 +71,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<(), 
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let err = |what: &str, e: std::io::Error| CliError::io_at(&format!("cannot write {name} ({what})"), &e);
+    let err = |what: &str, e: std::io::Error| {
+        CliError::io_at(&format!("cannot write {name} ({what})"), &e)
+    };
     let mut tmp = tempfile::Builder::new()
         .prefix(".sealkit-")
         .tempfile_in(&dir)
@@ -78,7 +90,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<(), 
         };
         fs::set_permissions(tmp.path(), perms).map_err(|e| err("setting permissions", e))?;
     }
-    tmp.persist(path).map_err(|e| err("renaming into place", e.error))?;
+    tmp.persist(path)
+        .map_err(|e| err("renaming into place", e.error))?;
     Ok(())
 }
 
@@ -114,7 +127,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(fs::metadata(&p).expect("meta").permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                fs::metadata(&p).expect("meta").permissions().mode() & 0o777,
+                0o600
+            );
         }
         // No temporary files left behind.
         assert_eq!(fs::read_dir(dir.path()).expect("ls").count(), 1);

@@ -10,7 +10,9 @@ use serde_json::Value;
 /// then refuses to guess).
 pub fn default_namespace(kubeconfig: Option<&str>, context: Option<&str>) -> Option<String> {
     let files: Vec<PathBuf> = match kubeconfig {
-        Some(list) if !list.is_empty() => std::env::split_paths(list).filter(|p| !p.as_os_str().is_empty()).collect(),
+        Some(list) if !list.is_empty() => std::env::split_paths(list)
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect(),
         _ => {
             let home = std::env::var_os("HOME")?;
             vec![PathBuf::from(home).join(".kube").join("config")]
@@ -28,17 +30,28 @@ pub fn default_namespace(kubeconfig: Option<&str>, context: Option<&str>) -> Opt
         Some(c) => c.to_string(),
         None => configs
             .iter()
-            .find_map(|c| c.get("current-context").and_then(Value::as_str).filter(|s| !s.is_empty()))
+            .find_map(|c| {
+                c.get("current-context")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+            })
             .unwrap_or("")
             .to_string(),
     };
     let ns = configs.iter().find_map(|c| {
         c.get("contexts")?.as_array()?.iter().find_map(|ctx| {
-            (ctx.get("name")?.as_str()? == ctx_name)
-                .then(|| ctx.pointer("/context/namespace").and_then(Value::as_str).unwrap_or("").to_string())
+            (ctx.get("name")?.as_str()? == ctx_name).then(|| {
+                ctx.pointer("/context/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            })
         })
     });
-    Some(ns.filter(|n| !n.is_empty()).unwrap_or_else(|| "default".to_string()))
+    Some(
+        ns.filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".to_string()),
+    )
 }
 
 #[cfg(test)]
@@ -56,9 +69,18 @@ mod tests {
             "contexts:\n- name: dev\n  context: {cluster: c, namespace: team-a}\n- name: prod\n  context: {cluster: c}\n",
         )
         .expect("w");
-        let list = std::env::join_paths([&a, &b]).expect("join").into_string().expect("utf8");
-        assert_eq!(default_namespace(Some(&list), None).as_deref(), Some("team-a"));
-        assert_eq!(default_namespace(Some(&list), Some("prod")).as_deref(), Some("default"));
+        let list = std::env::join_paths([&a, &b])
+            .expect("join")
+            .into_string()
+            .expect("utf8");
+        assert_eq!(
+            default_namespace(Some(&list), None).as_deref(),
+            Some("team-a")
+        );
+        assert_eq!(
+            default_namespace(Some(&list), Some("prod")).as_deref(),
+            Some("default")
+        );
         let missing = dir.path().join("nope").display().to_string();
         assert_eq!(default_namespace(Some(&missing), None), None);
     }

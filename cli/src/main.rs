@@ -8,7 +8,11 @@ fn main() -> ExitCode {
     let cli = match sealkit_cli::args::parse(args) {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { sealkit_cli::error::EXIT_USAGE } else { 0 };
+            let code = if e.use_stderr() {
+                sealkit_cli::error::EXIT_USAGE
+            } else {
+                0
+            };
             let _ = e.print();
             return ExitCode::from(code);
         }

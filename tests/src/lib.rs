@@ -7,7 +7,10 @@ use std::sync::OnceLock;
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// Path of the `sealkit` binary of this build, building it if needed.
@@ -19,7 +22,11 @@ pub fn sealkit_bin() -> PathBuf {
         }
         // target/<profile>/deps/<test> -> target/<profile>/sealkit
         let exe = std::env::current_exe().expect("current exe");
-        let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target dir")
+            .to_path_buf();
         let bin = dir.join("sealkit");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
@@ -28,7 +35,11 @@ pub fn sealkit_bin() -> PathBuf {
             .status()
             .expect("run cargo build");
         assert!(status.success(), "building sealkit failed");
-        assert!(bin.exists(), "sealkit binary not found at {}", bin.display());
+        assert!(
+            bin.exists(),
+            "sealkit binary not found at {}",
+            bin.display()
+        );
         bin
     })
     .clone()
@@ -37,7 +48,13 @@ pub fn sealkit_bin() -> PathBuf {
 /// Runs `sealkit` with `args` and `stdin`, in `cwd`, with a clean environment for the
 /// variables it reads.
 pub fn sealkit(cwd: &Path, args: &[&str], stdin: &[u8]) -> Output {
-    run(Command::new(sealkit_bin()).args(args).current_dir(cwd).env("KUBECONFIG", cwd.join("no-kubeconfig")), stdin)
+    run(
+        Command::new(sealkit_bin())
+            .args(args)
+            .current_dir(cwd)
+            .env("KUBECONFIG", cwd.join("no-kubeconfig")),
+        stdin,
+    )
 }
 
 /// Runs a command with `stdin`, collecting output.
@@ -86,13 +103,25 @@ impl OpensslKey {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         let out = run(
-            Command::new("openssl").args(["genrsa", "-traditional", "-out"]).arg(d.join("tls.key")).arg(bits.to_string()),
+            Command::new("openssl")
+                .args(["genrsa", "-traditional", "-out"])
+                .arg(d.join("tls.key"))
+                .arg(bits.to_string()),
             b"",
         );
         ok(&out);
         let out = run(
             Command::new("openssl")
-                .args(["req", "-x509", "-new", "-subj", "/CN=sealed-secret", "-days", "2", "-key"])
+                .args([
+                    "req",
+                    "-x509",
+                    "-new",
+                    "-subj",
+                    "/CN=sealed-secret",
+                    "-days",
+                    "2",
+                    "-key",
+                ])
                 .arg(d.join("tls.key"))
                 .arg("-out")
                 .arg(d.join("tls.crt")),
@@ -131,7 +160,9 @@ pub fn python_peer(args: &[&str], stdin: &[u8]) -> Output {
     let python = std::env::var("SEALKIT_PYTHON").unwrap_or_else(|_| "python3".into());
     let out = run(Command::new(&python).arg(&script).args(args), stdin);
     if String::from_utf8_lossy(&out.stderr).contains("No module named 'cryptography'") {
-        panic!("the Python peer needs the `cryptography` package: run scripts/test.sh (it installs it) or `pip install cryptography`");
+        panic!(
+            "the Python peer needs the `cryptography` package: run scripts/test.sh (it installs it) or `pip install cryptography`"
+        );
     }
     out
 }

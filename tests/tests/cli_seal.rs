@@ -41,22 +41,52 @@ fn bad_secrets_name_file_document_and_field() {
     let d = dir.path();
     let cert = s(&k.cert());
     let cases: &[(&str, &[&str])] = &[
-        ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: y}\ndata: {a: b}\n", &["document 1", "ConfigMap 'x'", "kind: expected a Secret"]),
-        ("kind: Secret\nmetadata: {name: x, namespace: y}\ndata: {password: 'not base64!'}\n", &["data.password", "invalid base64"]),
-        ("kind: Secret\nmetadata: {namespace: y}\nstringData: {a: b}\n", &["metadata.name", "--name"]),
-        ("kind: Secret\nmetadata: {name: x}\nstringData: {a: b}\n", &["metadata.namespace", "kubeconfig"]),
-        ("kind: Secret\nmetadata: {name: x, namespace: y}\n", &["--allow-empty-data"]),
-        (&format!("{GOOD}---\nkind: Secret\nmetadata: {{name: two, namespace: y}}\ndata: {{a: '%%%'}}\n"), &["document 2 at line 9", "Secret 'two'", "data.a"]),
-        ("kind: Secret\nmetadata: [oops\n", &["line 1", "invalid YAML"]),
+        (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: y}\ndata: {a: b}\n",
+            &["document 1", "ConfigMap 'x'", "kind: expected a Secret"],
+        ),
+        (
+            "kind: Secret\nmetadata: {name: x, namespace: y}\ndata: {password: 'not base64!'}\n",
+            &["data.password", "invalid base64"],
+        ),
+        (
+            "kind: Secret\nmetadata: {namespace: y}\nstringData: {a: b}\n",
+            &["metadata.name", "--name"],
+        ),
+        (
+            "kind: Secret\nmetadata: {name: x}\nstringData: {a: b}\n",
+            &["metadata.namespace", "kubeconfig"],
+        ),
+        (
+            "kind: Secret\nmetadata: {name: x, namespace: y}\n",
+            &["--allow-empty-data"],
+        ),
+        (
+            &format!(
+                "{GOOD}---\nkind: Secret\nmetadata: {{name: two, namespace: y}}\ndata: {{a: '%%%'}}\n"
+            ),
+            &["document 2 at line 9", "Secret 'two'", "data.a"],
+        ),
+        (
+            "kind: Secret\nmetadata: [oops\n",
+            &["line 1", "invalid YAML"],
+        ),
     ];
     for (i, (text, needles)) in cases.iter().enumerate() {
         let input = with_file(d, &format!("in{i}.yaml"), text);
         let out_path = d.join(format!("out{i}.yaml"));
-        let o = sealkit(d, &["seal", "--cert", &cert, "-f", &input, "-w", &s(&out_path)], b"");
+        let o = sealkit(
+            d,
+            &["seal", "--cert", &cert, "-f", &input, "-w", &s(&out_path)],
+            b"",
+        );
         let mut want: Vec<&str> = vec![&input];
         want.extend_from_slice(needles);
         fails(&o, 1, &want);
-        assert!(!out_path.exists(), "case {i}: output written despite the error");
+        assert!(
+            !out_path.exists(),
+            "case {i}: output written despite the error"
+        );
     }
 }
 
@@ -66,10 +96,21 @@ fn existing_output_is_untouched_on_error() {
     let dir = tempfile::tempdir().expect("tmp");
     let d = dir.path();
     let out = with_file(d, "sealed.json", "previous content\n");
-    let bad = with_file(d, "bad.yaml", "kind: Secret\nmetadata: {name: x, namespace: y}\ndata: {a: '!'}\n");
-    let o = sealkit(d, &["seal", "--cert", &s(&k.cert()), "-f", &bad, "-w", &out], b"");
+    let bad = with_file(
+        d,
+        "bad.yaml",
+        "kind: Secret\nmetadata: {name: x, namespace: y}\ndata: {a: '!'}\n",
+    );
+    let o = sealkit(
+        d,
+        &["seal", "--cert", &s(&k.cert()), "-f", &bad, "-w", &out],
+        b"",
+    );
     fails(&o, 1, &["data.a"]);
-    assert_eq!(fs::read_to_string(&out).expect("read"), "previous content\n");
+    assert_eq!(
+        fs::read_to_string(&out).expect("read"),
+        "previous content\n"
+    );
 }
 
 #[test]
@@ -78,7 +119,19 @@ fn output_equal_to_input_is_refused() {
     let dir = tempfile::tempdir().expect("tmp");
     let d = dir.path();
     let input = with_file(d, "s.yaml", GOOD);
-    let o = sealkit(d, &["seal", "--cert", &s(&k.cert()), "-f", &input, "-w", &format!("{}/./s.yaml", s(d))], b"");
+    let o = sealkit(
+        d,
+        &[
+            "seal",
+            "--cert",
+            &s(&k.cert()),
+            "-f",
+            &input,
+            "-w",
+            &format!("{}/./s.yaml", s(d)),
+        ],
+        b"",
+    );
     fails(&o, 2, &["is the input file"]);
     assert_eq!(fs::read_to_string(&input).expect("read"), GOOD);
 }
@@ -88,29 +141,65 @@ fn bad_certificates() {
     let dir = tempfile::tempdir().expect("tmp");
     let d = dir.path();
     let missing = s(&d.join("missing.pem"));
-    fails(&sealkit(d, &["seal", "--cert", &missing], GOOD.as_bytes()), 3, &["missing.pem"]);
+    fails(
+        &sealkit(d, &["seal", "--cert", &missing], GOOD.as_bytes()),
+        3,
+        &["missing.pem"],
+    );
     let garbage = with_file(d, "garbage.pem", "hello\n");
-    fails(&sealkit(d, &["seal", "--cert", &garbage], GOOD.as_bytes()), 1, &["garbage.pem", "no PEM certificate"]);
+    fails(
+        &sealkit(d, &["seal", "--cert", &garbage], GOOD.as_bytes()),
+        1,
+        &["garbage.pem", "no PEM certificate"],
+    );
 
     // Expired (made by the Python peer, with OpenSSL's key).
     let k = other_key();
     let expired = s(&d.join("expired.pem"));
-    ok(&python_peer(&["make-cert", &s(&k.key()), &expired, "--expired"], b""));
-    fails(&sealkit(d, &["seal", "--cert", &expired], GOOD.as_bytes()), 1, &["expired.pem", "expired on"]);
+    ok(&python_peer(
+        &["make-cert", &s(&k.key()), &expired, "--expired"],
+        b"",
+    ));
+    fails(
+        &sealkit(d, &["seal", "--cert", &expired], GOOD.as_bytes()),
+        1,
+        &["expired.pem", "expired on"],
+    );
 
     // Not RSA (an EC certificate from openssl).
     let ec = d.join("ec.pem");
     ok(&run(
         std::process::Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=ec", "-days", "1", "-keyout"])
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-subj",
+                "/CN=ec",
+                "-days",
+                "1",
+                "-keyout",
+            ])
             .arg(d.join("ec.key"))
             .arg("-out")
             .arg(&ec),
         b"",
     ));
-    fails(&sealkit(d, &["seal", "--cert", &s(&ec)], GOOD.as_bytes()), 1, &["expected an RSA key"]);
+    fails(
+        &sealkit(d, &["seal", "--cert", &s(&ec)], GOOD.as_bytes()),
+        1,
+        &["expected an RSA key"],
+    );
     // No certificate at all.
-    fails(&sealkit(d, &["seal"], GOOD.as_bytes()), 2, &["no certificate given", "--cert"]);
+    fails(
+        &sealkit(d, &["seal"], GOOD.as_bytes()),
+        2,
+        &["no certificate given", "--cert"],
+    );
 }
 
 fn seal_good(d: &Path, k: &OpensslKey, extra: &[&str]) -> Vec<u8> {
@@ -129,18 +218,52 @@ fn recovery_errors_explain_themselves() {
     let right = s(&k.key());
     let wrong = s(&other_key().key());
 
-    let o = sealkit(d, &["seal", "--recovery-unseal", "--recovery-private-key", &wrong], &sealed);
-    fails(&o, 1, &["encryptedData.password", "not among the 1 private key(s)"]);
+    let o = sealkit(
+        d,
+        &[
+            "seal",
+            "--recovery-unseal",
+            "--recovery-private-key",
+            &wrong,
+        ],
+        &sealed,
+    );
+    fails(
+        &o,
+        1,
+        &["encryptedData.password", "not among the 1 private key(s)"],
+    );
 
     let mut doc: Value = serde_json::from_slice(&sealed).expect("json");
     doc["metadata"]["namespace"] = "staging".into();
-    let o = sealkit(d, &["seal", "--recovery-unseal", "--recovery-private-key", &right], &serde_json::to_vec(&doc).expect("json"));
+    let o = sealkit(
+        d,
+        &[
+            "seal",
+            "--recovery-unseal",
+            "--recovery-private-key",
+            &right,
+        ],
+        &serde_json::to_vec(&doc).expect("json"),
+    );
     fails(&o, 1, &["strict scope for 'prod/db'", "'staging/db'"]);
 
     let mut doc: Value = serde_json::from_slice(&sealed).expect("json");
-    let v = doc["spec"]["encryptedData"]["password"].as_str().expect("v").to_string();
+    let v = doc["spec"]["encryptedData"]["password"]
+        .as_str()
+        .expect("v")
+        .to_string();
     doc["spec"]["encryptedData"]["password"] = v[..400].to_string().into();
-    let o = sealkit(d, &["seal", "--recovery-unseal", "--recovery-private-key", &right], &serde_json::to_vec(&doc).expect("json"));
+    let o = sealkit(
+        d,
+        &[
+            "seal",
+            "--recovery-unseal",
+            "--recovery-private-key",
+            &right,
+        ],
+        &serde_json::to_vec(&doc).expect("json"),
+    );
     fails(&o, 1, &["truncated"]);
 
     let mut doc: Value = serde_json::from_slice(&sealed).expect("json");
@@ -148,13 +271,40 @@ fn recovery_errors_explain_themselves() {
     let i = chars.len() - 10;
     chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
     doc["spec"]["encryptedData"]["password"] = chars.into_iter().collect::<String>().into();
-    let o = sealkit(d, &["seal", "--recovery-unseal", "--recovery-private-key", &right], &serde_json::to_vec(&doc).expect("json"));
+    let o = sealkit(
+        d,
+        &[
+            "seal",
+            "--recovery-unseal",
+            "--recovery-private-key",
+            &right,
+        ],
+        &serde_json::to_vec(&doc).expect("json"),
+    );
     fails(&o, 1, &["altered"]);
 
-    let o = sealkit(d, &["seal", "--recovery-unseal", "--recovery-private-key", &s(&k.cert())], &sealed);
+    let o = sealkit(
+        d,
+        &[
+            "seal",
+            "--recovery-unseal",
+            "--recovery-private-key",
+            &s(&k.cert()),
+        ],
+        &sealed,
+    );
     fails(&o, 1, &["tls.crt", "no private key found"]);
 
-    let o = sealkit(d, &["seal", "--recovery-unseal", "--recovery-private-key", &right], &sealed);
+    let o = sealkit(
+        d,
+        &[
+            "seal",
+            "--recovery-unseal",
+            "--recovery-private-key",
+            &right,
+        ],
+        &sealed,
+    );
     let secret: Value = serde_json::from_slice(&ok(&o)).expect("json");
     assert_eq!(secret["data"]["password"], "aHVudGVyMg==");
 }
@@ -168,16 +318,31 @@ fn output_formats_and_kubeseal_layout() {
     assert!(json.starts_with("{\n  \"kind\": \"SealedSecret\",\n  \"apiVersion\": \"bitnami.com/v1alpha1\",\n  \"metadata\": {\n    \"name\": \"db\",\n    \"namespace\": \"prod\",\n    \"creationTimestamp\": null\n  },\n  \"spec\": {\n    \"template\": {"), "{json}");
     assert!(json.ends_with("}\n"));
     let v: Value = serde_json::from_str(&json).expect("json");
-    assert!(v["spec"]["encryptedData"]["password"].as_str().expect("v").starts_with("Ag"), "4096-bit prefix 0x0200");
+    assert!(
+        v["spec"]["encryptedData"]["password"]
+            .as_str()
+            .expect("v")
+            .starts_with("Ag"),
+        "4096-bit prefix 0x0200"
+    );
 
     let out = d.join("sealed.yaml");
-    ok(&sealkit(d, &["seal", "--cert", &s(&k.cert()), "-w", &s(&out)], GOOD.as_bytes()));
+    ok(&sealkit(
+        d,
+        &["seal", "--cert", &s(&k.cert()), "-w", &s(&out)],
+        GOOD.as_bytes(),
+    ));
     let yaml = fs::read_to_string(&out).expect("read");
     assert!(yaml.starts_with("---\napiVersion: bitnami.com/v1alpha1\nkind: SealedSecret\nmetadata:\n  creationTimestamp: null\n  name: db\n"), "{yaml}");
 
     // Multi-document JSON in, two documents out.
     let two = "{\"kind\":\"Secret\",\"metadata\":{\"name\":\"a\",\"namespace\":\"n\"},\"stringData\":{\"x\":\"1\"}}{\"kind\":\"Secret\",\"metadata\":{\"name\":\"b\",\"namespace\":\"n\"},\"stringData\":{\"x\":\"2\"}}";
-    let out = String::from_utf8(ok(&sealkit(d, &["seal", "--cert", &s(&k.cert()), "-o", "yaml"], two.as_bytes()))).expect("utf8");
+    let out = String::from_utf8(ok(&sealkit(
+        d,
+        &["seal", "--cert", &s(&k.cert()), "-o", "yaml"],
+        two.as_bytes(),
+    )))
+    .expect("utf8");
     assert_eq!(out.matches("---\n").count(), 2);
     assert!(out.contains("name: a") && out.contains("name: b"));
 }
@@ -187,7 +352,11 @@ fn namespace_comes_from_kubeconfig_and_env_vars_work() {
     let k = shared_key();
     let dir = tempfile::tempdir().expect("tmp");
     let d = dir.path();
-    let kubeconfig = with_file(d, "kubeconfig", "current-context: c\ncontexts:\n- name: c\n  context: {cluster: x, namespace: from-ctx}\n");
+    let kubeconfig = with_file(
+        d,
+        "kubeconfig",
+        "current-context: c\ncontexts:\n- name: c\n  context: {cluster: x, namespace: from-ctx}\n",
+    );
     let o = run(
         std::process::Command::new(sealkit_tests::sealkit_bin())
             .arg("seal")
@@ -206,21 +375,55 @@ fn merge_into_updates_in_place() {
     let dir = tempfile::tempdir().expect("tmp");
     let d = dir.path();
     let target = d.join("sealed.yaml");
-    ok(&sealkit(d, &["seal", "--cert", &s(&k.cert()), "--scope", "namespace-wide", "-w", &s(&target)], GOOD.as_bytes()));
+    ok(&sealkit(
+        d,
+        &[
+            "seal",
+            "--cert",
+            &s(&k.cert()),
+            "--scope",
+            "namespace-wide",
+            "-w",
+            &s(&target),
+        ],
+        GOOD.as_bytes(),
+    ));
     let before = fs::read_to_string(&target).expect("read");
     // A Secret with another name and no namespace: the target's identity and scope win.
     let update = "kind: Secret\nmetadata: {name: other}\nstringData: {api-key: k3y}\n";
-    ok(&sealkit(d, &["seal", "--cert", &s(&k.cert()), "--merge-into", &s(&target)], update.as_bytes()));
+    ok(&sealkit(
+        d,
+        &["seal", "--cert", &s(&k.cert()), "--merge-into", &s(&target)],
+        update.as_bytes(),
+    ));
     let after = fs::read_to_string(&target).expect("read");
     assert!(after.starts_with("---\n"), "kept YAML: {after}");
-    let old_pw = before.lines().find(|l| l.contains("password:")).expect("pw line");
+    let old_pw = before
+        .lines()
+        .find(|l| l.contains("password:"))
+        .expect("pw line");
     assert!(after.contains(old_pw), "existing value kept");
-    let secret = ok(&sealkit(d, &["seal", "--recovery-unseal", "--recovery-private-key", &s(&k.key()), "-f", &s(&target)], b""));
+    let secret = ok(&sealkit(
+        d,
+        &[
+            "seal",
+            "--recovery-unseal",
+            "--recovery-private-key",
+            &s(&k.key()),
+            "-f",
+            &s(&target),
+        ],
+        b"",
+    ));
     let secret: Value = serde_json::from_slice(&secret).expect("json");
     assert_eq!(secret["data"]["api-key"], "azN5");
     assert_eq!(secret["data"]["password"], "aHVudGVyMg==");
     // A bad update leaves the file as it was.
-    let o = sealkit(d, &["seal", "--cert", &s(&k.cert()), "--merge-into", &s(&target)], b"kind: Secret\ndata: {a: '!'}\n");
+    let o = sealkit(
+        d,
+        &["seal", "--cert", &s(&k.cert()), "--merge-into", &s(&target)],
+        b"kind: Secret\ndata: {a: '!'}\n",
+    );
     fails(&o, 1, &["data.a"]);
     assert_eq!(fs::read_to_string(&target).expect("read"), after);
 }
@@ -234,30 +437,88 @@ fn reseal_tree_in_place_all_or_nothing() {
     let apps = d.join("apps");
     fs::create_dir_all(apps.join("prod")).expect("mkdir");
     let sealed = String::from_utf8(seal_good(d, old, &["-o", "yaml"])).expect("utf8");
-    let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web   # keep this comment\n";
+    let deployment =
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web   # keep this comment\n";
     let mixed = format!("# header comment\n{deployment}{sealed}");
     fs::write(apps.join("prod/mixed.yaml"), &mixed).expect("write");
     fs::write(apps.join("prod/plain.yaml"), deployment).expect("write");
     fs::write(apps.join("sealed.json"), seal_good(d, old, &[])).expect("write");
 
-    let o = sealkit(d, &["reseal", "--cert", &s(&new.cert()), "--recovery-private-key", &s(&old.key()), &s(&apps)], b"");
+    let o = sealkit(
+        d,
+        &[
+            "reseal",
+            "--cert",
+            &s(&new.cert()),
+            "--recovery-private-key",
+            &s(&old.key()),
+            &s(&apps),
+        ],
+        b"",
+    );
     ok(&o);
-    assert!(stderr(&o).contains("resealed 2 SealedSecret(s) in 2 of 3 file(s)"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("resealed 2 SealedSecret(s) in 2 of 3 file(s)"),
+        "{}",
+        stderr(&o)
+    );
     let mixed_after = fs::read_to_string(apps.join("prod/mixed.yaml")).expect("read");
-    assert!(mixed_after.starts_with(&format!("# header comment\n{deployment}---\n")), "{mixed_after}");
-    assert_eq!(fs::read_to_string(apps.join("prod/plain.yaml")).expect("read"), deployment);
+    assert!(
+        mixed_after.starts_with(&format!("# header comment\n{deployment}---\n")),
+        "{mixed_after}"
+    );
+    assert_eq!(
+        fs::read_to_string(apps.join("prod/plain.yaml")).expect("read"),
+        deployment
+    );
     for f in ["prod/mixed.yaml", "sealed.json"] {
         let p = s(&apps.join(f));
-        ok(&sealkit(d, &["seal", "--recovery-unseal", "--recovery-private-key", &s(&new.key()), "-f", &p], b""));
-        let o = sealkit(d, &["seal", "--recovery-unseal", "--recovery-private-key", &s(&old.key()), "-f", &p], b"");
+        ok(&sealkit(
+            d,
+            &[
+                "seal",
+                "--recovery-unseal",
+                "--recovery-private-key",
+                &s(&new.key()),
+                "-f",
+                &p,
+            ],
+            b"",
+        ));
+        let o = sealkit(
+            d,
+            &[
+                "seal",
+                "--recovery-unseal",
+                "--recovery-private-key",
+                &s(&old.key()),
+                "-f",
+                &p,
+            ],
+            b"",
+        );
         fails(&o, 1, &["not among"]);
     }
 
     // A file the keys cannot open: nothing is written anywhere.
     let snapshot = fs::read_to_string(apps.join("sealed.json")).expect("read");
-    let o = sealkit(d, &["reseal", "--cert", &s(&old.cert()), "--recovery-private-key", &s(&old.key()), &s(&apps)], b"");
+    let o = sealkit(
+        d,
+        &[
+            "reseal",
+            "--cert",
+            &s(&old.cert()),
+            "--recovery-private-key",
+            &s(&old.key()),
+            &s(&apps),
+        ],
+        b"",
+    );
     fails(&o, 1, &["nothing was written"]);
-    assert_eq!(fs::read_to_string(apps.join("sealed.json")).expect("read"), snapshot);
+    assert_eq!(
+        fs::read_to_string(apps.join("sealed.json")).expect("read"),
+        snapshot
+    );
 }
 
 #[test]
@@ -266,23 +527,69 @@ fn keygen_writes_a_usable_pair_and_refuses_to_clobber() {
     let d = dir.path();
     let keys = d.join("keys");
     let secret = d.join("key-secret.yaml");
-    ok(&sealkit(d, &["keygen", "--bits", "2048", "--out-dir", &s(&keys), "--secret-out", &s(&secret)], b""));
+    ok(&sealkit(
+        d,
+        &[
+            "keygen",
+            "--bits",
+            "2048",
+            "--out-dir",
+            &s(&keys),
+            "--secret-out",
+            &s(&secret),
+        ],
+        b"",
+    ));
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(fs::metadata(keys.join("tls.key")).expect("meta").permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(keys.join("tls.key"))
+                .expect("meta")
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
     }
     // openssl reads our key and certificate.
-    ok(&run(std::process::Command::new("openssl").args(["rsa", "-check", "-noout", "-in"]).arg(keys.join("tls.key")), b""));
+    ok(&run(
+        std::process::Command::new("openssl")
+            .args(["rsa", "-check", "-noout", "-in"])
+            .arg(keys.join("tls.key")),
+        b"",
+    ));
     let text = String::from_utf8(ok(&run(
-        std::process::Command::new("openssl").args(["x509", "-noout", "-text", "-in"]).arg(keys.join("tls.crt")),
+        std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-text", "-in"])
+            .arg(keys.join("tls.crt")),
         b"",
     )))
     .expect("utf8");
-    assert!(text.contains("CA:TRUE") && text.contains("Encipher Only"), "{text}");
-    let sealed = ok(&sealkit(d, &["seal", "--cert", &s(&keys.join("tls.crt"))], GOOD.as_bytes()));
-    ok(&sealkit(d, &["seal", "--recovery-unseal", "--recovery-private-key", &s(&secret)], &sealed));
-    let o = sealkit(d, &["keygen", "--bits", "2048", "--out-dir", &s(&keys)], b"");
+    assert!(
+        text.contains("CA:TRUE") && text.contains("Encipher Only"),
+        "{text}"
+    );
+    let sealed = ok(&sealkit(
+        d,
+        &["seal", "--cert", &s(&keys.join("tls.crt"))],
+        GOOD.as_bytes(),
+    ));
+    ok(&sealkit(
+        d,
+        &[
+            "seal",
+            "--recovery-unseal",
+            "--recovery-private-key",
+            &s(&secret),
+        ],
+        &sealed,
+    ));
+    let o = sealkit(
+        d,
+        &["keygen", "--bits", "2048", "--out-dir", &s(&keys)],
+        b"",
+    );
     assert_eq!(o.status.code(), Some(2));
 }
 
@@ -291,14 +598,25 @@ fn help_completions_and_kubeseal_alias() {
     let dir = tempfile::tempdir().expect("tmp");
     let d = dir.path();
     let help = String::from_utf8(ok(&sealkit(d, &["seal", "--help"], b""))).expect("utf8");
-    assert!(help.contains("Examples:") && help.contains("SEALED_SECRETS_"), "{help}");
+    assert!(
+        help.contains("Examples:") && help.contains("SEALED_SECRETS_"),
+        "{help}"
+    );
     let top = String::from_utf8(ok(&sealkit(d, &["--help"], b""))).expect("utf8");
     assert!(top.contains("Exit codes:"));
     let comp = ok(&sealkit(d, &["completions", "bash"], b""));
     assert!(String::from_utf8_lossy(&comp).contains("sealkit"));
     let link = d.join("kubeseal");
     std::os::unix::fs::symlink(sealkit_tests::sealkit_bin(), &link).expect("symlink");
-    let o = run(std::process::Command::new(&link).arg("--raw").arg("--scope").arg("cluster-wide").arg("--cert").arg(shared_key().cert()), b"x");
+    let o = run(
+        std::process::Command::new(&link)
+            .arg("--raw")
+            .arg("--scope")
+            .arg("cluster-wide")
+            .arg("--cert")
+            .arg(shared_key().cert()),
+        b"x",
+    );
     assert!(String::from_utf8(ok(&o)).expect("utf8").starts_with("Ag"));
     let o = sealkit(d, &["seal", "--scope", "global"], b"");
     assert_eq!(o.status.code(), Some(2));

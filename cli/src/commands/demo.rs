@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use base64::Engine as _;
-use sealkit_keys::seal::manifest::{self, Format, SealOptions, emit, parse_documents, seal_secret, unseal};
+use sealkit_keys::seal::manifest::{
+    self, Format, SealOptions, emit, parse_documents, seal_secret, unseal,
+};
 use sealkit_keys::seal::{Keyring, PublicKey};
 use sealkit_keys::secret::ExposeSecret;
 use serde_json::Value;
@@ -19,9 +21,18 @@ use crate::io::write_atomic;
 
 /// The example Secrets, embedded so the demo runs from any directory.
 const EXAMPLES: [(&str, &str); 3] = [
-    ("examples/secrets/db-credentials.yaml", include_str!("../../../examples/secrets/db-credentials.yaml")),
-    ("examples/secrets/api-token.yaml", include_str!("../../../examples/secrets/api-token.yaml")),
-    ("examples/secrets/registry.yaml", include_str!("../../../examples/secrets/registry.yaml")),
+    (
+        "examples/secrets/db-credentials.yaml",
+        include_str!("../../../examples/secrets/db-credentials.yaml"),
+    ),
+    (
+        "examples/secrets/api-token.yaml",
+        include_str!("../../../examples/secrets/api-token.yaml"),
+    ),
+    (
+        "examples/secrets/registry.yaml",
+        include_str!("../../../examples/secrets/registry.yaml"),
+    ),
 ];
 
 fn err(e: impl std::fmt::Display) -> CliError {
@@ -45,43 +56,78 @@ pub fn run(a: &DemoArgs) -> Result<(), CliError> {
 
     let g = generate_into(&dir.join("keys"), a.bits, "sealkit-demo", 30, true)?;
     let public = PublicKey::from_certificate_pem(g.cert_pem.as_bytes()).map_err(err)?;
-    println!("1. Generated a {}-bit sealing key pair in {:.2?}", a.bits, g.elapsed);
-    println!("     certificate   {}/keys/tls.crt  ({})", dir.display(), public.fingerprint());
-    println!("     private key   {}/keys/tls.key  (mode 0600; in a cluster it never leaves the controller)", dir.display());
+    println!(
+        "1. Generated a {}-bit sealing key pair in {:.2?}",
+        a.bits, g.elapsed
+    );
+    println!(
+        "     certificate   {}/keys/tls.crt  ({})",
+        dir.display(),
+        public.fingerprint()
+    );
+    println!(
+        "     private key   {}/keys/tls.key  (mode 0600; in a cluster it never leaves the controller)",
+        dir.display()
+    );
 
     let started = Instant::now();
     let mut sealed_docs: Vec<(String, Value, Value)> = Vec::new();
     let mut rows = Vec::new();
-    std::fs::create_dir_all(dir.join("sealed")).map_err(|e| CliError::io_at("cannot create the output directory", &e))?;
+    std::fs::create_dir_all(dir.join("sealed"))
+        .map_err(|e| CliError::io_at("cannot create the output directory", &e))?;
     for (path, text) in EXAMPLES {
         let docs = parse_documents(text).map_err(|e| err(format!("{path}: {e}")))?;
         for doc in docs {
-            let sealed = seal_secret(&doc.value, &SealOptions::default(), &public).map_err(|e| err(format!("{path}: {e}")))?;
+            let sealed = seal_secret(&doc.value, &SealOptions::default(), &public)
+                .map_err(|e| err(format!("{path}: {e}")))?;
             let target = manifest::sealed_target(&sealed).map_err(err)?;
-            let file = PathBuf::from(path).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+            let file = PathBuf::from(path)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let out = dir.join("sealed").join(&file);
             write_atomic(&out, emit(&sealed, Format::Yaml).as_bytes(), None)?;
-            let count = sealed.pointer("/spec/encryptedData").and_then(Value::as_object).map_or(0, |m| m.len());
+            let count = sealed
+                .pointer("/spec/encryptedData")
+                .and_then(Value::as_object)
+                .map_or(0, |m| m.len());
             let place = match target.scope {
-                sealkit_keys::seal::Scope::Strict => format!("{}/{}", target.namespace, target.name),
+                sealkit_keys::seal::Scope::Strict => {
+                    format!("{}/{}", target.namespace, target.name)
+                }
                 sealkit_keys::seal::Scope::NamespaceWide => format!("{}/*", target.namespace),
                 sealkit_keys::seal::Scope::ClusterWide => "*/*".to_string(),
             };
-            rows.push(format!("     {path:<40} -> sealed/{file:<20} {:<15} {place:<24} {count} values", target.scope.as_str()));
+            rows.push(format!(
+                "     {path:<40} -> sealed/{file:<20} {:<15} {place:<24} {count} values",
+                target.scope.as_str()
+            ));
             sealed_docs.push((path.to_string(), doc.value, sealed));
         }
     }
     let values: usize = sealed_docs
         .iter()
-        .map(|(_, _, s)| s.pointer("/spec/encryptedData").and_then(Value::as_object).map_or(0, |m| m.len()))
+        .map(|(_, _, s)| {
+            s.pointer("/spec/encryptedData")
+                .and_then(Value::as_object)
+                .map_or(0, |m| m.len())
+        })
         .sum();
-    println!("\n2. Sealed {} Secrets ({values} values) in {:.2?}; the files are safe to commit:", sealed_docs.len(), started.elapsed());
+    println!(
+        "\n2. Sealed {} Secrets ({values} values) in {:.2?}; the files are safe to commit:",
+        sealed_docs.len(),
+        started.elapsed()
+    );
     for r in rows {
         println!("{r}");
     }
 
     let mut ring = Keyring::new();
-    ring.add(manifest::load_private_keys(g.key.to_pkcs1_pem().map_err(err)?.as_bytes()).map_err(err)?.remove(0));
+    ring.add(
+        manifest::load_private_keys(g.key.to_pkcs1_pem().map_err(err)?.as_bytes())
+            .map_err(err)?
+            .remove(0),
+    );
     let started = Instant::now();
     let mut matched = 0usize;
     let mut mismatched = Vec::new();
@@ -90,7 +136,10 @@ pub fn run(a: &DemoArgs) -> Result<(), CliError> {
         let want = manifest::secret_items(original).map_err(err)?;
         for (k, v) in &want {
             let got = secret
-                .pointer(&format!("/data/{}", k.replace('~', "~0").replace('/', "~1")))
+                .pointer(&format!(
+                    "/data/{}",
+                    k.replace('~', "~0").replace('/', "~1")
+                ))
                 .and_then(Value::as_str)
                 .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok());
             if got.as_deref() == Some(v.expose_secret()) {
@@ -113,19 +162,30 @@ pub fn run(a: &DemoArgs) -> Result<(), CliError> {
             Err(e) => {
                 let msg = e.to_string();
                 let first = msg.split("; ").next().unwrap_or(&msg);
-                println!("\n4. Scope protection: the same SealedSecret copied to namespace 'staging' does not open:");
+                println!(
+                    "\n4. Scope protection: the same SealedSecret copied to namespace 'staging' does not open:"
+                );
                 println!("     {first}");
             }
         }
     }
 
     if kept {
-        println!("\nEverything is in {}. Try: sealkit seal --cert {}/keys/tls.crt -f examples/secrets/db-credentials.yaml -o yaml", dir.display(), dir.display());
+        println!(
+            "\nEverything is in {}. Try: sealkit seal --cert {}/keys/tls.crt -f examples/secrets/db-credentials.yaml -o yaml",
+            dir.display(),
+            dir.display()
+        );
     } else {
-        println!("\n(The key pair and sealed files were in a temporary directory, now removed; pass --dir DIR to keep them.)");
+        println!(
+            "\n(The key pair and sealed files were in a temporary directory, now removed; pass --dir DIR to keep them.)"
+        );
     }
     if !mismatched.is_empty() {
-        return Err(CliError::input(format!("demo failed: {}", mismatched.join(", "))));
+        return Err(CliError::input(format!(
+            "demo failed: {}",
+            mismatched.join(", ")
+        )));
     }
     println!("Done: every value round-tripped, and the scope check held.");
     Ok(())

@@ -24,7 +24,8 @@ pub fn load_keyring(paths: &[impl AsRef<Path>]) -> Result<Keyring, CliError> {
     for p in paths {
         let p = p.as_ref();
         let bytes = read_bytes(p)?;
-        let keys = load_private_keys(&bytes).map_err(|e| CliError::input(format!("{}: {e}", p.display())))?;
+        let keys = load_private_keys(&bytes)
+            .map_err(|e| CliError::input(format!("{}: {e}", p.display())))?;
         for k in keys {
             ring.add(k);
         }
@@ -39,7 +40,10 @@ pub fn doc_error(input: &str, doc: &Document, e: &ManifestError) -> CliError {
         (Some(k), None) => format!(" ({k})"),
         _ => String::new(),
     };
-    CliError::input(format!("{input}: document {} at line {}{what}: {e}", doc.index, doc.line))
+    CliError::input(format!(
+        "{input}: document {} at line {}{what}: {e}",
+        doc.index, doc.line
+    ))
 }
 
 /// An error parsing an input.

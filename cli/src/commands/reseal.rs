@@ -39,9 +39,11 @@ pub fn run(a: &ResealArgs) -> Result<(), CliError> {
     } else {
         let b = ProgressBar::new(files.len() as u64);
         b.set_style(
-            ProgressStyle::with_template("{spinner} resealing [{bar:30}] {pos}/{len} files {wide_msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{spinner} resealing [{bar:30}] {pos}/{len} files {wide_msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
         b
     };
@@ -70,7 +72,11 @@ pub fn run(a: &ResealArgs) -> Result<(), CliError> {
         }
     }
     if !a.quiet {
-        let verb = if a.dry_run { "would reseal" } else { "resealed" };
+        let verb = if a.dry_run {
+            "would reseal"
+        } else {
+            "resealed"
+        };
         eprintln!(
             "{verb} {values} SealedSecret(s) in {} of {} file(s) to key {} in {:.2?}",
             changes.len(),
@@ -90,7 +96,8 @@ pub fn run(a: &ResealArgs) -> Result<(), CliError> {
 fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
     let mut out = Vec::new();
     for p in paths {
-        let meta = std::fs::metadata(p).map_err(|e| CliError::io_at(&format!("cannot read {}", p.display()), &e))?;
+        let meta = std::fs::metadata(p)
+            .map_err(|e| CliError::io_at(&format!("cannot read {}", p.display()), &e))?;
         if meta.is_dir() {
             walk(p, &mut out)?;
         } else {
@@ -103,19 +110,26 @@ fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CliError> {
-    let rd = std::fs::read_dir(dir).map_err(|e| CliError::io_at(&format!("cannot list {}", dir.display()), &e))?;
+    let rd = std::fs::read_dir(dir)
+        .map_err(|e| CliError::io_at(&format!("cannot list {}", dir.display()), &e))?;
     for entry in rd {
-        let entry = entry.map_err(|e| CliError::io_at(&format!("cannot list {}", dir.display()), &e))?;
+        let entry =
+            entry.map_err(|e| CliError::io_at(&format!("cannot list {}", dir.display()), &e))?;
         let path = entry.path();
         let name = entry.file_name();
         if name.to_string_lossy().starts_with('.') {
             continue; // .git and friends
         }
-        let ft = entry.file_type().map_err(|e| CliError::io_at(&path.display().to_string(), &e))?;
+        let ft = entry
+            .file_type()
+            .map_err(|e| CliError::io_at(&path.display().to_string(), &e))?;
         if ft.is_dir() {
             walk(&path, out)?;
         } else if ft.is_file()
-            && matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
+            && matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml" | "json")
+            )
         {
             out.push(path);
         }
@@ -124,10 +138,17 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CliError> {
 }
 
 /// The new text of a file, or `None` when it holds no SealedSecret.
-fn reseal_file(path: &Path, ring: &Keyring, key: &PublicKey) -> Result<Option<(String, usize)>, CliError> {
+fn reseal_file(
+    path: &Path,
+    ring: &Keyring,
+    key: &PublicKey,
+) -> Result<Option<(String, usize)>, CliError> {
     let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| CliError::io_at(&format!("cannot read {name}"), &e))?;
-    let Ok(text) = String::from_utf8(bytes) else { return Ok(None) };
+    let bytes =
+        std::fs::read(path).map_err(|e| CliError::io_at(&format!("cannot read {name}"), &e))?;
+    let Ok(text) = String::from_utf8(bytes) else {
+        return Ok(None);
+    };
     if !text.contains("SealedSecret") {
         return Ok(None);
     }
@@ -179,7 +200,11 @@ pub fn reseal_text(
         if !is_sealed(&doc.value) {
             continue;
         }
-        let doc = manifest::Document { index: index + 1, line, value: doc.value.clone() };
+        let doc = manifest::Document {
+            index: index + 1,
+            line,
+            value: doc.value.clone(),
+        };
         let new = manifest::reseal(&doc.value, ring, key).map_err(|e| doc_error(name, &doc, &e))?;
         let body = manifest::yaml_body(&new);
         out.push_str(&text[cursor..start]);

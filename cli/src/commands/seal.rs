@@ -3,7 +3,8 @@
 use std::path::Path;
 
 use sealkit_keys::seal::manifest::{
-    self, Format, SealOptions, Target, emit, merge_into, parse_documents, seal_raw, seal_secret, unseal,
+    self, Format, SealOptions, Target, emit, merge_into, parse_documents, seal_raw, seal_secret,
+    unseal,
 };
 use sealkit_keys::seal::{PublicKey, Scope};
 use serde_json::Value;
@@ -31,7 +32,9 @@ pub fn run(a: &SealArgs) -> Result<(), CliError> {
         return recovery_unseal(a);
     }
     if !a.recovery_private_key.is_empty() {
-        return Err(CliError::usage("--recovery-private-key is only used with --recovery-unseal"));
+        return Err(CliError::usage(
+            "--recovery-private-key is only used with --recovery-unseal",
+        ));
     }
     if a.raw {
         return raw(a);
@@ -50,21 +53,28 @@ fn output_format(a: &SealArgs) -> Format {
     if let Some(f) = a.format {
         return to_format(f);
     }
-    match a.sealed_secret_file.as_deref().and_then(Path::extension).and_then(|e| e.to_str()) {
+    match a
+        .sealed_secret_file
+        .as_deref()
+        .and_then(Path::extension)
+        .and_then(|e| e.to_str())
+    {
         Some("yaml") | Some("yml") => Format::Yaml,
         _ => Format::Json,
     }
 }
 
 fn check_not_same(a: &SealArgs) -> Result<(), CliError> {
-    if let (Some(i), Some(o)) = (&a.secret_file, &a.sealed_secret_file) {
-        if same_file(i, o) {
-            return Err(CliError::usage(format!(
-                "the output file {} is the input file; refusing to overwrite the input",
-                o.display()
-            ))
-            .with_hint("write to another file, or use --merge-into to update a SealedSecret in place"));
-        }
+    if let (Some(i), Some(o)) = (&a.secret_file, &a.sealed_secret_file)
+        && same_file(i, o)
+    {
+        return Err(CliError::usage(format!(
+            "the output file {} is the input file; refusing to overwrite the input",
+            o.display()
+        ))
+        .with_hint(
+            "write to another file, or use --merge-into to update a SealedSecret in place",
+        ));
     }
     Ok(())
 }
@@ -74,20 +84,32 @@ fn seal_options(a: &SealArgs) -> SealOptions {
         scope: a.scope,
         name: a.name.clone(),
         namespace: a.namespace.clone(),
-        fallback_namespace: kubeconfig::default_namespace(a.kubeconfig.as_deref(), a.context.as_deref()),
+        fallback_namespace: kubeconfig::default_namespace(
+            a.kubeconfig.as_deref(),
+            a.context.as_deref(),
+        ),
         allow_empty_data: a.allow_empty_data,
     }
 }
 
 /// Seals every Secret of `text` and returns the output text; nothing is written on error.
-pub fn seal_text(input_name: &str, text: &str, opts: &SealOptions, key: &PublicKey, format: Format) -> Result<(String, usize), CliError> {
+pub fn seal_text(
+    input_name: &str,
+    text: &str,
+    opts: &SealOptions,
+    key: &PublicKey,
+    format: Format,
+) -> Result<(String, usize), CliError> {
     let docs = parse_documents(text).map_err(|e| parse_error(input_name, &e))?;
     if docs.is_empty() {
-        return Err(CliError::input(format!("{input_name}: no Secret found (the input is empty)")));
+        return Err(CliError::input(format!(
+            "{input_name}: no Secret found (the input is empty)"
+        )));
     }
     let mut out = String::new();
     for doc in &docs {
-        let sealed = seal_secret(&doc.value, opts, key).map_err(|e| doc_error(input_name, doc, &e))?;
+        let sealed =
+            seal_secret(&doc.value, opts, key).map_err(|e| doc_error(input_name, doc, &e))?;
         out.push_str(&emit(&sealed, format));
     }
     Ok((out, docs.len()))
@@ -97,7 +119,13 @@ fn seal_documents(a: &SealArgs) -> Result<(), CliError> {
     check_not_same(a)?;
     let key = cert::load(a.cert.as_deref())?;
     let input = read_input(a.secret_file.as_deref())?;
-    let (out, _) = seal_text(&input.name, &input.text, &seal_options(a), &key, output_format(a))?;
+    let (out, _) = seal_text(
+        &input.name,
+        &input.text,
+        &seal_options(a),
+        &key,
+        output_format(a),
+    )?;
     write_output(a.sealed_secret_file.as_deref(), out.as_bytes())
 }
 
@@ -106,8 +134,10 @@ fn raw(a: &SealArgs) -> Result<(), CliError> {
     let namespace = match (&a.namespace, scope) {
         (_, Scope::ClusterWide) => a.namespace.clone().unwrap_or_default(),
         (Some(n), _) => n.clone(),
-        (None, _) => kubeconfig::default_namespace(a.kubeconfig.as_deref(), a.context.as_deref()).ok_or_else(|| {
-            CliError::usage("--raw needs a namespace for this scope").with_hint("pass -n NAMESPACE, or --scope cluster-wide")
+        (None, _) => kubeconfig::default_namespace(a.kubeconfig.as_deref(), a.context.as_deref())
+            .ok_or_else(|| {
+            CliError::usage("--raw needs a namespace for this scope")
+                .with_hint("pass -n NAMESPACE, or --scope cluster-wide")
         })?,
     };
     let name = match (&a.name, scope) {
@@ -129,12 +159,17 @@ fn raw(a: &SealArgs) -> Result<(), CliError> {
         }
         None => {
             let mut buf = Vec::new();
-            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map_err(|e| CliError::io_at("cannot read <stdin>", &e))?;
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+                .map_err(|e| CliError::io_at("cannot read <stdin>", &e))?;
             buf
         }
     };
     let value = sealkit_keys::secret::Zeroizing::new(value);
-    let target = Target { name, namespace, scope };
+    let target = Target {
+        name,
+        namespace,
+        scope,
+    };
     let out = seal_raw(&key, &target, &value).map_err(|e| CliError::input(e.to_string()))?;
     write_output(a.sealed_secret_file.as_deref(), out.as_bytes())
 }
@@ -145,7 +180,10 @@ fn merge(a: &SealArgs, target: &Path) -> Result<(), CliError> {
         .map_err(|_| CliError::input(format!("{name}: not UTF-8 text")))?;
     let mut docs = parse_documents(&text).map_err(|e| parse_error(&name, &e))?;
     if docs.len() != 1 {
-        return Err(CliError::input(format!("{name}: --merge-into needs exactly one SealedSecret, found {} documents", docs.len())));
+        return Err(CliError::input(format!(
+            "{name}: --merge-into needs exactly one SealedSecret, found {} documents",
+            docs.len()
+        )));
     }
     let mut orig = docs.remove(0);
     let t = manifest::sealed_target(&orig.value).map_err(|e| doc_error(&name, &orig, &e))?;
@@ -153,7 +191,11 @@ fn merge(a: &SealArgs, target: &Path) -> Result<(), CliError> {
     let input = read_input(a.secret_file.as_deref())?;
     let secrets = parse_documents(&input.text).map_err(|e| parse_error(&input.name, &e))?;
     if secrets.len() != 1 {
-        return Err(CliError::input(format!("{}: --merge-into needs exactly one Secret, found {}", input.name, secrets.len())));
+        return Err(CliError::input(format!(
+            "{}: --merge-into needs exactly one Secret, found {}",
+            input.name,
+            secrets.len()
+        )));
     }
     let mut secret = secrets[0].value.clone();
     // The target file decides name and namespace; its scope too, unless --scope says otherwise
@@ -168,9 +210,13 @@ fn merge(a: &SealArgs, target: &Path) -> Result<(), CliError> {
         fallback_namespace: None,
         allow_empty_data: a.allow_empty_data,
     };
-    let update = seal_secret(&secret, &opts, &key).map_err(|e| doc_error(&input.name, &secrets[0], &e))?;
+    let update =
+        seal_secret(&secret, &opts, &key).map_err(|e| doc_error(&input.name, &secrets[0], &e))?;
     merge_into(&mut orig.value, &update).map_err(|e| doc_error(&name, &orig, &e))?;
-    let format = a.format.map(to_format).unwrap_or_else(|| Format::sniff(&text));
+    let format = a
+        .format
+        .map(to_format)
+        .unwrap_or_else(|| Format::sniff(&text));
     write_atomic(target, emit(&orig.value, format).as_bytes(), None)
 }
 
@@ -180,7 +226,10 @@ fn recovery_unseal(a: &SealArgs) -> Result<(), CliError> {
     let input = read_input(a.secret_file.as_deref())?;
     let docs = parse_documents(&input.text).map_err(|e| parse_error(&input.name, &e))?;
     if docs.is_empty() {
-        return Err(CliError::input(format!("{}: no SealedSecret found (the input is empty)", input.name)));
+        return Err(CliError::input(format!(
+            "{}: no SealedSecret found (the input is empty)",
+            input.name
+        )));
     }
     let format = output_format(a);
     let mut out = String::new();
@@ -202,7 +251,10 @@ fn recovery_unseal(a: &SealArgs) -> Result<(), CliError> {
         opened += 1;
     }
     if opened == 0 {
-        return Err(CliError::input(format!("{}: no SealedSecret found", input.name)));
+        return Err(CliError::input(format!(
+            "{}: no SealedSecret found",
+            input.name
+        )));
     }
     // The output holds plaintext: a new file is readable by its owner only.
     match a.sealed_secret_file.as_deref() {

@@ -36,7 +36,12 @@ pub fn seal(key: &PublicKey, label: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, 
     out.extend_from_slice(&rsa_len16.to_be_bytes());
     out.resize(2 + rsa_len, 0);
     key.oaep
-        .encrypt(&OAEP_SHA256_MGF1SHA256, &session[..], &mut out[2..], label_arg(label))
+        .encrypt(
+            &OAEP_SHA256_MGF1SHA256,
+            &session[..],
+            &mut out[2..],
+            label_arg(label),
+        )
         .map_err(|_| SealError::Rsa)?;
 
     let body_start = out.len();
@@ -105,7 +110,12 @@ pub(crate) fn open_with(
     let mut buf = Zeroizing::new(vec![0u8; env.rsa_ct.len()]);
     let session_len = key
         .oaep
-        .decrypt(&OAEP_SHA256_MGF1SHA256, env.rsa_ct, &mut buf[..], label_arg(label))
+        .decrypt(
+            &OAEP_SHA256_MGF1SHA256,
+            env.rsa_ct,
+            &mut buf[..],
+            label_arg(label),
+        )
         .map_err(|_| KeyAttempt::RsaFailed)?
         .len();
     if session_len != SESSION_KEY_LEN {
@@ -113,7 +123,11 @@ pub(crate) fn open_with(
     }
     let aead = aes_key(&buf[..SESSION_KEY_LEN]).map_err(|_| KeyAttempt::BodyTampered)?;
     let mut body = env.body.to_vec();
-    match aead.open_in_place(Nonce::assume_unique_for_key([0u8; 12]), Aad::empty(), &mut body) {
+    match aead.open_in_place(
+        Nonce::assume_unique_for_key([0u8; 12]),
+        Aad::empty(),
+        &mut body,
+    ) {
         Ok(plain) => {
             let n = plain.len();
             body.truncate(n);

@@ -45,7 +45,9 @@ impl Binding {
     pub fn describe(&self) -> String {
         match self.scope {
             Scope::Strict => format!("strict scope for '{}/{}'", self.namespace, self.name),
-            Scope::NamespaceWide => format!("namespace-wide scope for namespace '{}'", self.namespace),
+            Scope::NamespaceWide => {
+                format!("namespace-wide scope for namespace '{}'", self.namespace)
+            }
             Scope::ClusterWide => "cluster-wide scope".to_string(),
         }
     }
@@ -71,7 +73,11 @@ impl Keyring {
     /// Adds a key unless a key with the same fingerprint is already present. Returns whether
     /// it was added.
     pub fn add(&mut self, key: PrivateKey) -> bool {
-        if self.keys.iter().any(|k| k.fingerprint() == key.fingerprint()) {
+        if self
+            .keys
+            .iter()
+            .any(|k| k.fingerprint() == key.fingerprint())
+        {
             return false;
         }
         self.keys.push(key);
@@ -107,7 +113,11 @@ impl Keyring {
         if self.keys.is_empty() {
             return Err(OpenError::EmptyKeyring);
         }
-        Err(if tampered { OpenError::Tampered } else { OpenError::NoKey })
+        Err(if tampered {
+            OpenError::Tampered
+        } else {
+            OpenError::NoKey
+        })
     }
 
     /// Tries `candidates` (other scopes, other names) to explain why a value does not open.

@@ -112,11 +112,16 @@ impl PublicKey {
                     spki.algorithm.algorithm.to_id_string().to_string(),
                 ));
             }
-            Err(e) => return Err(KeyError::Certificate(format!("invalid RSA public key: {e}"))),
+            Err(e) => {
+                return Err(KeyError::Certificate(format!(
+                    "invalid RSA public key: {e}"
+                )));
+            }
         };
         let fingerprint = ssh_fingerprint(exponent, modulus);
-        let encrypting = PublicEncryptingKey::from_der(spki_der)
-            .map_err(|_| KeyError::Certificate("RSA public key rejected by the crypto library".into()))?;
+        let encrypting = PublicEncryptingKey::from_der(spki_der).map_err(|_| {
+            KeyError::Certificate("RSA public key rejected by the crypto library".into())
+        })?;
         let bits = encrypting.key_size_bits();
         let oaep = OaepPublicEncryptingKey::new(encrypting)
             .map_err(|_| KeyError::Certificate("RSA public key unusable for OAEP".into()))?;
@@ -229,7 +234,9 @@ impl PrivateKey {
                 "PRIVATE KEY" => keys.push(Self::from_pkcs8_der(&der)?),
                 "ENCRYPTED PRIVATE KEY" => return Err(KeyError::EncryptedPrivateKey),
                 t if t.ends_with("PRIVATE KEY") => {
-                    return Err(KeyError::NotRsa(t.trim_end_matches(" PRIVATE KEY").to_string()));
+                    return Err(KeyError::NotRsa(
+                        t.trim_end_matches(" PRIVATE KEY").to_string(),
+                    ));
                 }
                 _ => {}
             }
@@ -268,8 +275,14 @@ impl PrivateKey {
     /// A self-signed certificate for this key, shaped like the upstream controller's:
     /// issuer = subject = `CN=<common_name>` (no CN when empty), random 128-bit serial,
     /// CA, key usage "encipher only", valid from now for `ttl`, signed SHA256-RSA.
-    pub fn self_signed_certificate(&self, common_name: &str, ttl: Duration) -> Result<String, KeyError> {
-        use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyUsagePurpose};
+    pub fn self_signed_certificate(
+        &self,
+        common_name: &str,
+        ttl: Duration,
+    ) -> Result<String, KeyError> {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyUsagePurpose,
+        };
         let der = rustls_pki_types::PrivatePkcs8KeyDer::from(self.pkcs8.as_slice());
         let pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_RSA_SHA256)
             .map_err(|e| KeyError::Certificate(format!("cannot sign: {e}")))?;

@@ -124,8 +124,16 @@ pub fn split_yaml(input: &str) -> Vec<(usize, &str)> {
         if is_sep || is_end {
             docs.push((start_line, &input[start..offset]));
             // `--- value` keeps its content on the separator line.
-            start = if is_sep && bare.len() > 3 { offset + 4 } else { offset + line.len() };
-            start_line = if is_sep && bare.len() > 3 { i + 1 } else { i + 2 };
+            start = if is_sep && bare.len() > 3 {
+                offset + 4
+            } else {
+                offset + line.len()
+            };
+            start_line = if is_sep && bare.len() > 3 {
+                i + 1
+            } else {
+                i + 2
+            };
         }
         offset += line.len();
     }
@@ -165,12 +173,13 @@ pub fn parse_documents(input: &str) -> Result<Vec<Document>, ManifestError> {
         Format::Yaml => {
             let options = serde_saphyr::options! { legacy_octal_numbers: true };
             for (line, text) in split_yaml(input) {
-                let v: Value = serde_saphyr::from_str_with_options(text, options.clone()).map_err(|e| {
-                    ManifestError::Syntax {
-                        line,
-                        reason: format!("invalid YAML in the document starting here: {e}"),
-                    }
-                })?;
+                let v: Value =
+                    serde_saphyr::from_str_with_options(text, options.clone()).map_err(|e| {
+                        ManifestError::Syntax {
+                            line,
+                            reason: format!("invalid YAML in the document starting here: {e}"),
+                        }
+                    })?;
                 if !v.is_null() {
                     values.push((line, v));
                 }
@@ -179,16 +188,20 @@ pub fn parse_documents(input: &str) -> Result<Vec<Document>, ManifestError> {
     }
     let mut docs = Vec::new();
     for (line, value) in values {
-        let is_list = value.get("kind").and_then(Value::as_str) == Some("List")
-            || value.get("kind").and_then(Value::as_str).is_some_and(|k| k.ends_with("List"))
-                && value.get("items").is_some_and(Value::is_array);
-        if is_list {
-            if let Some(Value::Array(items)) = value.get("items") {
-                for item in items {
-                    docs.push(Document { index: docs.len() + 1, line, value: item.clone() });
-                }
-                continue;
+        // `kind: List` (and typed lists such as SecretList, as `kubectl get -o yaml` prints).
+        let is_list = value
+            .get("kind")
+            .and_then(Value::as_str)
+            .is_some_and(|k| k.ends_with("List"));
+        if let (true, Some(Value::Array(items))) = (is_list, value.get("items")) {
+            for item in items {
+                docs.push(Document {
+                    index: docs.len() + 1,
+                    line,
+                    value: item.clone(),
+                });
             }
+            continue;
         }
         if !value.is_object() {
             return Err(ManifestError::Syntax {
@@ -196,7 +209,11 @@ pub fn parse_documents(input: &str) -> Result<Vec<Document>, ManifestError> {
                 reason: "expected a Kubernetes object (a mapping with apiVersion and kind)".into(),
             });
         }
-        docs.push(Document { index: docs.len() + 1, line, value });
+        docs.push(Document {
+            index: docs.len() + 1,
+            line,
+            value,
+        });
     }
     Ok(docs)
 }
@@ -215,7 +232,11 @@ impl serde_json::ser::Formatter for GoFormatter<'_> {
     fn end_array<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
         self.0.end_array(w)
     }
-    fn begin_array_value<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+    fn begin_array_value<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
         self.0.begin_array_value(w, first)
     }
     fn end_array_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
@@ -227,7 +248,11 @@ impl serde_json::ser::Formatter for GoFormatter<'_> {
     fn end_object<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
         self.0.end_object(w)
     }
-    fn begin_object_key<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+    fn begin_object_key<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
         self.0.begin_object_key(w, first)
     }
     fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
@@ -236,10 +261,14 @@ impl serde_json::ser::Formatter for GoFormatter<'_> {
     fn end_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
         self.0.end_object_value(w)
     }
-    fn write_string_fragment<W: ?Sized + io::Write>(&mut self, w: &mut W, fragment: &str) -> io::Result<()> {
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
         let mut rest = fragment;
         while let Some(pos) = rest.find(['<', '>', '&', '\u{2028}', '\u{2029}']) {
-            w.write_all(rest[..pos].as_bytes())?;
+            w.write_all(&rest.as_bytes()[..pos])?;
             let c = rest[pos..].chars().next().unwrap_or('&');
             write!(w, "\\u{:04x}", c as u32)?;
             rest = &rest[pos + c.len_utf8()..];
@@ -313,15 +342,26 @@ fn obj<'a>(v: &'a Value, path: &str) -> Result<Option<&'a Map<String, Value>>, M
     }
 }
 
-fn get_str<'a>(m: Option<&'a Map<String, Value>>, key: &str, path: &str) -> Result<Option<&'a str>, ManifestError> {
+fn get_str<'a>(
+    m: Option<&'a Map<String, Value>>,
+    key: &str,
+    path: &str,
+) -> Result<Option<&'a str>, ManifestError> {
     match m.and_then(|m| m.get(key)) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(field(format!("{path}.{key}"), "must be a string (quote the value)")),
+        Some(_) => Err(field(
+            format!("{path}.{key}"),
+            "must be a string (quote the value)",
+        )),
     }
 }
 
-fn string_map(m: Option<&Map<String, Value>>, key: &str, path: &str) -> Result<BTreeMap<String, String>, ManifestError> {
+fn string_map(
+    m: Option<&Map<String, Value>>,
+    key: &str,
+    path: &str,
+) -> Result<BTreeMap<String, String>, ManifestError> {
     let mut out = BTreeMap::new();
     match m.and_then(|m| m.get(key)) {
         None | Some(Value::Null) => {}
@@ -331,22 +371,38 @@ fn string_map(m: Option<&Map<String, Value>>, key: &str, path: &str) -> Result<B
                     Value::String(s) => {
                         out.insert(k.clone(), s.clone());
                     }
-                    _ => return Err(field(format!("{path}.{key}.{k}"), "must be a string (quote it)")),
+                    _ => {
+                        return Err(field(
+                            format!("{path}.{key}.{k}"),
+                            "must be a string (quote it)",
+                        ));
+                    }
                 }
             }
         }
-        Some(_) => return Err(field(format!("{path}.{key}"), "must be a mapping of strings")),
+        Some(_) => {
+            return Err(field(
+                format!("{path}.{key}"),
+                "must be a mapping of strings",
+            ));
+        }
     }
     Ok(out)
 }
 
 fn scope_of(meta: Option<&Map<String, Value>>) -> Scope {
-    let ann = meta.and_then(|m| m.get("annotations")).and_then(Value::as_object);
+    let ann = meta
+        .and_then(|m| m.get("annotations"))
+        .and_then(Value::as_object);
     Scope::from_annotations(|k| ann.and_then(|a| a.get(k)).and_then(Value::as_str))
 }
 
 fn sorted_string_map(m: &BTreeMap<String, String>) -> Value {
-    Value::Object(m.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
+    Value::Object(
+        m.iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect(),
+    )
 }
 
 /// ObjectMeta in Go field order, keeping what a template or an unsealed Secret should carry:
@@ -388,7 +444,12 @@ fn object_meta(
                     out.insert("finalizers".into(), f.clone());
                 }
             }
-            _ => return Err(field(format!("{path}.finalizers"), "must be a list of strings")),
+            _ => {
+                return Err(field(
+                    format!("{path}.finalizers"),
+                    "must be a list of strings",
+                ));
+            }
         }
     }
     Ok(out)
@@ -418,7 +479,8 @@ fn is_valid_data_key(k: &str) -> bool {
         && k.len() <= 253
         && k != "."
         && k != ".."
-        && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 // ---------------------------------------------------------------------------------------
@@ -462,12 +524,20 @@ pub fn secret_items(secret: &Value) -> Result<BTreeMap<String, SecretBytes>, Man
             items.insert(k.clone(), secret_bytes(bytes));
         }
     }
-    if let Some(data) = obj(secret.get("stringData").unwrap_or(&Value::Null), "stringData")? {
+    if let Some(data) = obj(
+        secret.get("stringData").unwrap_or(&Value::Null),
+        "stringData",
+    )? {
         for (k, v) in data {
             let bytes = match v {
                 Value::Null => Vec::new(),
                 Value::String(s) => s.as_bytes().to_vec(),
-                _ => return Err(field(format!("stringData.{k}"), "must be a string (quote the value)")),
+                _ => {
+                    return Err(field(
+                        format!("stringData.{k}"),
+                        "must be a string (quote the value)",
+                    ));
+                }
             };
             items.insert(k.clone(), secret_bytes(bytes));
         }
@@ -503,12 +573,21 @@ fn check_kind(doc: &Value, want: &str) -> Result<(), ManifestError> {
 }
 
 /// Seals a Secret document into a SealedSecret document, as `kubeseal` does.
-pub fn seal_secret(secret: &Value, opts: &SealOptions, key: &PublicKey) -> Result<Value, ManifestError> {
+pub fn seal_secret(
+    secret: &Value,
+    opts: &SealOptions,
+    key: &PublicKey,
+) -> Result<Value, ManifestError> {
     check_kind(secret, "Secret")?;
-    if let Some(v) = secret.get("apiVersion").and_then(Value::as_str) {
-        if v != "v1" {
-            return Err(field("apiVersion", format!("expected 'v1' for a Secret, found '{v}'")));
-        }
+    if let Some(v) = secret
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .filter(|v| *v != "v1")
+    {
+        return Err(field(
+            "apiVersion",
+            format!("expected 'v1' for a Secret, found '{v}'"),
+        ));
     }
     let meta_in = obj(secret.get("metadata").unwrap_or(&Value::Null), "metadata")?;
     let mut meta: Map<String, Value> = meta_in.cloned().unwrap_or_default();
@@ -523,16 +602,23 @@ pub fn seal_secret(secret: &Value, opts: &SealOptions, key: &PublicKey) -> Resul
 
     let name = match &opts.name {
         Some(n) => n.clone(),
-        None => get_str(meta_in, "name", "metadata")?.unwrap_or("").to_string(),
+        None => get_str(meta_in, "name", "metadata")?
+            .unwrap_or("")
+            .to_string(),
     };
     if name.is_empty() {
-        return Err(field("metadata.name", "missing; hint: set metadata.name or pass --name"));
+        return Err(field(
+            "metadata.name",
+            "missing; hint: set metadata.name or pass --name",
+        ));
     }
     if let Some(s) = opts.scope {
         set_scope_annotations(&mut meta, s);
     }
     let scope = scope_of(Some(&meta));
-    let doc_ns = get_str(meta_in, "namespace", "metadata")?.unwrap_or("").to_string();
+    let doc_ns = get_str(meta_in, "namespace", "metadata")?
+        .unwrap_or("")
+        .to_string();
     let namespace = match (&opts.namespace, doc_ns.is_empty()) {
         (Some(flag), false) if *flag != doc_ns => {
             return Err(field(
@@ -559,11 +645,12 @@ pub fn seal_secret(secret: &Value, opts: &SealOptions, key: &PublicKey) -> Resul
     }
 
     let mut template = Map::new();
-    template.insert("metadata".into(), object_meta(Some(&meta), "metadata", &name, &namespace)?.into());
-    if let Some(t) = get_str(secret.as_object(), "type", "")? {
-        if !t.is_empty() {
-            template.insert("type".into(), t.into());
-        }
+    template.insert(
+        "metadata".into(),
+        object_meta(Some(&meta), "metadata", &name, &namespace)?.into(),
+    );
+    if let Some(t) = get_str(secret.as_object(), "type", "")?.filter(|t| !t.is_empty()) {
+        template.insert("type".into(), t.into());
     }
     match secret.get("immutable") {
         None | Some(Value::Null) => {}
@@ -626,13 +713,25 @@ pub fn merge_into(orig: &mut Value, update: &Value) -> Result<(), ManifestError>
         }
     };
     merge(spec, "encryptedData", update.pointer("/spec/encryptedData"));
-    let template = spec.entry("template").or_insert_with(|| Value::Object(Map::new()));
+    let template = spec
+        .entry("template")
+        .or_insert_with(|| Value::Object(Map::new()));
     if let Value::Object(t) = template {
         merge(t, "data", update.pointer("/spec/template/data"));
-        let meta = t.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
+        let meta = t
+            .entry("metadata")
+            .or_insert_with(|| Value::Object(Map::new()));
         if let Value::Object(m) = meta {
-            merge(m, "labels", update.pointer("/spec/template/metadata/labels"));
-            merge(m, "annotations", update.pointer("/spec/template/metadata/annotations"));
+            merge(
+                m,
+                "labels",
+                update.pointer("/spec/template/metadata/labels"),
+            );
+            merge(
+                m,
+                "annotations",
+                update.pointer("/spec/template/metadata/annotations"),
+            );
         }
     }
     Ok(())
@@ -647,22 +746,37 @@ pub fn sealed_target(doc: &Value) -> Result<Target, ManifestError> {
     check_kind(doc, SEALED_SECRET_KIND)?;
     let meta = obj(doc.get("metadata").unwrap_or(&Value::Null), "metadata")?;
     let name = get_str(meta, "name", "metadata")?.unwrap_or("").to_string();
-    let namespace = get_str(meta, "namespace", "metadata")?.unwrap_or("").to_string();
+    let namespace = get_str(meta, "namespace", "metadata")?
+        .unwrap_or("")
+        .to_string();
     let scope = scope_of(meta);
     if name.is_empty() {
         return Err(field("metadata.name", "missing"));
     }
-    Ok(Target { name, namespace, scope })
+    Ok(Target {
+        name,
+        namespace,
+        scope,
+    })
 }
 
 fn encrypted_items(doc: &Value) -> Result<Vec<(String, &str)>, ManifestError> {
-    let spec = obj(doc.get("spec").unwrap_or(&Value::Null), "spec")?.ok_or_else(|| field("spec", "missing"))?;
+    let spec = obj(doc.get("spec").unwrap_or(&Value::Null), "spec")?
+        .ok_or_else(|| field("spec", "missing"))?;
     let mut out = Vec::new();
-    if let Some(enc) = obj(spec.get("encryptedData").unwrap_or(&Value::Null), "spec.encryptedData")? {
+    if let Some(enc) = obj(
+        spec.get("encryptedData").unwrap_or(&Value::Null),
+        "spec.encryptedData",
+    )? {
         for (k, v) in enc {
             match v {
                 Value::String(s) => out.push((k.clone(), s.as_str())),
-                _ => return Err(field(format!("spec.encryptedData.{k}"), "must be a base64 string")),
+                _ => {
+                    return Err(field(
+                        format!("spec.encryptedData.{k}"),
+                        "must be a base64 string",
+                    ));
+                }
             }
         }
     }
@@ -672,8 +786,12 @@ fn encrypted_items(doc: &Value) -> Result<Vec<(String, &str)>, ManifestError> {
 /// The bindings to try when a value does not open, for a good error message.
 fn candidate_bindings(doc: &Value, target: &Target) -> Vec<Binding> {
     let mut pairs = vec![(target.namespace.clone(), target.name.clone())];
-    let t_ns = doc.pointer("/spec/template/metadata/namespace").and_then(Value::as_str);
-    let t_name = doc.pointer("/spec/template/metadata/name").and_then(Value::as_str);
+    let t_ns = doc
+        .pointer("/spec/template/metadata/namespace")
+        .and_then(Value::as_str);
+    let t_name = doc
+        .pointer("/spec/template/metadata/name")
+        .and_then(Value::as_str);
     if t_ns.is_some() || t_name.is_some() {
         pairs.push((
             t_ns.unwrap_or(&target.namespace).to_string(),
@@ -683,8 +801,15 @@ fn candidate_bindings(doc: &Value, target: &Target) -> Vec<Binding> {
     let mut out = Vec::new();
     for (namespace, name) in pairs {
         for scope in Scope::ALL {
-            let b = Binding { scope, namespace: namespace.clone(), name: name.clone() };
-            if !(b.scope == target.scope && b.namespace == target.namespace && b.name == target.name) {
+            let b = Binding {
+                scope,
+                namespace: namespace.clone(),
+                name: name.clone(),
+            };
+            if !(b.scope == target.scope
+                && b.namespace == target.namespace
+                && b.name == target.name)
+            {
                 out.push(b);
             }
         }
@@ -744,21 +869,40 @@ pub fn open_items(doc: &Value, keyring: &Keyring) -> Result<OpenedItems, Manifes
     let mut failures = Vec::new();
     if let Some(legacy) = doc.pointer("/spec/data").filter(|v| !v.is_null()) {
         if !enc.is_empty() {
-            return Err(field("spec.data", "cannot be used together with spec.encryptedData"));
+            return Err(field(
+                "spec.data",
+                "cannot be used together with spec.encryptedData",
+            ));
         }
-        let text = legacy.as_str().ok_or_else(|| field("spec.data", "must be a base64 string"))?;
-        let blob = B64.decode(text).map_err(|e| field("spec.data", format!("invalid base64: {e}")))?;
+        let text = legacy
+            .as_str()
+            .ok_or_else(|| field("spec.data", "must be a base64 string"))?;
+        let blob = B64
+            .decode(text)
+            .map_err(|e| field("spec.data", format!("invalid base64: {e}")))?;
         let opened = keyring.open(&label, &blob).map_err(|e| {
-            field("spec.data", explain_open_failure(keyring, doc, &target, &blob, &e))
+            field(
+                "spec.data",
+                explain_open_failure(keyring, doc, &target, &blob, &e),
+            )
         })?;
-        let secret: Value = serde_json::from_slice(opened.plaintext.expose_secret())
-            .map_err(|_| field("spec.data", "decrypted, but it does not hold a Secret in JSON"))?;
+        let secret: Value =
+            serde_json::from_slice(opened.plaintext.expose_secret()).map_err(|_| {
+                field(
+                    "spec.data",
+                    "decrypted, but it does not hold a Secret in JSON",
+                )
+            })?;
         let fp = opened.key.fingerprint().clone();
         for (k, v) in secret_items(&secret)? {
             opened_by.insert(k.clone(), fp.clone());
             items.insert(k, v);
         }
-        return Ok(OpenedItems { target, items, opened_by });
+        return Ok(OpenedItems {
+            target,
+            items,
+            opened_by,
+        });
     }
     for (k, text) in enc {
         let blob = match B64.decode(text) {
@@ -779,22 +923,40 @@ pub fn open_items(doc: &Value, keyring: &Keyring) -> Result<OpenedItems, Manifes
     if !failures.is_empty() {
         return Err(ManifestError::Unseal(failures));
     }
-    Ok(OpenedItems { target, items, opened_by })
+    Ok(OpenedItems {
+        target,
+        items,
+        opened_by,
+    })
 }
 
 /// Unseals a SealedSecret into the Secret the controller would create (without the
 /// ownerReference, which only makes sense in-cluster).
 pub fn unseal(doc: &Value, keyring: &Keyring) -> Result<Value, ManifestError> {
     let opened = open_items(doc, keyring)?;
-    let template = doc.pointer("/spec/template").cloned().unwrap_or(Value::Null);
-    if template.get("data").is_some_and(|d| d.as_object().is_some_and(|m| !m.is_empty())) {
+    let template = doc
+        .pointer("/spec/template")
+        .cloned()
+        .unwrap_or(Value::Null);
+    if template
+        .get("data")
+        .is_some_and(|d| d.as_object().is_some_and(|m| !m.is_empty()))
+    {
         return Err(field(
             "spec.template.data",
             "templated values are not supported by offline unseal yet",
         ));
     }
-    let t_meta = obj(template.get("metadata").unwrap_or(&Value::Null), "spec.template.metadata")?;
-    let meta = object_meta(t_meta, "spec.template.metadata", &opened.target.name, &opened.target.namespace)?;
+    let t_meta = obj(
+        template.get("metadata").unwrap_or(&Value::Null),
+        "spec.template.metadata",
+    )?;
+    let meta = object_meta(
+        t_meta,
+        "spec.template.metadata",
+        &opened.target.name,
+        &opened.target.namespace,
+    )?;
     let mut out = Map::new();
     out.insert("kind".into(), "Secret".into());
     out.insert("apiVersion".into(), "v1".into());
@@ -808,7 +970,11 @@ pub fn unseal(doc: &Value, keyring: &Keyring) -> Result<Value, ManifestError> {
         .map(|(k, v)| (k.clone(), Value::String(B64.encode(v.expose_secret()))))
         .collect();
     out.insert("data".into(), data.into());
-    if let Some(t) = template.get("type").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+    if let Some(t) = template
+        .get("type")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+    {
         out.insert("type".into(), t.into());
     }
     Ok(Value::Object(out))
@@ -821,11 +987,19 @@ pub fn reseal(doc: &Value, keyring: &Keyring, new_key: &PublicKey) -> Result<Val
     let label = target.scope.label(&target.namespace, &target.name);
     let mut out = doc.clone();
     if doc.pointer("/spec/data").is_some_and(|v| !v.is_null()) {
-        let text = doc.pointer("/spec/data").and_then(Value::as_str).ok_or_else(|| field("spec.data", "must be a base64 string"))?;
-        let blob = B64.decode(text).map_err(|e| field("spec.data", format!("invalid base64: {e}")))?;
-        let opened = keyring
-            .open(&label, &blob)
-            .map_err(|e| field("spec.data", explain_open_failure(keyring, doc, &target, &blob, &e)))?;
+        let text = doc
+            .pointer("/spec/data")
+            .and_then(Value::as_str)
+            .ok_or_else(|| field("spec.data", "must be a base64 string"))?;
+        let blob = B64
+            .decode(text)
+            .map_err(|e| field("spec.data", format!("invalid base64: {e}")))?;
+        let opened = keyring.open(&label, &blob).map_err(|e| {
+            field(
+                "spec.data",
+                explain_open_failure(keyring, doc, &target, &blob, &e),
+            )
+        })?;
         let sealed = B64.encode(seal(new_key, &label, opened.plaintext.expose_secret())?);
         if let Some(slot) = out.pointer_mut("/spec/data") {
             *slot = sealed.into();
@@ -852,19 +1026,27 @@ pub fn load_private_keys(bytes: &[u8]) -> Result<Vec<PrivateKey>, ManifestError>
     if bytes.windows(11).any(|w| w == b"-----BEGIN ") {
         return Ok(PrivateKey::from_pem_all(bytes)?);
     }
-    let text = std::str::from_utf8(bytes).map_err(|_| field("", "neither PEM nor a YAML/JSON Secret (not UTF-8)"))?;
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| field("", "neither PEM nor a YAML/JSON Secret (not UTF-8)"))?;
     let docs = parse_documents(text)?;
     if docs.is_empty() {
         return Err(KeyError::NoPrivateKey.into());
     }
     let mut keys = Vec::new();
     for doc in docs {
-        let where_ = format!("document {} (Secret '{}')", doc.index, doc.name().unwrap_or("?"));
+        let where_ = format!(
+            "document {} (Secret '{}')",
+            doc.index,
+            doc.name().unwrap_or("?")
+        );
         check_kind(&doc.value, "Secret").map_err(|e| field(where_.clone(), e.to_string()))?;
         let items = secret_items(&doc.value).map_err(|e| field(where_.clone(), e.to_string()))?;
-        let key = items
-            .get("tls.key")
-            .ok_or_else(|| field(format!("{where_}: data.tls.key"), "missing; a sealing key Secret holds its key in tls.key"))?;
+        let key = items.get("tls.key").ok_or_else(|| {
+            field(
+                format!("{where_}: data.tls.key"),
+                "missing; a sealing key Secret holds its key in tls.key",
+            )
+        })?;
         let parsed = PrivateKey::from_pem_all(key.expose_secret())
             .map_err(|e| field(format!("{where_}: data.tls.key"), e.to_string()))?;
         keys.extend(parsed);
@@ -874,7 +1056,12 @@ pub fn load_private_keys(bytes: &[u8]) -> Result<Vec<PrivateKey>, ManifestError>
 
 /// A sealing key Secret in the upstream controller's layout (type `kubernetes.io/tls`, label
 /// `sealedsecrets.bitnami.com/sealed-secrets-key: active`), for backups and imports.
-pub fn key_secret(name: &str, namespace: &str, key: &PrivateKey, cert_pem: &str) -> Result<Zeroizing<String>, ManifestError> {
+pub fn key_secret(
+    name: &str,
+    namespace: &str,
+    key: &PrivateKey,
+    cert_pem: &str,
+) -> Result<Zeroizing<String>, ManifestError> {
     let key_pem = key.to_pkcs1_pem()?;
     let doc = serde_json::json!({
         "apiVersion": "v1",

@@ -44,10 +44,14 @@ pub enum KeyError {
     #[error("{0}")]
     PrivateKey(String),
     /// A passphrase-protected PKCS#8 key.
-    #[error("the private key is encrypted (ENCRYPTED PRIVATE KEY); decrypt it first, e.g. with 'openssl pkey'")]
+    #[error(
+        "the private key is encrypted (ENCRYPTED PRIVATE KEY); decrypt it first, e.g. with 'openssl pkey'"
+    )]
     EncryptedPrivateKey,
     /// No private key block was found.
-    #[error("no private key found (expected 'RSA PRIVATE KEY' or 'PRIVATE KEY' PEM, or a Secret holding tls.key)")]
+    #[error(
+        "no private key found (expected 'RSA PRIVATE KEY' or 'PRIVATE KEY' PEM, or a Secret holding tls.key)"
+    )]
     NoPrivateKey,
     /// Unsupported RSA key size for generation.
     #[error("unsupported RSA key size {0} (use 2048, 3072, 4096 or 8192)")]

@@ -22,7 +22,9 @@ fn key_b() -> &'static PrivateKey {
 
 fn pem_roundtrip(k: &PrivateKey) -> PrivateKey {
     let pem = k.to_pkcs1_pem().expect("pem");
-    PrivateKey::from_pem_all(pem.as_bytes()).expect("parse").remove(0)
+    PrivateKey::from_pem_all(pem.as_bytes())
+        .expect("parse")
+        .remove(0)
 }
 
 #[test]
@@ -38,8 +40,14 @@ fn envelope_layout() {
 #[test]
 fn wrong_label_and_wrong_key_fail() {
     let blob = seal(key_a().public_key(), b"ns/name", b"v").expect("seal");
-    assert_eq!(open(key_a(), b"ns/other", &blob).unwrap_err(), OpenError::NoKey);
-    assert_eq!(open(key_b(), b"ns/name", &blob).unwrap_err(), OpenError::NoKey);
+    assert_eq!(
+        open(key_a(), b"ns/other", &blob).unwrap_err(),
+        OpenError::NoKey
+    );
+    assert_eq!(
+        open(key_b(), b"ns/name", &blob).unwrap_err(),
+        OpenError::NoKey
+    );
 }
 
 #[test]
@@ -55,8 +63,14 @@ fn every_flipped_byte_fails() {
 #[test]
 fn truncation_is_reported() {
     let blob = seal(key_a().public_key(), b"", b"x").expect("seal");
-    assert!(matches!(open(key_a(), b"", &blob[..1]), Err(OpenError::TooShort { .. })));
-    assert!(matches!(open(key_a(), b"", &blob[..200]), Err(OpenError::Truncated { .. })));
+    assert!(matches!(
+        open(key_a(), b"", &blob[..1]),
+        Err(OpenError::TooShort { .. })
+    ));
+    assert!(matches!(
+        open(key_a(), b"", &blob[..200]),
+        Err(OpenError::Truncated { .. })
+    ));
     assert!(open(key_a(), b"", &blob[..blob.len() - 1]).is_err());
 }
 
@@ -89,7 +103,13 @@ fn pkcs1_pem_round_trip_keeps_fingerprint() {
 fn private_key_debug_hides_material() {
     let pem = key_a().to_pkcs1_pem().expect("pem");
     let shown = format!("{:?}", key_a());
-    let body: String = pem.lines().nth(1).unwrap_or_default().chars().take(20).collect();
+    let body: String = pem
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .chars()
+        .take(20)
+        .collect();
     assert!(!shown.contains(&body));
     assert!(shown.contains("SHA256:"));
 }
@@ -115,9 +135,15 @@ fn certificate_round_trip_and_expiry() {
 
 #[test]
 fn garbage_certificates_are_rejected() {
-    assert!(matches!(PublicKey::from_certificate_pem(b"hello"), Err(KeyError::NoCertificate)));
+    assert!(matches!(
+        PublicKey::from_certificate_pem(b"hello"),
+        Err(KeyError::NoCertificate)
+    ));
     let bogus = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
-    assert!(matches!(PublicKey::from_certificate_pem(bogus.as_bytes()), Err(KeyError::Certificate(_))));
+    assert!(matches!(
+        PublicKey::from_certificate_pem(bogus.as_bytes()),
+        Err(KeyError::Certificate(_))
+    ));
 }
 
 #[test]
@@ -131,8 +157,16 @@ fn keyring_reports_the_key_and_diagnoses() {
     assert_eq!(opened.key.fingerprint(), key_b().fingerprint());
 
     let cands = vec![
-        Binding { scope: Scope::NamespaceWide, namespace: "staging".into(), name: "db".into() },
-        Binding { scope: Scope::Strict, namespace: "prod".into(), name: "db".into() },
+        Binding {
+            scope: Scope::NamespaceWide,
+            namespace: "staging".into(),
+            name: "db".into(),
+        },
+        Binding {
+            scope: Scope::Strict,
+            namespace: "prod".into(),
+            name: "db".into(),
+        },
     ];
     match ring.diagnose(&blob, &cands) {
         Diagnosis::SealedFor(b, fp) => {
@@ -172,20 +206,37 @@ fn secret_doc() -> serde_json::Value {
 
 #[test]
 fn seal_document_matches_kubeseal_shape() {
-    let doc = manifest::seal_secret(&secret_doc(), &SealOptions::default(), key_a().public_key()).expect("seal");
+    let doc = manifest::seal_secret(&secret_doc(), &SealOptions::default(), key_a().public_key())
+        .expect("seal");
     let json = manifest::to_json(&doc);
-    let keys: Vec<&str> = doc.as_object().expect("obj").keys().map(String::as_str).collect();
+    let keys: Vec<&str> = doc
+        .as_object()
+        .expect("obj")
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(keys, ["kind", "apiVersion", "metadata", "spec"]);
-    let spec_keys: Vec<&str> = doc["spec"].as_object().expect("obj").keys().map(String::as_str).collect();
+    let spec_keys: Vec<&str> = doc["spec"]
+        .as_object()
+        .expect("obj")
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(spec_keys, ["template", "encryptedData"]);
     assert!(json.contains("\"creationTimestamp\": null"));
     assert!(json.contains("\\u003ckeep \\u0026 escape\\u003e"), "{json}");
-    assert!(!json.contains("last-applied"), "last-applied leaked: {json}");
+    assert!(
+        !json.contains("last-applied"),
+        "last-applied leaked: {json}"
+    );
     assert!(!json.contains("hunter2"));
     assert!(!json.contains("ownerReferences"));
     assert!(!json.contains("resourceVersion"));
     assert_eq!(doc["spec"]["template"]["type"], "Opaque");
-    assert_eq!(doc["spec"]["template"]["metadata"]["labels"], json!({"a": "1", "b": "2"}));
+    assert_eq!(
+        doc["spec"]["template"]["metadata"]["labels"],
+        json!({"a": "1", "b": "2"})
+    );
 
     let mut ring = Keyring::new();
     ring.add(pem_roundtrip(key_a()));
@@ -197,7 +248,9 @@ fn seal_document_matches_kubeseal_shape() {
 
 #[test]
 fn renamed_sealed_secret_is_explained() {
-    let mut doc = manifest::seal_secret(&secret_doc(), &SealOptions::default(), key_a().public_key()).expect("seal");
+    let mut doc =
+        manifest::seal_secret(&secret_doc(), &SealOptions::default(), key_a().public_key())
+            .expect("seal");
     doc["metadata"]["namespace"] = json!("staging");
     let mut ring = Keyring::new();
     ring.add(pem_roundtrip(key_a()));
@@ -208,16 +261,28 @@ fn renamed_sealed_secret_is_explained() {
 
 #[test]
 fn scope_flag_sets_annotations_and_label() {
-    let opts = SealOptions { scope: Some(Scope::ClusterWide), ..Default::default() };
+    let opts = SealOptions {
+        scope: Some(Scope::ClusterWide),
+        ..Default::default()
+    };
     let doc = manifest::seal_secret(&secret_doc(), &opts, key_a().public_key()).expect("seal");
-    assert_eq!(doc["metadata"]["annotations"][CLUSTER_WIDE_ANNOTATION], "true");
-    assert_eq!(doc["spec"]["template"]["metadata"]["annotations"][CLUSTER_WIDE_ANNOTATION], "true");
+    assert_eq!(
+        doc["metadata"]["annotations"][CLUSTER_WIDE_ANNOTATION],
+        "true"
+    );
+    assert_eq!(
+        doc["spec"]["template"]["metadata"]["annotations"][CLUSTER_WIDE_ANNOTATION],
+        "true"
+    );
     let blob = base64::Engine::decode(
         &base64::engine::general_purpose::STANDARD,
         doc["spec"]["encryptedData"]["user"].as_str().expect("str"),
     )
     .expect("b64");
-    assert_eq!(open(key_a(), b"", &blob).expect("open").expose_secret(), b"admin");
+    assert_eq!(
+        open(key_a(), b"", &blob).expect("open").expose_secret(),
+        b"admin"
+    );
 }
 
 #[test]
@@ -225,13 +290,34 @@ fn bad_secrets_name_the_field() {
     let k = key_a().public_key();
     let o = SealOptions::default();
     let cases = [
-        (json!({"kind": "ConfigMap", "metadata": {"name": "x"}}), "kind"),
-        (json!({"kind": "Secret", "metadata": {"name": "x", "namespace": "n"}, "data": {"a": "!!"}}), "data.a"),
-        (json!({"kind": "Secret", "metadata": {"namespace": "n"}, "data": {"a": "YQ=="}}), "metadata.name"),
-        (json!({"kind": "Secret", "metadata": {"name": "x"}, "data": {"a": "YQ=="}}), "metadata.namespace"),
-        (json!({"kind": "Secret", "metadata": {"name": "x", "namespace": "n"}}), "data"),
-        (json!({"kind": "Secret", "metadata": {"name": "x", "namespace": "n"}, "stringData": {"a": 5}}), "stringData.a"),
-        (json!({"kind": "Secret", "metadata": {"name": "x", "namespace": "n"}, "stringData": {"a b": "v"}}), "data.a b"),
+        (
+            json!({"kind": "ConfigMap", "metadata": {"name": "x"}}),
+            "kind",
+        ),
+        (
+            json!({"kind": "Secret", "metadata": {"name": "x", "namespace": "n"}, "data": {"a": "!!"}}),
+            "data.a",
+        ),
+        (
+            json!({"kind": "Secret", "metadata": {"namespace": "n"}, "data": {"a": "YQ=="}}),
+            "metadata.name",
+        ),
+        (
+            json!({"kind": "Secret", "metadata": {"name": "x"}, "data": {"a": "YQ=="}}),
+            "metadata.namespace",
+        ),
+        (
+            json!({"kind": "Secret", "metadata": {"name": "x", "namespace": "n"}}),
+            "data",
+        ),
+        (
+            json!({"kind": "Secret", "metadata": {"name": "x", "namespace": "n"}, "stringData": {"a": 5}}),
+            "stringData.a",
+        ),
+        (
+            json!({"kind": "Secret", "metadata": {"name": "x", "namespace": "n"}, "stringData": {"a b": "v"}}),
+            "data.a b",
+        ),
     ];
     for (doc, want) in cases {
         match manifest::seal_secret(&doc, &o, k) {
@@ -240,7 +326,10 @@ fn bad_secrets_name_the_field() {
         }
     }
     // -n disagreeing with the document's namespace.
-    let o = SealOptions { namespace: Some("other".into()), ..Default::default() };
+    let o = SealOptions {
+        namespace: Some("other".into()),
+        ..Default::default()
+    };
     assert!(manifest::seal_secret(&secret_doc(), &o, k).is_err());
 }
 
@@ -261,13 +350,29 @@ fn parse_multi_documents() {
 
 #[test]
 fn key_secret_backup_loads() {
-    let cert = key_a().self_signed_certificate("", Duration::from_secs(60)).expect("cert");
-    let text = manifest::key_secret("sealed-secrets-keyabc", "kube-system", key_a(), &cert).expect("secret");
+    let cert = key_a()
+        .self_signed_certificate("", Duration::from_secs(60))
+        .expect("cert");
+    let text = manifest::key_secret("sealed-secrets-keyabc", "kube-system", key_a(), &cert)
+        .expect("secret");
     let keys = manifest::load_private_keys(text.as_bytes()).expect("load");
     assert_eq!(keys[0].fingerprint(), key_a().fingerprint());
     let list = format!(
         "apiVersion: v1\nkind: List\nitems:\n{}",
-        text.trim_start_matches("---\n").lines().enumerate().map(|(i, l)| if i == 0 { format!("- {l}\n") } else { format!("  {l}\n") }).collect::<String>()
+        text.trim_start_matches("---\n")
+            .lines()
+            .enumerate()
+            .map(|(i, l)| if i == 0 {
+                format!("- {l}\n")
+            } else {
+                format!("  {l}\n")
+            })
+            .collect::<String>()
     );
-    assert_eq!(manifest::load_private_keys(list.as_bytes()).expect("list").len(), 1);
+    assert_eq!(
+        manifest::load_private_keys(list.as_bytes())
+            .expect("list")
+            .len(),
+        1
+    );
 }
