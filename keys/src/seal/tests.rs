@@ -376,3 +376,34 @@ fn key_secret_backup_loads() {
         1
     );
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn seal_open_round_trip(value in proptest::collection::vec(any::<u8>(), 0..2048), label in ".{0,40}") {
+            let blob = seal(key_a().public_key(), label.as_bytes(), &value).expect("seal");
+            prop_assert_eq!(open(key_a(), label.as_bytes(), &blob).expect("open").expose_secret(), &value[..]);
+            let other = format!("{label}x");
+            prop_assert!(open(key_a(), other.as_bytes(), &blob).is_err());
+        }
+
+        #[test]
+        fn split_yaml_keeps_every_document(names in proptest::collection::vec("[a-z]{1,8}", 1..6)) {
+            let text: String = names.iter().map(|n| format!("---\nkind: Secret\nmetadata:\n  name: {n}\n")).collect();
+            let docs = manifest::parse_documents(&text).expect("parse");
+            let got: Vec<&str> = docs.iter().filter_map(|d| d.name()).collect();
+            prop_assert_eq!(got, names.iter().map(String::as_str).collect::<Vec<_>>());
+        }
+
+        #[test]
+        fn parse_documents_never_panics(text in "\\PC{0,200}") {
+            let _ = manifest::parse_documents(&text);
+        }
+    }
+}

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# sealkit's whole test suite, on a fresh Debian machine with Rust.
+# Installs the test peers it needs first (openssl, ssh-keygen, Python `cryptography`),
+# then runs: rustfmt, clippy -D warnings, every workspace test (unit, vectors, CLI goldens,
+# real-peer interop, CRD drift), the deploy/ kustomize build, and the quickstart demo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n== %s ==\n' "$*"; }
+
+say "test peers"
+missing=()
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
+command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
+if ((${#missing[@]})); then
+  echo "installing with apt: ${missing[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+if python3 -c 'import cryptography' 2>/dev/null; then
+  export SEALKIT_PYTHON=${SEALKIT_PYTHON:-python3}
+else
+  venv="${XDG_CACHE_HOME:-$HOME/.cache}/sealkit/peers-venv"
+  if ! "$venv/bin/python" -c 'import cryptography' 2>/dev/null; then
+    echo "installing Python cryptography into $venv"
+    python3 -m venv "$venv" || { apt-get update -qq && apt-get install -y -qq python3-venv && python3 -m venv "$venv"; }
+    "$venv/bin/pip" install -q cryptography
+  fi
+  export SEALKIT_PYTHON="$venv/bin/python"
+fi
+echo "openssl: $(openssl version)"
+echo "python peer: $("$SEALKIT_PYTHON" -c 'import cryptography,sys; print(sys.executable, "cryptography", cryptography.__version__)')"
+
+say "rustfmt"
+cargo fmt --all --check
+
+say "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+say "tests"
+cargo test --workspace --locked
+
+say "deploy/ renders with kustomize"
+if command -v kubectl >/dev/null 2>&1; then
+  kubectl kustomize deploy >/dev/null && echo "kubectl kustomize deploy: ok"
+else
+  echo "kubectl not installed: skipped the kustomize render of deploy/"
+fi
+
+say "quickstart demo"
+cargo run -q --locked -p sealkit-cli -- demo --bits 2048
