@@ -26,12 +26,17 @@ fn input(n: usize) -> String {
 
 fn main() {
     let key = PrivateKey::generate(4096).expect("keygen");
-    let cert = key.self_signed_certificate("bench", Duration::from_secs(3600)).expect("cert");
+    let cert = key
+        .self_signed_certificate("bench", Duration::from_secs(3600))
+        .expect("cert");
     let public = PublicKey::from_certificate_pem(cert.as_bytes()).expect("cert");
     let text = input(1000);
     let opts = SealOptions::default();
 
-    let mut c = Criterion::default().configure_from_args().sample_size(10).measurement_time(Duration::from_secs(10));
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
     c.bench_function("seal 1000 Secrets x 3 values (library)", |b| {
         b.iter(|| seal_text("bench", black_box(&text), &opts, &public, Format::Yaml).expect("seal"))
     });
@@ -51,9 +56,17 @@ fn main() {
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn");
-        child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write");
         assert!(child.wait().expect("wait").success());
         best = best.min(started.elapsed());
     }
-    println!("\nsealkit seal (binary) of 1000 Secrets x 3 values: best of 5 = {best:.2?} ({} bytes in)", text.len());
+    println!(
+        "\nsealkit seal (binary) of 1000 Secrets x 3 values: best of 5 = {best:.2?} ({} bytes in)",
+        text.len()
+    );
 }

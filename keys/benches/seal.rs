@@ -29,7 +29,10 @@ fn openssl_rsa4096(seconds: u32) -> Option<(f64, f64)> {
         .ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().find(|l| l.starts_with("rsa 4096 bits"))?;
-    let nums: Vec<f64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    let nums: Vec<f64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
     // "rsa 4096 bits 0.005935s 0.000090s 168.5 11100.0" -> the last two are the rates.
     match nums.as_slice() {
         [.., sign, verify] => Some((*sign, *verify)),
@@ -43,7 +46,9 @@ fn main() {
     let value = b"correct-horse-battery-staple";
     let blob = seal(key.public_key(), label, value).expect("seal");
 
-    let mut c = Criterion::default().configure_from_args().measurement_time(Duration::from_secs(5));
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .measurement_time(Duration::from_secs(5));
     c.bench_function("seal 1 value (RSA-4096)", |b| {
         b.iter(|| seal(key.public_key(), black_box(label), black_box(value)).expect("seal"))
     });
@@ -54,15 +59,26 @@ fn main() {
 
     // Same-run baseline.
     let unseal_rate = rate(|| drop(black_box(open(&key, label, &blob))), 3.0);
-    let seal_rate = rate(|| drop(black_box(seal(key.public_key(), label, value))), 3.0);
+    let seal_rate = rate(
+        || drop(black_box(seal(key.public_key(), label, value))),
+        3.0,
+    );
     println!("\n== same-run comparison with `openssl speed -seconds 3 rsa4096` ==");
     match openssl_rsa4096(3) {
         Some((sign, verify)) => {
             println!("openssl private-key ops (sign/s)      {sign:>10.1}");
-            println!("sealkit unseal (OAEP+GCM) per second  {unseal_rate:>10.1}   ratio {:.2}x", unseal_rate / sign);
+            println!(
+                "sealkit unseal (OAEP+GCM) per second  {unseal_rate:>10.1}   ratio {:.2}x",
+                unseal_rate / sign
+            );
             println!("openssl public-key ops (verify/s)     {verify:>10.1}");
-            println!("sealkit seal (OAEP+GCM) per second    {seal_rate:>10.1}   ratio {:.2}x", seal_rate / verify);
+            println!(
+                "sealkit seal (OAEP+GCM) per second    {seal_rate:>10.1}   ratio {:.2}x",
+                seal_rate / verify
+            );
         }
-        None => println!("openssl speed not available; sealkit unseal {unseal_rate:.1}/s, seal {seal_rate:.1}/s"),
+        None => println!(
+            "openssl speed not available; sealkit unseal {unseal_rate:.1}/s, seal {seal_rate:.1}/s"
+        ),
     }
 }
