@@ -388,13 +388,14 @@ mod properties {
         #[test]
         fn seal_open_round_trip(value in proptest::collection::vec(any::<u8>(), 0..2048), label in ".{0,40}") {
             let blob = seal(key_a().public_key(), label.as_bytes(), &value).expect("seal");
-            prop_assert_eq!(open(key_a(), label.as_bytes(), &blob).expect("open").expose_secret(), &value[..]);
+            let opened = open(key_a(), label.as_bytes(), &blob).expect("open");
+            prop_assert_eq!(opened.expose_secret(), &value[..]);
             let other = format!("{label}x");
             prop_assert!(open(key_a(), other.as_bytes(), &blob).is_err());
         }
 
         #[test]
-        fn split_yaml_keeps_every_document(names in proptest::collection::vec("[a-z]{1,8}", 1..6)) {
+        fn split_yaml_keeps_every_document(names in proptest::collection::vec("s-[a-z0-9]{1,8}", 1..6)) {
             let text: String = names.iter().map(|n| format!("---\nkind: Secret\nmetadata:\n  name: {n}\n")).collect();
             let docs = manifest::parse_documents(&text).expect("parse");
             let got: Vec<&str> = docs.iter().filter_map(|d| d.name()).collect();
