@@ -37,6 +37,16 @@ cargo fmt --all --check
 say "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+say "supply chain"
+# Crates we decided against (see docs/formats.md and shared/reference/dependencies.md): the rsa
+# crate (RUSTSEC-2023-0071), a second crypto stack (ring, OpenSSL), unmaintained YAML crates.
+for crate in rsa ring openssl-sys native-tls serde_yaml serde_yml; do
+  if cargo tree --workspace --locked -e normal,build -i "$crate" 2>/dev/null | grep -q .; then
+    echo "forbidden crate in the dependency tree: $crate"; exit 1
+  fi
+done
+echo "no rsa, ring, openssl-sys, native-tls, serde_yaml or serde_yml in the tree"
+
 say "tests"
 cargo test --workspace --locked
 

@@ -621,3 +621,57 @@ fn help_completions_and_kubeseal_alias() {
     let o = sealkit(d, &["seal", "--scope", "global"], b"");
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// Serves `body` to `requests` HTTP requests on 127.0.0.1, returning the URL.
+fn serve_once(body: Vec<u8>, status: &'static str, requests: usize) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for _ in 0..requests {
+            let Ok((mut conn, _)) = listener.accept() else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/x-pem-file\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(head.as_bytes());
+            let _ = conn.write_all(&body);
+        }
+    });
+    format!("http://{addr}/v1/cert.pem")
+}
+
+#[test]
+fn cert_from_http_and_file_urls() {
+    let k = shared_key();
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let pem = fs::read(k.cert()).expect("cert");
+    let url = serve_once(pem.clone(), "200 OK", 2);
+    let sealed = ok(&sealkit(d, &["seal", "--cert", &url], GOOD.as_bytes()));
+    let secret = ok(&sealkit(
+        d,
+        &[
+            "seal",
+            "--recovery-unseal",
+            "--recovery-private-key",
+            &s(&k.key()),
+        ],
+        &sealed,
+    ));
+    assert!(String::from_utf8_lossy(&secret).contains("aHVudGVyMg=="));
+    let fetched = ok(&sealkit(d, &["seal", "--fetch-cert", "--cert", &url], b""));
+    assert_eq!(fetched, pem);
+    let file_url = format!("file://{}", s(&k.cert()));
+    ok(&sealkit(d, &["seal", "--cert", &file_url], GOOD.as_bytes()));
+    let missing = serve_once(b"nope".to_vec(), "404 Not Found", 1);
+    fails(
+        &sealkit(d, &["seal", "--cert", &missing], GOOD.as_bytes()),
+        3,
+        &["cannot fetch certificate", "404"],
+    );
+}
