@@ -8,3 +8,4 @@
 
 pub mod seal;
 pub mod secret;
+pub mod sops;

@@ -1,0 +1,174 @@
+//! The INI store: `[section]` headers, `key = value` lines (path `section:key`), `;`/`#`
+//! comment lines; metadata in a `[sops]` section, flattened, with `\n` escapes or `"""` blocks.
+
+use serde_json::Value;
+
+use super::SopsError;
+use super::metadata::{flatten, unflatten};
+use super::walk::{Leaf, Plain, Scalar};
+
+enum Line {
+    Section(String),
+    Entry { key: String },
+    Comment(char),
+    Other(String),
+}
+
+/// A loaded INI file.
+pub struct IniDoc {
+    lines: Vec<Line>,
+    /// Leaves in order.
+    pub leaves: Vec<Leaf>,
+    /// The `[sops]` section, if any.
+    pub metadata: Option<Value>,
+}
+
+impl IniDoc {
+    /// Parses INI text.
+    pub fn load(text: &str) -> Result<Self, SopsError> {
+        let mut lines = Vec::new();
+        let mut leaves = Vec::new();
+        let mut meta = Vec::new();
+        let mut section = String::new();
+        let mut in_sops = false;
+        let mut iter = text.lines().enumerate();
+        while let Some((n, raw)) = iter.next() {
+            let t = raw.trim();
+            if t.is_empty() {
+                if !in_sops {
+                    lines.push(Line::Other(raw.to_string()));
+                }
+            } else if let Some(name) = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+                section = name.trim().to_string();
+                in_sops = section == "sops";
+                if !in_sops {
+                    lines.push(Line::Section(section.clone()));
+                }
+            } else if t.starts_with(';') || t.starts_with('#') {
+                let c = t.chars().next().unwrap_or(';');
+                let body = t[1..].trim_start().to_string();
+                let path = if section.is_empty() {
+                    vec![]
+                } else {
+                    vec![section.clone()]
+                };
+                lines.push(Line::Comment(c));
+                leaves.push(Leaf {
+                    path,
+                    value: Scalar::Str(body),
+                    comment: true,
+                });
+            } else if let Some((k, v)) = raw.split_once('=') {
+                let key = k.trim().to_string();
+                let mut value = v.trim().to_string();
+                if let Some(first) = value.strip_prefix("\"\"\"") {
+                    // A multi-line value: up to the closing """.
+                    let mut buf = first.to_string();
+                    let mut closed = buf.ends_with("\"\"\"") && buf.len() >= 3;
+                    while !closed {
+                        let Some((_, next)) = iter.next() else {
+                            return Err(SopsError::Format(format!(
+                                "line {}: unterminated \"\"\" value",
+                                n + 1
+                            )));
+                        };
+                        buf.push('\n');
+                        buf.push_str(next);
+                        closed = next.trim_end().ends_with("\"\"\"");
+                    }
+                    value = buf.trim_end().trim_end_matches("\"\"\"").to_string();
+                } else {
+                    value = value.replace("\\n", "\n");
+                }
+                if in_sops {
+                    meta.push((key, value.replace('\n', "\\n")));
+                    continue;
+                }
+                if section.is_empty() {
+                    return Err(SopsError::Format(format!(
+                        "line {}: key '{key}' is outside any [section]",
+                        n + 1
+                    )));
+                }
+                lines.push(Line::Entry { key: key.clone() });
+                leaves.push(Leaf {
+                    path: vec![section.clone(), key],
+                    value: Scalar::Str(value),
+                    comment: false,
+                });
+            } else {
+                return Err(SopsError::Format(format!(
+                    "line {}: expected [section], key = value or a comment",
+                    n + 1
+                )));
+            }
+        }
+        let metadata = if meta.is_empty() {
+            None
+        } else {
+            Some(unflatten(&meta)?)
+        };
+        Ok(IniDoc {
+            lines,
+            leaves,
+            metadata,
+        })
+    }
+
+    fn render(&self, values: &[Option<String>], meta: Option<&Value>) -> String {
+        let mut out = String::new();
+        let mut leaf = 0;
+        let text_of = |i: usize| match (&values[i], &self.leaves[i].value) {
+            (Some(v), _) => v.clone(),
+            (None, Scalar::Str(s)) => s.clone(),
+            _ => String::new(),
+        };
+        for line in &self.lines {
+            match line {
+                Line::Other(s) => out.push_str(s),
+                Line::Section(s) => out.push_str(&format!("[{s}]")),
+                Line::Comment(c) => {
+                    out.push_str(&format!("{c} {}", text_of(leaf)));
+                    leaf += 1;
+                }
+                Line::Entry { key } => {
+                    out.push_str(&format!("{key} = {}", text_of(leaf).replace('\n', "\\n")));
+                    leaf += 1;
+                }
+            }
+            out.push('\n');
+        }
+        if let Some(m) = meta {
+            if !out.ends_with("\n\n") && !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str("[sops]\n");
+            for (k, v) in flatten(m) {
+                out.push_str(&format!("{k} = {v}\n"));
+            }
+        }
+        out
+    }
+
+    /// The decrypted text.
+    pub fn emit(&self, values: &[Option<Plain>], meta: Option<&Value>) -> String {
+        let v: Vec<Option<String>> = values
+            .iter()
+            .map(|p| {
+                p.as_ref()
+                    .map(|p| String::from_utf8_lossy(&p.to_bytes()).into_owned())
+            })
+            .collect();
+        let mut s = self.render(&v, meta);
+        // The [sops] section was preceded by a blank line that belonged to it.
+        while s.ends_with("\n\n") {
+            s.pop();
+        }
+        s
+    }
+
+    /// The encrypted text with metadata.
+    pub fn emit_encrypted(&self, values: &[Option<String>], meta: &Value) -> String {
+        self.render(values, Some(meta))
+    }
+}

@@ -1,0 +1,111 @@
+//! The JSON store (and the binary store, which is JSON with one `data` string). Leaves are
+//! read in document order; emitting walks the same value in the same order and substitutes
+//! leaves by position.
+
+use serde_json::Value;
+
+use super::SopsError;
+use super::walk::{Leaf, Plain, Scalar};
+
+/// A loaded JSON file.
+pub struct JsonDoc {
+    /// The document without its `sops` key.
+    pub value: Value,
+    /// The leaves, in order.
+    pub leaves: Vec<Leaf>,
+    /// The `sops` object, if any.
+    pub metadata: Option<Value>,
+}
+
+fn collect(v: &Value, path: &mut Vec<String>, out: &mut Vec<Leaf>) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                path.push(k.clone());
+                collect(v, path, out);
+                path.pop();
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|v| collect(v, path, out)),
+        other => out.push(Leaf {
+            path: path.clone(),
+            value: scalar(other),
+            comment: false,
+        }),
+    }
+}
+
+fn scalar(v: &Value) -> Scalar {
+    match v {
+        Value::String(s) => Scalar::Str(s.clone()),
+        Value::Bool(b) => Scalar::Bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Scalar::Int(i),
+            None => Scalar::Float(n.as_f64().unwrap_or(0.0)),
+        },
+        _ => Scalar::Null,
+    }
+}
+
+impl JsonDoc {
+    /// Parses a JSON object.
+    pub fn load(text: &str) -> Result<Self, SopsError> {
+        let mut value: Value = serde_json::from_str(text)
+            .map_err(|e| SopsError::Format(format!("invalid JSON: {e}")))?;
+        let obj = value.as_object_mut().ok_or_else(|| {
+            SopsError::Format("a SOPS JSON file must be an object at the top level".into())
+        })?;
+        let metadata = obj.shift_remove("sops");
+        let mut leaves = Vec::new();
+        collect(&value, &mut Vec::new(), &mut leaves);
+        Ok(JsonDoc {
+            value,
+            leaves,
+            metadata,
+        })
+    }
+
+    /// The document with leaves replaced (per leaf, in order) and `sops` set to `metadata`.
+    pub fn replaced(&self, replacements: &[Option<Value>], metadata: Option<Value>) -> Value {
+        fn walk(v: &Value, reps: &mut std::slice::Iter<'_, Option<Value>>) -> Value {
+            match v {
+                Value::Object(m) => {
+                    Value::Object(m.iter().map(|(k, v)| (k.clone(), walk(v, reps))).collect())
+                }
+                Value::Array(a) => Value::Array(a.iter().map(|v| walk(v, reps)).collect()),
+                other => match reps.next() {
+                    Some(Some(r)) => r.clone(),
+                    _ => other.clone(),
+                },
+            }
+        }
+        let mut out = walk(&self.value, &mut replacements.iter());
+        if let (Some(m), Value::Object(o)) = (metadata, &mut out) {
+            o.insert("sops".into(), m);
+        }
+        out
+    }
+}
+
+/// The JSON value of a decrypted leaf.
+pub fn plain_json(p: &Plain) -> Value {
+    match p {
+        Plain::Str(s, _) | Plain::Comment(s) => Value::String(s.to_string()),
+        Plain::Int(i) => Value::from(*i),
+        Plain::Float(f) => Value::from(*f),
+        Plain::Bool(b) => Value::Bool(*b),
+    }
+}
+
+/// Pretty JSON with `indent` (sops uses a tab by default).
+pub fn to_string(v: &Value, indent: &str) -> String {
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(
+        &mut out,
+        serde_json::ser::PrettyFormatter::with_indent(indent.as_bytes()),
+    );
+    let _ = serde::Serialize::serialize(v, &mut ser);
+    let mut s = String::from_utf8(out).unwrap_or_default();
+    s.push('\n');
+    s
+}

@@ -1,0 +1,113 @@
+//! Shamir secret sharing as sops uses it (forked from Vault): GF(2^8) with the AES polynomial,
+//! each share = the secret's length of y bytes followed by one x-coordinate byte.
+
+use zeroize::Zeroizing;
+
+use super::SopsError;
+
+fn gf_mul(mut a: u8, mut b: u8) -> u8 {
+    let mut p = 0u8;
+    while b != 0 {
+        if b & 1 != 0 {
+            p ^= a;
+        }
+        let hi = a & 0x80;
+        a <<= 1;
+        if hi != 0 {
+            a ^= 0x1b;
+        }
+        b >>= 1;
+    }
+    p
+}
+
+fn gf_inv(a: u8) -> u8 {
+    // a^254 = a^-1 in GF(2^8).
+    let mut r = 1u8;
+    let mut base = a;
+    let mut e = 254u32;
+    while e > 0 {
+        if e & 1 == 1 {
+            r = gf_mul(r, base);
+        }
+        base = gf_mul(base, base);
+        e >>= 1;
+    }
+    r
+}
+
+/// Combines shares (each `y… || x`) into the secret by Lagrange interpolation at 0.
+pub fn combine(shares: &[Zeroizing<Vec<u8>>]) -> Result<Zeroizing<Vec<u8>>, SopsError> {
+    let bad = |why: &str| SopsError::Metadata(format!("Shamir shares: {why}"));
+    let first = shares.first().ok_or_else(|| bad("none"))?;
+    if first.len() < 2 || shares.iter().any(|s| s.len() != first.len()) {
+        return Err(bad("inconsistent lengths"));
+    }
+    let len = first.len() - 1;
+    let xs: Vec<u8> = shares.iter().map(|s| s[len]).collect();
+    for i in 0..xs.len() {
+        if xs[..i].contains(&xs[i]) {
+            return Err(bad("duplicate share"));
+        }
+    }
+    let mut secret = Zeroizing::new(vec![0u8; len]);
+    for (i, share) in shares.iter().enumerate() {
+        // Lagrange basis at 0: prod_{j != i} x_j / (x_j - x_i); subtraction is xor.
+        let mut basis = 1u8;
+        for (j, &xj) in xs.iter().enumerate() {
+            if i != j {
+                basis = gf_mul(basis, gf_mul(xj, gf_inv(xj ^ xs[i])));
+            }
+        }
+        for (b, y) in secret.iter_mut().zip(&share[..len]) {
+            *b ^= gf_mul(*y, basis);
+        }
+    }
+    Ok(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Splits with a degree-(t-1) polynomial whose coefficients are fixed bytes.
+    fn split(secret: &[u8], xs: &[u8], coeffs: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
+        xs.iter()
+            .map(|&x| {
+                let mut share: Vec<u8> = secret
+                    .iter()
+                    .map(|&s| {
+                        // s + c1*x + c2*x^2 …
+                        let mut y = s;
+                        let mut xp = 1u8;
+                        for &c in coeffs {
+                            xp = gf_mul(xp, x);
+                            y ^= gf_mul(c, xp);
+                        }
+                        y
+                    })
+                    .collect();
+                share.push(x);
+                Zeroizing::new(share)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn field_inverse() {
+        for a in 1..=255u8 {
+            assert_eq!(gf_mul(a, gf_inv(a)), 1, "{a}");
+        }
+    }
+
+    #[test]
+    fn any_threshold_subset_recovers() {
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let shares = split(secret, &[1, 2, 3], &[0x53]);
+        for pair in [[0, 1], [0, 2], [1, 2]] {
+            let picked = vec![shares[pair[0]].clone(), shares[pair[1]].clone()];
+            assert_eq!(&combine(&picked).expect("combine")[..], secret);
+        }
+        assert_ne!(&combine(&shares[..1]).expect("one")[..], secret);
+    }
+}

@@ -1,0 +1,349 @@
+//! The upstream SOPS vectors (`shared/vectors/sops/`, real sops output with their keys): every
+//! file decrypts, its MAC verifies, and the plaintext equals `EXPECTED.json`. Plus round trips
+//! through our own encryption for each store.
+
+// `expect_err` would print the decrypted plaintext on failure; `.err().expect()` does not.
+#![allow(clippy::err_expect)]
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use super::*;
+
+fn vectors() -> Option<PathBuf> {
+    let dir = std::env::var("SEALKIT_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
+        .join("vectors/sops");
+    if dir.exists() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "skipped: SOPS vectors not found at {} (set SEALKIT_SHARED)",
+            dir.display()
+        );
+        None
+    }
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap_or(0))
+        .collect()
+}
+
+/// Reads our plaintext output back into JSON for comparison.
+fn as_json(format: &str, text: &str) -> Value {
+    match format {
+        "yaml" => serde_saphyr::from_str(text).expect("decrypted YAML parses"),
+        "json" => serde_json::from_str(text).expect("decrypted JSON parses"),
+        "dotenv" => Value::Object(
+            text.lines()
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_string(), Value::String(v.replace("\\n", "\n"))))
+                .collect(),
+        ),
+        "ini" => {
+            let mut root = serde_json::Map::new();
+            let mut section = String::new();
+            for l in text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with([';', '#']))
+            {
+                if let Some(s) = l.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+                    section = s.to_string();
+                    root.insert(section.clone(), Value::Object(Default::default()));
+                } else if let (Some((k, v)), Some(Value::Object(m))) =
+                    (l.split_once('='), root.get_mut(&section))
+                {
+                    m.insert(k.trim().to_string(), Value::String(v.trim().to_string()));
+                }
+            }
+            Value::Object(root)
+        }
+        other => panic!("format {other}"),
+    }
+}
+
+fn format_of(name: &str, declared: &str) -> FileFormat {
+    if name.ends_with(".txt") {
+        FileFormat::Binary
+    } else {
+        FileFormat::from_name(declared).unwrap_or(FileFormat::from_path(name))
+    }
+}
+
+#[test]
+fn upstream_vectors_decrypt_and_verify() {
+    let Some(dir) = vectors() else { return };
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("EXPECTED.json")).expect("read"))
+            .expect("json");
+    let age_keys = std::fs::read_to_string(dir.join("age-examples-pr1031/keys.txt")).expect("keys");
+    let ids = AgeIdentities::parse(&age_keys).expect("identities");
+    let mut checked = 0;
+    for (name, want) in expected.as_object().expect("object") {
+        if name.starts_with('_') {
+            continue;
+        }
+        let text = std::fs::read_to_string(dir.join(name)).expect("vector");
+        let declared = want["format"].as_str().expect("format");
+        let format = format_of(name, declared);
+        let file =
+            EncryptedFile::load(&text, format).unwrap_or_else(|e| panic!("{name}: load: {e}"));
+        let key = if name.starts_with("age-") {
+            file.data_key(&ids)
+                .unwrap_or_else(|e| panic!("{name}: age: {e}"))
+        } else {
+            DataKey::from_bytes(&hex(want["data_key_hex"].as_str().expect("hex"))).expect("key")
+        };
+        assert_eq!(
+            hex(want["data_key_hex"].as_str().expect("hex")),
+            key.expose().to_vec(),
+            "{name}: data key"
+        );
+        if want["mac_verified"].is_null() {
+            assert!(
+                matches!(file.decrypt_with_key(&key, false), Err(SopsError::NoMac)),
+                "{name}: no MAC must be refused"
+            );
+            file.decrypt_with_key(&key, true)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            checked += 1;
+            continue;
+        }
+        let out = file
+            .decrypt_with_key(&key, false)
+            .unwrap_or_else(|e| panic!("{name}: decrypt: {e}"));
+        let out = String::from_utf8(out.to_vec()).expect("utf8");
+        let got = if format == FileFormat::Binary {
+            serde_json::json!({ "data": out })
+        } else {
+            as_json(declared, &out)
+        };
+        assert_eq!(got, want["plaintext"], "{name}: plaintext\n{out}");
+        assert!(
+            !["sops:", "sops_", "[sops]", "\"sops\""]
+                .iter()
+                .any(|m| out.contains(m)),
+            "{name}: metadata left in the output:\n{out}"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 12, "every vector was checked");
+
+    // Decrypted comments come out in clear.
+    for (name, groups) in expected["_comments"].as_object().expect("comments") {
+        let text = std::fs::read_to_string(dir.join(name)).expect("vector");
+        let file = EncryptedFile::load(&text, FileFormat::Yaml).expect("load");
+        let key = match file.data_key(&ids) {
+            Ok(k) => k,
+            Err(_) => {
+                DataKey::from_bytes(&hex(expected[name]["data_key_hex"].as_str().expect("hex")))
+                    .expect("key")
+            }
+        };
+        let out = String::from_utf8(
+            file.decrypt_with_key(&key, false)
+                .expect("decrypt")
+                .to_vec(),
+        )
+        .expect("utf8");
+        for texts in groups
+            .as_object()
+            .expect("groups")
+            .values()
+            .filter_map(Value::as_array)
+        {
+            for t in texts {
+                let line = format!("#{}", t.as_str().expect("str"));
+                assert!(
+                    out.contains(&line),
+                    "{name}: comment {line:?} missing:\n{out}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn tampering_with_any_vector_value_is_detected() {
+    let Some(dir) = vectors() else { return };
+    let text =
+        std::fs::read_to_string(dir.join("age-examples-pr1031/example.yaml")).expect("vector");
+    let ids = AgeIdentities::parse(
+        &std::fs::read_to_string(dir.join("age-examples-pr1031/keys.txt")).expect("keys"),
+    )
+    .expect("ids");
+    // Swap two encrypted values between keys: the AAD catches it.
+    let lines: Vec<&str> = text.lines().collect();
+    let u = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("user: ENC["))
+        .expect("user");
+    let p = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("password: ENC["))
+        .expect("password");
+    let value = |i: usize| {
+        lines[i]
+            .split_once(": ")
+            .map(|x| x.1)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut swapped: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    swapped[u] = format!("        user: {}", value(p));
+    swapped[p] = format!("        password: {}", value(u));
+    let swapped = swapped.join("\n") + "\n";
+    let file = EncryptedFile::load(&swapped, FileFormat::Yaml).expect("load");
+    let err = file
+        .decrypt(&ids, false)
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(err.contains("app2.db.user"), "{err}");
+    // Change a clear value: the MAC catches it.
+    let edited = text.replace("remain in clear text", "remain in clear text!");
+    let file = EncryptedFile::load(&edited, FileFormat::Yaml).expect("load");
+    assert!(matches!(
+        file.decrypt(&ids, false),
+        Err(SopsError::MacMismatch)
+    ));
+    assert!(
+        file.decrypt(&ids, true).is_ok(),
+        "--ignore-mac still decrypts"
+    );
+    // Wrong identity.
+    let other = AgeIdentities::parse(
+        &age::x25519::Identity::generate()
+            .to_string()
+            .expose_secret_str(),
+    )
+    .expect("ids");
+    assert!(matches!(
+        EncryptedFile::load(&text, FileFormat::Yaml)
+            .expect("load")
+            .decrypt(&other, false),
+        Err(SopsError::NoIdentity)
+    ));
+}
+
+trait ExposeStr {
+    fn expose_secret_str(&self) -> String;
+}
+
+impl ExposeStr for age::secrecy::SecretString {
+    fn expose_secret_str(&self) -> String {
+        use age::secrecy::ExposeSecret;
+        self.expose_secret().to_string()
+    }
+}
+
+fn identity() -> (AgeIdentities, String) {
+    let id = age::x25519::Identity::generate();
+    let recipient = id.to_public().to_string();
+    (
+        AgeIdentities::parse(&id.to_string().expose_secret_str()).expect("ids"),
+        recipient,
+    )
+}
+
+#[test]
+fn round_trip_every_store() {
+    let (ids, recipient) = identity();
+    let opts = EncryptOptions {
+        age: vec![recipient],
+        ..Default::default()
+    };
+    let cases: [(FileFormat, &str); 5] = [
+        (
+            FileFormat::Yaml,
+            "---\n# leading comment\napp:\n  password: hunter2 # trailing stays\n  port: 5432\n  ratio: 0.5\n  on: true\n  list: [a, \"b, c\", 3]\n  block: |\n    line1\n    line2\n  keep_unencrypted: visible\nempty:\n",
+        ),
+        (
+            FileFormat::Json,
+            "{\"a\": {\"b\": \"secret\", \"n\": 12, \"f\": 1.5, \"t\": false, \"l\": [\"x\", 2]}, \"nothing\": null}",
+        ),
+        (
+            FileFormat::Dotenv,
+            "# comment\nDB_PASSWORD=hunter2\nMULTI=one\\ntwo\nEMPTY=\n",
+        ),
+        (
+            FileFormat::Ini,
+            "; comment\n[db]\npassword = hunter2\nuser = admin\n",
+        ),
+        (
+            FileFormat::Binary,
+            "raw \u{0} bytes? no: text with\nnewlines\n",
+        ),
+    ];
+    for (format, plain) in cases {
+        let enc =
+            encrypt(plain.as_bytes(), format, &opts).unwrap_or_else(|e| panic!("{format:?}: {e}"));
+        assert!(
+            !enc.contains("hunter2") && !enc.contains("secret\""),
+            "{format:?} leaked:\n{enc}"
+        );
+        let file = EncryptedFile::load(&enc, format)
+            .unwrap_or_else(|e| panic!("{format:?}: load: {e}\n{enc}"));
+        let out = file
+            .decrypt(&ids, false)
+            .unwrap_or_else(|e| panic!("{format:?}: decrypt: {e}\n{enc}"));
+        let out = String::from_utf8(out.to_vec()).expect("utf8");
+        match format {
+            FileFormat::Yaml => {
+                assert_eq!(out, plain, "YAML must round-trip byte for byte:\n{enc}");
+            }
+            FileFormat::Json => {
+                let a: Value = serde_json::from_str(&out).expect("json");
+                let b: Value = serde_json::from_str(plain).expect("json");
+                assert_eq!(a, b);
+            }
+            _ => assert_eq!(out, plain, "{format:?}:\n{enc}"),
+        }
+    }
+}
+
+#[test]
+fn unsupported_key_types_are_named() {
+    let Some(dir) = vectors() else { return };
+    let text =
+        std::fs::read_to_string(dir.join("pgp-functional-tests/format.enc.yaml")).expect("vector");
+    let (ids, _) = identity();
+    let err = EncryptedFile::load(&text, FileFormat::Yaml)
+        .expect("load")
+        .decrypt(&ids, false)
+        .err()
+        .expect("fails");
+    assert!(
+        err.to_string().contains("pgp") && err.to_string().contains("not supported"),
+        "{err}"
+    );
+}
+
+#[test]
+fn malformed_values_and_metadata() {
+    assert!(matches!(
+        EncryptedFile::load("a: 1\n", FileFormat::Yaml),
+        Err(SopsError::NotSopsFile)
+    ));
+    let bad = "a: ENC[AES256_GCM,data:zz,iv:,tag:,type:str]\nsops:\n  mac: x\n  lastmodified: now\n  age: []\n";
+    let f = EncryptedFile::load(bad, FileFormat::Yaml).expect("load");
+    let key = DataKey::generate().expect("key");
+    let err = f
+        .decrypt_with_key(&key, true)
+        .err()
+        .expect("fails")
+        .to_string();
+    assert!(err.starts_with("a: malformed encrypted value"), "{err}");
+    let unknown = "a: b\nsops:\n  surprise: 1\n";
+    assert!(matches!(
+        EncryptedFile::load(unknown, FileFormat::Yaml),
+        Err(SopsError::Metadata(_))
+    ));
+}

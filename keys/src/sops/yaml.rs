@@ -1,0 +1,562 @@
+//! The YAML store, on a lossless syntax tree (yaml-edit). Loading yields the leaves in file
+//! order with the byte span of each; emitting splices new text into those spans, so comments,
+//! key order, quoting, indentation, block scalars and the leading `---` of everything we do not
+//! change stay byte for byte (sops #384, #864, #635).
+
+use std::ops::Range;
+use std::str::FromStr;
+
+use rowan::ast::AstNode;
+use serde_json::Value;
+use yaml_edit::{Lang, SyntaxKind, YamlFile};
+
+use super::SopsError;
+use super::walk::{Leaf, Scalar};
+
+type Node = rowan::SyntaxNode<Lang>;
+
+/// A loaded YAML file.
+pub struct YamlDoc {
+    text: String,
+    /// The data leaves, in file order.
+    pub leaves: Vec<Leaf>,
+    spans: Vec<Span>,
+    /// Per document: the span of its `sops:` entry (with its line break), if any.
+    sops_spans: Vec<Range<usize>>,
+    /// Per document: where a new `sops:` block goes (end of the document).
+    doc_ends: Vec<usize>,
+    /// The `sops:` block of the first document, as JSON.
+    pub metadata: Option<Value>,
+    /// Indentation step used by the file (for the block we write).
+    pub indent: usize,
+}
+
+#[derive(Clone)]
+struct Span {
+    range: Range<usize>,
+    flow: bool,
+}
+
+fn range(n: &Node) -> Range<usize> {
+    let r = n.text_range();
+    usize::from(r.start())..usize::from(r.end())
+}
+
+fn is_layout(k: SyntaxKind) -> bool {
+    matches!(
+        k,
+        SyntaxKind::NEWLINE | SyntaxKind::INDENT | SyntaxKind::WHITESPACE
+    )
+}
+
+/// The span of a scalar without trailing line breaks (block scalars own them).
+fn scalar_span(n: &Node) -> Range<usize> {
+    let mut end = usize::from(n.text_range().start());
+    for t in n.children_with_tokens() {
+        if !is_layout(t.kind()) && t.kind() != SyntaxKind::COMMENT {
+            end = usize::from(t.text_range().end());
+        }
+    }
+    usize::from(n.text_range().start())..end
+}
+
+fn in_flow(n: &Node) -> bool {
+    n.ancestors().any(|a| {
+        a.children_with_tokens()
+            .any(|c| matches!(c.kind(), SyntaxKind::LEFT_BRACE | SyntaxKind::LEFT_BRACKET))
+    })
+}
+
+fn scalar_value(n: &Node) -> Result<Scalar, SopsError> {
+    let s = yaml_edit::Scalar::cast(n.clone())
+        .ok_or_else(|| SopsError::Format("unexpected YAML node".into()))?;
+    if s.is_quoted() || s.is_block() {
+        return Ok(Scalar::Str(s.as_string()));
+    }
+    if s.is_null() {
+        return Ok(Scalar::Null);
+    }
+    if let Some(b) = s.as_bool() {
+        return Ok(Scalar::Bool(b));
+    }
+    if let Some(i) = s.as_i64() {
+        return Ok(Scalar::Int(i));
+    }
+    if let Some(f) = s.as_f64() {
+        return Ok(Scalar::Float(f));
+    }
+    Ok(Scalar::Str(s.as_string()))
+}
+
+fn key_text(entry: &Node) -> Result<String, SopsError> {
+    let key = entry
+        .children()
+        .find(|c| c.kind() == SyntaxKind::KEY)
+        .ok_or_else(|| SopsError::Format("mapping entry without a key".into()))?;
+    let scalar = key
+        .descendants()
+        .find(|c| c.kind() == SyntaxKind::SCALAR)
+        .ok_or_else(|| SopsError::Format("complex mapping keys are not supported".into()))?;
+    match scalar_value(&scalar)? {
+        Scalar::Str(s) => Ok(s),
+        Scalar::Int(i) => Ok(i.to_string()),
+        Scalar::Float(f) => Ok(super::walk::format_float(f)),
+        Scalar::Bool(b) => Ok(b.to_string()),
+        Scalar::Null => Ok(String::new()),
+    }
+}
+
+/// The content node of a VALUE / SEQUENCE_ENTRY / DOCUMENT.
+fn content(n: &Node) -> Option<Node> {
+    n.children().find(|c| {
+        matches!(
+            c.kind(),
+            SyntaxKind::SCALAR
+                | SyntaxKind::MAPPING
+                | SyntaxKind::SEQUENCE
+                | SyntaxKind::TAGGED_NODE
+                | SyntaxKind::ALIAS
+        )
+    })
+}
+
+fn to_json(n: &Node) -> Result<Value, SopsError> {
+    Ok(match n.kind() {
+        SyntaxKind::MAPPING => {
+            let mut m = serde_json::Map::new();
+            for e in n
+                .children()
+                .filter(|c| c.kind() == SyntaxKind::MAPPING_ENTRY)
+            {
+                let k = key_text(&e)?;
+                let v = e
+                    .children()
+                    .find(|c| c.kind() == SyntaxKind::VALUE)
+                    .and_then(|v| content(&v))
+                    .map(|c| to_json(&c))
+                    .transpose()?
+                    .unwrap_or(Value::Null);
+                m.insert(k, v);
+            }
+            Value::Object(m)
+        }
+        SyntaxKind::SEQUENCE => Value::Array(
+            n.children()
+                .filter(|c| c.kind() == SyntaxKind::SEQUENCE_ENTRY)
+                .filter_map(|e| content(&e))
+                .map(|c| to_json(&c))
+                .collect::<Result<_, _>>()?,
+        ),
+        SyntaxKind::SCALAR => match scalar_value(n)? {
+            Scalar::Str(s) => Value::String(s),
+            Scalar::Int(i) => Value::from(i),
+            Scalar::Float(f) => Value::from(f),
+            Scalar::Bool(b) => Value::Bool(b),
+            Scalar::Null => Value::Null,
+        },
+        SyntaxKind::TAGGED_NODE => content(n)
+            .map(|c| to_json(&c))
+            .transpose()?
+            .unwrap_or(Value::Null),
+        _ => {
+            return Err(SopsError::Format(
+                "YAML aliases are not supported in SOPS files".into(),
+            ));
+        }
+    })
+}
+
+struct Walker<'a> {
+    leaves: &'a mut Vec<Leaf>,
+    spans: &'a mut Vec<Span>,
+    /// Mapping entries and sequence items: (offset, column, path of the enclosing collection).
+    entries: Vec<(usize, usize, Vec<String>)>,
+    /// Standalone comment tokens, placed once every entry is known.
+    comments: Vec<rowan::SyntaxToken<Lang>>,
+}
+
+fn column(text: &str, offset: usize) -> usize {
+    offset - text[..offset].rfind('\n').map_or(0, |i| i + 1)
+}
+
+impl Walker<'_> {
+    fn entry(&mut self, n: &Node, path: &[String]) {
+        let start = usize::from(n.text_range().start());
+        self.entries.push((start, usize::MAX, path.to_vec()));
+    }
+
+    /// Gives each standalone comment the path of the collection it sits in, judged by
+    /// indentation as a reader would: the entries at the comment's column that follow it
+    /// (a head comment), else those that precede it (a foot comment). sops binds a comment to
+    /// that collection's path.
+    fn place_comments(&mut self, text: &str) {
+        for e in &mut self.entries {
+            e.1 = column(text, e.0);
+        }
+        for t in std::mem::take(&mut self.comments) {
+            let start = usize::from(t.text_range().start());
+            let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+            if !text[line_start..start].trim().is_empty() {
+                continue; // a trailing comment after a value: left as it is
+            }
+            let col = start - line_start;
+            let after = self
+                .entries
+                .iter()
+                .filter(|e| e.0 > start)
+                .take_while(|e| e.1 >= col)
+                .find(|e| e.1 == col);
+            let before = self
+                .entries
+                .iter()
+                .rev()
+                .filter(|e| e.0 < start)
+                .take_while(|e| e.1 >= col)
+                .find(|e| e.1 == col);
+            let path = after.or(before).map(|e| e.2.clone()).unwrap_or_default();
+            let body = t.text()[1..].to_string();
+            self.leaves.push(Leaf {
+                path,
+                value: Scalar::Str(body),
+                comment: true,
+            });
+            self.spans.push(Span {
+                range: start + 1..usize::from(t.text_range().end()),
+                flow: false,
+            });
+        }
+    }
+
+    fn node(&mut self, n: &Node, path: &mut Vec<String>) -> Result<(), SopsError> {
+        match n.kind() {
+            SyntaxKind::MAPPING | SyntaxKind::SEQUENCE => {
+                for c in n.children_with_tokens() {
+                    match c {
+                        rowan::NodeOrToken::Node(e) if e.kind() == SyntaxKind::MAPPING_ENTRY => {
+                            self.entry(&e, path);
+                            path.push(key_text(&e)?);
+                            let value = e.children().find(|c| c.kind() == SyntaxKind::VALUE);
+                            if let Some(c) = value.as_ref().and_then(content) {
+                                self.node(&c, path)?;
+                            } else {
+                                self.leaves.push(Leaf {
+                                    path: path.clone(),
+                                    value: Scalar::Null,
+                                    comment: false,
+                                });
+                                self.spans.push(Span {
+                                    range: 0..0,
+                                    flow: false,
+                                });
+                            }
+                            path.pop();
+                        }
+                        rowan::NodeOrToken::Node(e) if e.kind() == SyntaxKind::SEQUENCE_ENTRY => {
+                            self.entry(&e, path);
+                            if let Some(c) = content(&e) {
+                                self.node(&c, path)?;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(())
+            }
+            SyntaxKind::SCALAR => {
+                self.leaves.push(Leaf {
+                    path: path.clone(),
+                    value: scalar_value(n)?,
+                    comment: false,
+                });
+                self.spans.push(Span {
+                    range: scalar_span(n),
+                    flow: in_flow(n),
+                });
+                Ok(())
+            }
+            SyntaxKind::TAGGED_NODE => match content(n) {
+                Some(c) => self.node(&c, path),
+                None => Ok(()),
+            },
+            _ => Err(SopsError::Format(format!(
+                "YAML aliases are not supported in SOPS files (at {})",
+                if path.is_empty() {
+                    "the top level".to_string()
+                } else {
+                    path.join(".")
+                }
+            ))),
+        }
+    }
+}
+
+fn detect_indent(text: &str) -> usize {
+    text.lines()
+        .map(|l| l.len() - l.trim_start_matches(' ').len())
+        .find(|&n| n > 0 && n <= 9)
+        .unwrap_or(4)
+}
+
+impl YamlDoc {
+    /// Parses a YAML file (one or many documents).
+    pub fn load(text: &str) -> Result<Self, SopsError> {
+        let file = YamlFile::from_str(text)
+            .map_err(|e| SopsError::Format(format!("invalid YAML: {e}")))?;
+        let mut doc = YamlDoc {
+            text: text.to_string(),
+            leaves: Vec::new(),
+            spans: Vec::new(),
+            sops_spans: Vec::new(),
+            doc_ends: Vec::new(),
+            metadata: None,
+            indent: detect_indent(text),
+        };
+        for d in file.documents() {
+            let dn = d.syntax().clone();
+            let mut path = Vec::new();
+            let mut w = Walker {
+                leaves: &mut doc.leaves,
+                spans: &mut doc.spans,
+                entries: Vec::new(),
+                comments: Vec::new(),
+            };
+            // Every standalone comment of the document, wherever the parser attached it.
+            for t in dn.descendants_with_tokens() {
+                if let rowan::NodeOrToken::Token(t) = t
+                    && t.kind() == SyntaxKind::COMMENT
+                {
+                    w.comments.push(t);
+                }
+            }
+            for c in dn.children_with_tokens() {
+                match c {
+                    rowan::NodeOrToken::Node(n) if n.kind() == SyntaxKind::MAPPING => {
+                        // Walk entries, holding back the `sops` entry.
+                        for e in n.children_with_tokens() {
+                            match e {
+                                rowan::NodeOrToken::Node(e)
+                                    if e.kind() == SyntaxKind::MAPPING_ENTRY =>
+                                {
+                                    w.entry(&e, &path);
+                                    let k = key_text(&e)?;
+                                    if k == "sops" {
+                                        let v = e
+                                            .children()
+                                            .find(|c| c.kind() == SyntaxKind::VALUE)
+                                            .and_then(|v| content(&v));
+                                        if doc.metadata.is_none() {
+                                            doc.metadata = v.map(|v| to_json(&v)).transpose()?;
+                                        }
+                                        doc.sops_spans.push(range(&e));
+                                        continue;
+                                    }
+                                    path.push(k);
+                                    let value =
+                                        e.children().find(|c| c.kind() == SyntaxKind::VALUE);
+                                    match value.as_ref().and_then(content) {
+                                        Some(c) => w.node(&c, &mut path)?,
+                                        None => {
+                                            w.leaves.push(Leaf {
+                                                path: path.clone(),
+                                                value: Scalar::Null,
+                                                comment: false,
+                                            });
+                                            w.spans.push(Span {
+                                                range: 0..0,
+                                                flow: false,
+                                            });
+                                        }
+                                    }
+                                    path.pop();
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                    rowan::NodeOrToken::Node(n)
+                        if matches!(n.kind(), SyntaxKind::SEQUENCE | SyntaxKind::SCALAR) =>
+                    {
+                        return Err(SopsError::Format(
+                            "a SOPS YAML document must be a mapping at the top level".into(),
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            // Comments inside the sops block are not data.
+            let sops_ranges = doc.sops_spans.clone();
+            w.comments.retain(|t| {
+                !sops_ranges
+                    .iter()
+                    .any(|r| r.contains(&usize::from(t.text_range().start())))
+            });
+            w.place_comments(text);
+            doc.doc_ends.push(usize::from(dn.text_range().end()));
+        }
+        Ok(doc)
+    }
+
+    /// The text with `replacements` (per leaf) spliced in and the `sops:` blocks removed;
+    /// with `metadata`, a new `sops:` block is appended to every document.
+    pub fn emit(&self, replacements: &[Option<String>], metadata: Option<&str>) -> String {
+        let mut edits: Vec<(Range<usize>, String)> = Vec::new();
+        for ((span, leaf), rep) in self.spans.iter().zip(&self.leaves).zip(replacements) {
+            if let Some(r) = rep {
+                let text = if span.flow
+                    && !leaf.comment
+                    && !r.starts_with('"')
+                    && r.contains([',', '[', ']', '{', '}'])
+                {
+                    serde_json::to_string(r).unwrap_or_default()
+                } else {
+                    r.clone()
+                };
+                edits.push((span.range.clone(), text));
+            }
+        }
+        for s in &self.sops_spans {
+            let mut end = s.end;
+            if self.text[end..].starts_with('\n') {
+                end += 1;
+            }
+            edits.push((s.start..end, String::new()));
+        }
+        if let Some(block) = metadata {
+            for &e in &self.doc_ends {
+                let prefix = if e > 0 && !self.text[..e].ends_with('\n') {
+                    "\n"
+                } else {
+                    ""
+                };
+                edits.push((e..e, format!("{prefix}{block}")));
+            }
+        }
+        edits.sort_by_key(|(r, _)| (r.start, r.end));
+        let mut out = String::with_capacity(self.text.len());
+        let mut cursor = 0;
+        for (r, t) in edits {
+            if r.start < cursor {
+                continue;
+            }
+            out.push_str(&self.text[cursor..r.start]);
+            out.push_str(&t);
+            cursor = r.end;
+        }
+        out.push_str(&self.text[cursor..]);
+        out
+    }
+}
+
+impl YamlDoc {
+    /// The decrypted text: each encrypted leaf replaced by its plaintext, rendered so it reads
+    /// back as the same type; multi-line strings outside flow collections become `|` blocks.
+    pub fn emit_plain(&self, values: &[Option<super::walk::Plain>]) -> String {
+        use super::walk::Plain;
+        let reps: Vec<Option<String>> = values
+            .iter()
+            .zip(&self.spans)
+            .map(|(v, span)| {
+                v.as_ref().map(|p| match p {
+                    Plain::Str(s, _) if !span.flow && s.contains('\n') => {
+                        let line_start = self.text[..span.range.start]
+                            .rfind('\n')
+                            .map_or(0, |i| i + 1);
+                        let line = &self.text[line_start..span.range.start];
+                        let column = line.len() - line.trim_start_matches(' ').len();
+                        // A sequence item's dash counts as indentation for its content.
+                        let column = if line.trim_start().starts_with("- ") {
+                            column + 2
+                        } else {
+                            column
+                        };
+                        block_scalar(s, column + self.indent).unwrap_or_else(|| render_plain(p))
+                    }
+                    _ => render_plain(p),
+                })
+            })
+            .collect();
+        self.emit(&reps, None)
+    }
+}
+
+/// A literal block scalar for `s` with content at `indent` spaces, or `None` when a block
+/// cannot hold it exactly (leading spaces on the first line, trailing spaces, control chars).
+fn block_scalar(s: &str, indent: usize) -> Option<String> {
+    if s.starts_with([' ', '\t']) || s.chars().any(|c| c.is_control() && c != '\n') {
+        return None;
+    }
+    let body = s.trim_end_matches('\n');
+    if body.lines().any(|l| l.ends_with(' ')) {
+        return None;
+    }
+    let trailing = s.len() - body.len();
+    let chomp = match trailing {
+        0 => "-",
+        1 => "",
+        _ => "+",
+    };
+    let pad = " ".repeat(indent);
+    let mut out = format!("|{chomp}");
+    for line in body.split('\n') {
+        out.push('\n');
+        if !line.is_empty() {
+            out.push_str(&pad);
+            out.push_str(line);
+        }
+    }
+    // The span ends before the scalar's own line break; extra trailing newlines are kept
+    // by the `+` chomping indicator as empty lines.
+    for _ in 1..trailing {
+        out.push('\n');
+    }
+    Some(out)
+}
+
+/// Renders a decrypted scalar as YAML text that reads back as the same type.
+pub fn render_plain(p: &super::walk::Plain) -> String {
+    use super::walk::Plain;
+    match p {
+        Plain::Int(i) => i.to_string(),
+        Plain::Float(f) => {
+            let s = super::walk::format_float(*f);
+            if s.contains(['.', 'e', 'I', 'N']) {
+                s
+            } else {
+                format!("{s}.0")
+            }
+        }
+        Plain::Bool(b) => b.to_string(),
+        Plain::Comment(c) => c.to_string(),
+        Plain::Str(s, _) => {
+            // Plain only when it is unambiguous; anything else is double-quoted (JSON escaping is
+            // valid YAML), which reads back as the same string.
+            let plain_ok = !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_alphanumeric() || " _./@+=-".contains(c))
+                && !s.starts_with([' ', '-', '.'])
+                && !s.ends_with(' ')
+                && !matches!(
+                    s.to_ascii_lowercase().as_str(),
+                    "true"
+                        | "false"
+                        | "null"
+                        | "~"
+                        | "yes"
+                        | "no"
+                        | "on"
+                        | "off"
+                        | "y"
+                        | "n"
+                        | ".inf"
+                        | ".nan"
+                )
+                && s.parse::<f64>().is_err()
+                && !s.starts_with(|c: char| c.is_ascii_digit());
+            if plain_ok {
+                s.to_string()
+            } else {
+                serde_json::to_string(s.as_str()).unwrap_or_default()
+            }
+        }
+    }
+}
