@@ -156,6 +156,7 @@ pub struct EncryptedFile {
     store: Store,
     /// Its metadata.
     pub metadata: Metadata,
+    raw_metadata: Value,
 }
 
 impl EncryptedFile {
@@ -189,7 +190,11 @@ impl EncryptedFile {
         };
         let raw = raw.ok_or(SopsError::NotSopsFile)?;
         let metadata = Metadata::from_value(&raw)?;
-        Ok(EncryptedFile { store, metadata })
+        Ok(EncryptedFile {
+            store,
+            metadata,
+            raw_metadata: raw,
+        })
     }
 
     fn leaves(&self) -> &[Leaf] {
@@ -271,11 +276,15 @@ impl EncryptedFile {
     }
 }
 
-/// How to encrypt a new file.
+/// How to encrypt a file: recipients, rule, MAC mode.
 #[derive(Debug, Clone, Default)]
 pub struct EncryptOptions {
-    /// age recipients (`age1…`).
+    /// age recipients (`age1…`) of one key group.
     pub age: Vec<String>,
+    /// Several key groups (each a list of age recipients); the data key is split with Shamir.
+    pub key_groups: Vec<Vec<String>>,
+    /// Groups needed to decrypt (default: all).
+    pub shamir_threshold: Option<usize>,
     /// The encryption rule (default `unencrypted_suffix: _unencrypted`).
     pub rule: Option<MetadataRule>,
     /// Hash only encrypted values into the MAC.
@@ -283,7 +292,7 @@ pub struct EncryptOptions {
 }
 
 /// A rule as written in metadata.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MetadataRule {
     /// `unencrypted_suffix`.
     UnencryptedSuffix(String),
@@ -304,6 +313,21 @@ impl MetadataRule {
             MetadataRule::EncryptedRegex(s) => ("encrypted_regex", s),
         }
     }
+
+    /// The rule a file's metadata declares.
+    pub fn of(meta: &Metadata) -> Option<MetadataRule> {
+        if let Some(s) = &meta.unencrypted_suffix {
+            Some(MetadataRule::UnencryptedSuffix(s.clone()))
+        } else if let Some(s) = &meta.encrypted_suffix {
+            Some(MetadataRule::EncryptedSuffix(s.clone()))
+        } else if let Some(s) = &meta.unencrypted_regex {
+            Some(MetadataRule::UnencryptedRegex(s.clone()))
+        } else {
+            meta.encrypted_regex
+                .clone()
+                .map(MetadataRule::EncryptedRegex)
+        }
+    }
 }
 
 fn now_rfc3339() -> String {
@@ -319,107 +343,204 @@ fn now_rfc3339() -> String {
     )
 }
 
-/// Encrypts a plaintext file for age recipients, as `sops encrypt` does.
-pub fn encrypt(
-    text: &[u8],
-    format: FileFormat,
-    opts: &EncryptOptions,
-) -> Result<String, SopsError> {
-    if opts.age.is_empty() {
-        return Err(SopsError::Identity(
-            "no recipients: give at least one age recipient".into(),
-        ));
+impl EncryptOptions {
+    fn groups(&self) -> Vec<Vec<String>> {
+        if self.key_groups.is_empty() {
+            vec![self.age.clone()]
+        } else {
+            self.key_groups.clone()
+        }
     }
-    let rule_meta = opts
-        .rule
-        .clone()
-        .unwrap_or(MetadataRule::UnencryptedSuffix("_unencrypted".into()));
-    let (name, val) = rule_meta.field();
-    let mut meta_json = serde_json::json!({ name: val });
-    let rule = Metadata::from_value(&meta_json)?.rule()?;
-    let key = DataKey::generate()?;
 
+    /// The key fields of the metadata (`age`, or `key_groups` + `shamir_threshold`) with the
+    /// data key (or its Shamir shares) wrapped for every recipient.
+    pub fn key_metadata(&self, key: &DataKey) -> Result<serde_json::Map<String, Value>, SopsError> {
+        let groups = self.groups();
+        if groups.iter().all(|g| g.is_empty()) {
+            return Err(SopsError::Identity(
+                "no recipients: give at least one age recipient (--age, SOPS_AGE_RECIPIENTS or .sops.yaml)".into(),
+            ));
+        }
+        let wrap_all = |recipients: &[String], secret: &[u8]| -> Result<Vec<Value>, SopsError> {
+            recipients
+                .iter()
+                .map(|r| Ok(serde_json::json!({ "enc": keysource::wrap_for(r, secret)?, "recipient": r.trim() })))
+                .collect()
+        };
+        let mut m = serde_json::Map::new();
+        if groups.len() == 1 {
+            m.insert(
+                "age".into(),
+                Value::Array(wrap_all(&groups[0], key.expose())?),
+            );
+        } else {
+            let threshold = self.shamir_threshold.unwrap_or(groups.len());
+            let shares = shamir::split(key.expose(), groups.len(), threshold)?;
+            let mut out = Vec::new();
+            for (g, share) in groups.iter().zip(&shares) {
+                out.push(serde_json::json!({ "age": wrap_all(g, share)? }));
+            }
+            m.insert("key_groups".into(), Value::Array(out));
+            m.insert("shamir_threshold".into(), Value::from(threshold));
+        }
+        Ok(m)
+    }
+}
+
+fn load_plain(text: &[u8], format: FileFormat) -> Result<(Vec<Leaf>, Store), SopsError> {
     let as_text = || {
         std::str::from_utf8(text).map_err(|_| {
             SopsError::Format("the file is not UTF-8 text (use --input-type binary)".into())
         })
     };
-    let leaves_and_store: (Vec<Leaf>, Store) = match format {
+    let check = |m: &Option<Value>| {
+        if m.is_some() {
+            Err(SopsError::AlreadyEncrypted)
+        } else {
+            Ok(())
+        }
+    };
+    Ok(match format {
         FileFormat::Yaml => {
             let d = yaml::YamlDoc::load(as_text()?)?;
-            if d.metadata.is_some() {
-                return Err(SopsError::AlreadyEncrypted);
-            }
+            check(&d.metadata)?;
             (d.leaves.clone(), Store::Yaml(d))
         }
         FileFormat::Json => {
             let d = json::JsonDoc::load(as_text()?)?;
-            if d.metadata.is_some() {
-                return Err(SopsError::AlreadyEncrypted);
-            }
+            check(&d.metadata)?;
             (d.leaves.clone(), Store::Json(d))
         }
         FileFormat::Binary => {
-            let data = String::from_utf8_lossy(text).into_owned();
+            let data = std::str::from_utf8(text).map_err(|_| {
+                SopsError::Format(
+                    "binary files must be UTF-8 text, as sops stores them in a JSON string".into(),
+                )
+            })?;
             let d = json::JsonDoc::load(&serde_json::json!({ "data": data }).to_string())?;
             (d.leaves.clone(), Store::Binary(d))
         }
         FileFormat::Dotenv => {
             let d = dotenv::DotenvDoc::load(as_text()?)?;
-            if d.metadata.is_some() {
-                return Err(SopsError::AlreadyEncrypted);
-            }
+            check(&d.metadata)?;
             (d.leaves.clone(), Store::Dotenv(d))
         }
         FileFormat::Ini => {
             let d = ini::IniDoc::load(as_text()?)?;
-            if d.metadata.is_some() {
-                return Err(SopsError::AlreadyEncrypted);
-            }
+            check(&d.metadata)?;
             (d.leaves.clone(), Store::Ini(d))
         }
-    };
-    let (leaves, store) = leaves_and_store;
-    let enc = encrypt_leaves(&leaves, &key, &rule, opts.mac_only_encrypted)?;
+    })
+}
 
-    let lastmodified = now_rfc3339();
-    let mac =
-        cipher::Envelope::seal(&key, &lastmodified, enc.mac.as_bytes(), "str", None)?.format();
-    let mut age = Vec::new();
-    for r in &opts.age {
-        age.push(serde_json::json!({ "enc": keysource::wrap_for(r, key.expose())?, "recipient": r.trim() }));
-    }
-    if let Value::Object(m) = &mut meta_json {
-        m.insert("age".into(), Value::Array(age));
-        m.insert("lastmodified".into(), lastmodified.into());
-        m.insert("mac".into(), mac.into());
-        if opts.mac_only_encrypted {
-            m.insert("mac_only_encrypted".into(), true.into());
-        }
-        m.insert("version".into(), WRITE_VERSION.into());
-        m.sort_keys();
-    }
+fn emit_encrypted(
+    store: &Store,
+    values: &[Option<String>],
+    meta: &Value,
+) -> Result<String, SopsError> {
     Ok(match store {
         Store::Yaml(d) => {
             let opts = serde_saphyr::ser_options! { indent_step: d.indent };
-            let block = serde_saphyr::to_string_with_options(
-                &serde_json::json!({ "sops": meta_json }),
-                opts,
-            )
-            .map_err(|e| SopsError::Format(e.to_string()))?;
-            d.emit(&enc.values, Some(&block))
+            let block =
+                serde_saphyr::to_string_with_options(&serde_json::json!({ "sops": meta }), opts)
+                    .map_err(|e| SopsError::Format(e.to_string()))?;
+            d.emit(values, Some(&block))
         }
         Store::Json(d) | Store::Binary(d) => {
-            let reps: Vec<Option<Value>> = enc
-                .values
+            let reps: Vec<Option<Value>> = values
                 .iter()
                 .map(|v| v.clone().map(Value::String))
                 .collect();
-            json::to_string(&d.replaced(&reps, Some(meta_json)), "\t")
+            json::to_string(&d.replaced(&reps, Some(meta.clone())), "\t")
         }
-        Store::Dotenv(d) => d.emit_encrypted(&enc.values, &meta_json),
-        Store::Ini(d) => d.emit_encrypted(&enc.values, &meta_json),
+        Store::Dotenv(d) => d.emit_encrypted(values, meta),
+        Store::Ini(d) => d.emit_encrypted(values, meta),
     })
+}
+
+/// Encrypts a plaintext file for age recipients with a new data key, as `sops encrypt` does.
+pub fn encrypt(
+    text: &[u8],
+    format: FileFormat,
+    opts: &EncryptOptions,
+) -> Result<String, SopsError> {
+    encrypt_with_key(text, format, opts, &DataKey::generate()?, None)
+}
+
+/// Encrypts with a given data key; with a `stash`, unchanged values keep their ciphertext.
+pub fn encrypt_with_key(
+    text: &[u8],
+    format: FileFormat,
+    opts: &EncryptOptions,
+    key: &DataKey,
+    stash: Option<&walk::IvStash>,
+) -> Result<String, SopsError> {
+    let rule_meta = opts
+        .rule
+        .clone()
+        .unwrap_or(MetadataRule::UnencryptedSuffix("_unencrypted".into()));
+    let (name, val) = rule_meta.field();
+    let mut meta = opts.key_metadata(key)?;
+    meta.insert(name.into(), val.into());
+    let rule = Metadata::from_value(&serde_json::json!({ name: val }))?.rule()?;
+    let (leaves, store) = load_plain(text, format)?;
+    let enc = encrypt_leaves(&leaves, key, &rule, opts.mac_only_encrypted, stash)?;
+    let lastmodified = now_rfc3339();
+    let mac = cipher::Envelope::seal(key, &lastmodified, enc.mac.as_bytes(), "str", None)?.format();
+    meta.insert("lastmodified".into(), lastmodified.into());
+    meta.insert("mac".into(), mac.into());
+    if opts.mac_only_encrypted {
+        meta.insert("mac_only_encrypted".into(), true.into());
+    }
+    meta.insert("version".into(), WRITE_VERSION.into());
+    meta.sort_keys();
+    emit_encrypted(&store, &enc.values, &Value::Object(meta))
+}
+
+impl EncryptedFile {
+    /// The options this file was encrypted with (recipients, groups, rule, MAC mode).
+    pub fn options(&self) -> EncryptOptions {
+        let groups: Vec<Vec<String>> = self
+            .metadata
+            .groups()
+            .iter()
+            .map(|g| g.age.iter().map(|a| a.recipient.clone()).collect())
+            .collect();
+        let (age, key_groups) = if groups.len() == 1 {
+            (groups[0].clone(), Vec::new())
+        } else {
+            (Vec::new(), groups)
+        };
+        EncryptOptions {
+            age,
+            key_groups,
+            shamir_threshold: self.metadata.shamir_threshold,
+            rule: MetadataRule::of(&self.metadata),
+            mac_only_encrypted: self.metadata.mac_only_encrypted.unwrap_or(false),
+        }
+    }
+
+    /// IVs of the current values, for re-encrypting an edited plaintext with the same key.
+    pub fn iv_stash(&self, key: &DataKey) -> walk::IvStash {
+        walk::IvStash::from_leaves(self.leaves(), key)
+    }
+
+    /// The same file with its data key wrapped for other recipients (`updatekeys`): values,
+    /// MAC and `lastmodified` are unchanged.
+    pub fn with_recipients(
+        &self,
+        opts: &EncryptOptions,
+        key: &DataKey,
+    ) -> Result<String, SopsError> {
+        let mut meta = self.raw_metadata.as_object().cloned().unwrap_or_default();
+        for k in ["age", "key_groups", "shamir_threshold"] {
+            meta.remove(k);
+        }
+        meta.extend(opts.key_metadata(key)?);
+        meta.sort_keys();
+        let none = vec![None; self.leaves().len()];
+        emit_encrypted(&self.store, &none, &Value::Object(meta))
+    }
 }
 
 #[cfg(test)]

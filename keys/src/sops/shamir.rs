@@ -66,6 +66,38 @@ pub fn combine(shares: &[Zeroizing<Vec<u8>>]) -> Result<Zeroizing<Vec<u8>>, Sops
     Ok(secret)
 }
 
+/// Splits `secret` into `n` shares, any `threshold` of which recover it.
+pub fn split(
+    secret: &[u8],
+    n: usize,
+    threshold: usize,
+) -> Result<Vec<Zeroizing<Vec<u8>>>, SopsError> {
+    if threshold == 0 || threshold > n || n > 255 {
+        return Err(SopsError::Metadata(format!(
+            "invalid Shamir threshold {threshold} for {n} key groups"
+        )));
+    }
+    // One random polynomial per secret byte: constant term = the byte.
+    let mut coeffs = Zeroizing::new(vec![0u8; secret.len() * (threshold - 1)]);
+    aws_lc_rs::rand::fill(&mut coeffs).map_err(|_| SopsError::Random)?;
+    let mut shares = Vec::with_capacity(n);
+    for x in 1..=n as u8 {
+        let mut share = Zeroizing::new(Vec::with_capacity(secret.len() + 1));
+        for (i, &s) in secret.iter().enumerate() {
+            let mut y = s;
+            let mut xp = 1u8;
+            for c in &coeffs[i * (threshold - 1)..(i + 1) * (threshold - 1)] {
+                xp = gf_mul(xp, x);
+                y ^= gf_mul(*c, xp);
+            }
+            share.push(y);
+        }
+        share.push(x);
+        shares.push(share);
+    }
+    Ok(shares)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +123,17 @@ mod tests {
                 Zeroizing::new(share)
             })
             .collect()
+    }
+
+    #[test]
+    fn random_split_recovers_with_threshold() {
+        let secret = [7u8; 32];
+        let shares = super::split(&secret, 3, 2).expect("split");
+        assert_eq!(&combine(&shares[1..]).expect("combine")[..], &secret);
+        assert_eq!(
+            &combine(&[shares[0].clone(), shares[2].clone()]).expect("combine")[..],
+            &secret
+        );
     }
 
     #[test]

@@ -347,3 +347,94 @@ fn malformed_values_and_metadata() {
         Err(SopsError::Metadata(_))
     ));
 }
+
+#[test]
+fn unchanged_values_keep_their_ciphertext_on_re_encryption() {
+    let (ids, recipient) = identity();
+    let opts = EncryptOptions {
+        age: vec![recipient],
+        ..Default::default()
+    };
+    let plain = "a: one\nb: two\nc: three\n";
+    let enc = encrypt(plain.as_bytes(), FileFormat::Yaml, &opts).expect("enc");
+    let file = EncryptedFile::load(&enc, FileFormat::Yaml).expect("load");
+    let key = file.data_key(&ids).expect("key");
+    let stash = file.iv_stash(&key);
+    let edited = "a: one\nb: TWO\nc: three\n";
+    let again = encrypt_with_key(
+        edited.as_bytes(),
+        FileFormat::Yaml,
+        &file.options(),
+        &key,
+        Some(&stash),
+    )
+    .expect("enc");
+    let line = |t: &str, k: &str| t.lines().find(|l| l.starts_with(k)).map(str::to_string);
+    assert_eq!(
+        line(&enc, "a:"),
+        line(&again, "a:"),
+        "unchanged value keeps its ciphertext"
+    );
+    assert_eq!(line(&enc, "c:"), line(&again, "c:"));
+    assert_ne!(line(&enc, "b:"), line(&again, "b:"));
+    let out = EncryptedFile::load(&again, FileFormat::Yaml)
+        .expect("load")
+        .decrypt(&ids, false)
+        .expect("dec");
+    assert_eq!(&out[..], edited.as_bytes());
+}
+
+#[test]
+fn updatekeys_rewraps_without_touching_values() {
+    let (ids_a, a) = identity();
+    let (ids_b, b) = identity();
+    let enc = encrypt(
+        b"x: secret\n",
+        FileFormat::Yaml,
+        &EncryptOptions {
+            age: vec![a],
+            ..Default::default()
+        },
+    )
+    .expect("enc");
+    let file = EncryptedFile::load(&enc, FileFormat::Yaml).expect("load");
+    let key = file.data_key(&ids_a).expect("key");
+    let mut opts = file.options();
+    opts.age = vec![b];
+    let updated = file.with_recipients(&opts, &key).expect("update");
+    assert_eq!(
+        enc.lines().next(),
+        updated.lines().next(),
+        "values unchanged"
+    );
+    let f2 = EncryptedFile::load(&updated, FileFormat::Yaml).expect("load");
+    assert_eq!(f2.metadata.mac, file.metadata.mac);
+    assert!(f2.decrypt(&ids_b, false).is_ok());
+    assert!(matches!(
+        f2.decrypt(&ids_a, false),
+        Err(SopsError::NoIdentity)
+    ));
+}
+
+#[test]
+fn shamir_key_groups_need_the_threshold() {
+    let (ids_a, a) = identity();
+    let (ids_b, b) = identity();
+    let (_, c) = identity();
+    let opts = EncryptOptions {
+        key_groups: vec![vec![a], vec![b], vec![c]],
+        shamir_threshold: Some(2),
+        ..Default::default()
+    };
+    let enc = encrypt(b"{\"k\": \"v\"}", FileFormat::Json, &opts).expect("enc");
+    assert!(enc.contains("key_groups") && enc.contains("shamir_threshold"));
+    let file = EncryptedFile::load(&enc, FileFormat::Json).expect("load");
+    let mut both = AgeIdentities::parse("").expect("empty");
+    both.extend(ids_a);
+    assert!(
+        matches!(file.decrypt(&both, false), Err(SopsError::NoIdentity)),
+        "one share is not enough"
+    );
+    both.extend(ids_b);
+    assert!(file.decrypt(&both, false).is_ok());
+}

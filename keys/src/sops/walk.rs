@@ -284,6 +284,50 @@ pub fn decrypt_leaves(
     })
 }
 
+/// IVs of a file's current values, keyed by (AAD, type, SHA-256 of the plaintext): when a value
+/// is re-encrypted unchanged under the same data key, reusing its IV reproduces its exact
+/// ciphertext, so an edit changes only the lines that changed (as sops does).
+#[derive(Default)]
+pub struct IvStash(std::collections::HashMap<(String, [u8; 32]), Vec<u8>>);
+
+impl IvStash {
+    fn digest(kind: &str, plaintext: &[u8]) -> [u8; 32] {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(kind.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(plaintext);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.finish().as_ref());
+        out
+    }
+
+    /// Records the IV of every encrypted leaf (decrypting each with `key`).
+    pub fn from_leaves(leaves: &[Leaf], key: &DataKey) -> Self {
+        let mut map = std::collections::HashMap::new();
+        for leaf in leaves {
+            let Scalar::Str(text) = &leaf.value else {
+                continue;
+            };
+            let Ok(env) = Envelope::parse(text) else {
+                continue;
+            };
+            if let Ok(plain) = env.open(key, &leaf.aad()) {
+                map.insert(
+                    (leaf.aad(), Self::digest(&env.kind, plain.expose_secret())),
+                    env.iv.clone(),
+                );
+            }
+        }
+        IvStash(map)
+    }
+
+    fn get(&self, aad: &str, kind: &str, plaintext: &[u8]) -> Option<&[u8]> {
+        self.0
+            .get(&(aad.to_string(), Self::digest(kind, plaintext)))
+            .map(Vec::as_slice)
+    }
+}
+
 /// Per-leaf replacement text for encryption: `Some(ENC[…])` for leaves to encrypt.
 pub struct Encrypted {
     /// Per leaf.
@@ -292,13 +336,14 @@ pub struct Encrypted {
     pub mac: String,
 }
 
-/// Encrypts every leaf the rule selects, computing the MAC. `previous` may hold, per leaf,
-/// the envelope the value had before, whose IV is reused when the plaintext is unchanged.
+/// Encrypts every leaf the rule selects, computing the MAC. With a `stash`, a value whose
+/// plaintext and path are unchanged keeps its previous IV (and so its exact ciphertext).
 pub fn encrypt_leaves(
     leaves: &[Leaf],
     key: &DataKey,
     rule: &Rule,
     mac_only_encrypted: bool,
+    stash: Option<&IvStash>,
 ) -> Result<Encrypted, SopsError> {
     let mut mac = Mac::new(mac_only_encrypted);
     let mut values = Vec::with_capacity(leaves.len());
@@ -324,7 +369,10 @@ pub fn encrypt_leaves(
             values.push(None);
             continue;
         }
-        let env = Envelope::seal(key, &leaf.aad(), &plain.to_bytes(), plain.kind(), None)?;
+        let aad = leaf.aad();
+        let bytes = plain.to_bytes();
+        let iv = stash.and_then(|s| s.get(&aad, plain.kind(), &bytes));
+        let env = Envelope::seal(key, &aad, &bytes, plain.kind(), iv)?;
         values.push(Some(env.format()));
     }
     Ok(Encrypted {
@@ -398,7 +446,7 @@ mod tests {
                 comment: false,
             },
         ];
-        let enc = encrypt_leaves(&leaves, &key, &Rule::default(), false).expect("enc");
+        let enc = encrypt_leaves(&leaves, &key, &Rule::default(), false, None).expect("enc");
         assert!(enc.values[3].is_none());
         let sealed: Vec<Leaf> = leaves
             .iter()
