@@ -7,6 +7,7 @@
 
 pub mod cipher;
 mod dotenv;
+pub mod edit;
 mod ini;
 mod json;
 pub mod keysource;
