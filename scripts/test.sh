@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # sealkit's whole test suite, on a fresh Debian machine with Rust.
-# Installs the test peers it needs first (openssl, ssh-keygen, Python `cryptography`),
+# Installs the test peers it needs first (openssl, ssh-keygen, Debian's age CLI, Python
+# `cryptography` and PyYAML),
 # then runs: rustfmt, clippy -D warnings, every workspace test (unit, vectors, CLI goldens,
 # real-peer interop, CRD drift), the deploy/ kustomize build, and the quickstart demo.
 set -euo pipefail
@@ -13,22 +14,24 @@ missing=()
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
+command -v age >/dev/null 2>&1 || missing+=(age)
 if ((${#missing[@]})); then
   echo "installing with apt: ${missing[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
-if python3 -c 'import cryptography' 2>/dev/null; then
+if python3 -c 'import cryptography, yaml' 2>/dev/null; then
   export SEALKIT_PYTHON=${SEALKIT_PYTHON:-python3}
 else
   venv="${XDG_CACHE_HOME:-$HOME/.cache}/sealkit/peers-venv"
-  if ! "$venv/bin/python" -c 'import cryptography' 2>/dev/null; then
-    echo "installing Python cryptography into $venv"
+  if ! "$venv/bin/python" -c 'import cryptography, yaml' 2>/dev/null; then
+    echo "installing Python cryptography and PyYAML into $venv"
     python3 -m venv "$venv" || { apt-get update -qq && apt-get install -y -qq python3-venv && python3 -m venv "$venv"; }
-    "$venv/bin/pip" install -q cryptography
+    "$venv/bin/pip" install -q cryptography pyyaml
   fi
   export SEALKIT_PYTHON="$venv/bin/python"
 fi
 echo "openssl: $(openssl version)"
+echo "age: $(age --version)"
 echo "python peer: $("$SEALKIT_PYTHON" -c 'import cryptography,sys; print(sys.executable, "cryptography", cryptography.__version__)')"
 
 say "rustfmt"

@@ -36,6 +36,9 @@ pub enum Command {
     /// Create an offline sealing key pair (for local use and disaster-recovery drills).
     #[command(after_help = KEYGEN_EXAMPLES)]
     Keygen(KeygenArgs),
+    /// SOPS-compatible file encryption with age (sops' subcommands and flags).
+    #[command(after_help = SOPS_EXAMPLES)]
+    Sops(SopsArgs),
     /// Run the quickstart: make a key pair, seal the example Secrets, recover them.
     Demo(DemoArgs),
     /// Print shell completions.
@@ -256,6 +259,210 @@ pub struct DemoArgs {
     /// RSA key size for the demo key (4096 as the controller uses).
     #[arg(long, default_value_t = 4096)]
     pub bits: usize,
+}
+
+const SOPS_EXAMPLES: &str = "\
+Examples:
+  age-keygen -o key.txt                                   # an identity (Debian package `age`)
+  sealkit sops encrypt --age age1... -i secret.yaml        # encrypt values in place
+  SOPS_AGE_KEY_FILE=key.txt sealkit sops decrypt secret.yaml
+  sealkit sops edit secret.yaml                            # $EDITOR on the plaintext
+  sealkit sops set secret.yaml '[\"stringData\"][\"password\"]' '\"s3cr3t\"'
+  sealkit sops updatekeys --check apps/                    # recipients out of date with .sops.yaml?
+  sealkit sops check .                                     # pre-commit: anything in clear?
+
+Identities come from SOPS_AGE_KEY, SOPS_AGE_KEY_FILE, SOPS_AGE_KEY_CMD and
+~/.config/sops/age/keys.txt, all together; recipients from --age, SOPS_AGE_RECIPIENTS or .sops.yaml.";
+
+/// `sealkit sops`.
+#[derive(Debug, Clone, Args)]
+pub struct SopsArgs {
+    /// The sops subcommand.
+    #[command(subcommand)]
+    pub command: SopsCommand,
+}
+
+/// Flags every sops subcommand shares.
+#[derive(Debug, Clone, Args)]
+pub struct SopsCommon {
+    /// Path of the .sops.yaml to use (default: the nearest one upwards from the working directory).
+    #[arg(long, env = "SOPS_CONFIG", value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// Input format (default: from the file extension; anything unknown is binary).
+    #[arg(long, value_parser = ["yaml", "json", "dotenv", "ini", "binary"], global = true)]
+    pub input_type: Option<String>,
+    /// Output format (default: the input format).
+    #[arg(long, value_parser = ["yaml", "json", "dotenv", "ini", "binary"], global = true)]
+    pub output_type: Option<String>,
+    /// Use this name instead of the file's for format detection and .sops.yaml rules.
+    #[arg(long, value_name = "NAME", global = true)]
+    pub filename_override: Option<String>,
+}
+
+/// Encryption-rule flags (at most one).
+#[derive(Debug, Clone, Args)]
+pub struct RuleFlags {
+    /// Leave values clear whose key (or any parent key) ends with this suffix.
+    #[arg(long, value_name = "SUFFIX")]
+    pub unencrypted_suffix: Option<String>,
+    /// Encrypt only values whose key (or a parent key) ends with this suffix.
+    #[arg(long, value_name = "SUFFIX")]
+    pub encrypted_suffix: Option<String>,
+    /// Leave values clear whose key (or a parent key) matches.
+    #[arg(long, value_name = "REGEX")]
+    pub unencrypted_regex: Option<String>,
+    /// Encrypt only values whose key (or a parent key) matches, e.g. '^(data|stringData)$'.
+    #[arg(long, value_name = "REGEX")]
+    pub encrypted_regex: Option<String>,
+    /// Compute the MAC over encrypted values only (clear values may then be edited freely).
+    #[arg(long)]
+    pub mac_only_encrypted: bool,
+}
+
+/// Where output goes.
+#[derive(Debug, Clone, Args)]
+pub struct OutputFlags {
+    /// Write the result back to the file (atomically).
+    #[arg(short = 'i', long)]
+    pub in_place: bool,
+    /// Write the result to this file (atomically) instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// sops subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum SopsCommand {
+    /// Encrypt a file's values for age recipients.
+    Encrypt {
+        /// The plaintext file.
+        file: PathBuf,
+        /// age recipients (comma-separated; overrides .sops.yaml).
+        #[arg(
+            short = 'a',
+            long = "age",
+            env = "SOPS_AGE_RECIPIENTS",
+            value_delimiter = ','
+        )]
+        age: Vec<String>,
+        /// Key groups needed to decrypt when .sops.yaml gives several.
+        #[arg(long = "shamir-secret-sharing-threshold", value_name = "N")]
+        shamir_threshold: Option<usize>,
+        #[command(flatten)]
+        rules: RuleFlags,
+        #[command(flatten)]
+        out: OutputFlags,
+        #[command(flatten)]
+        common: SopsCommon,
+    },
+    /// Decrypt a file (prints the plaintext).
+    Decrypt {
+        /// The encrypted file.
+        file: PathBuf,
+        /// Print only this part, e.g. '["data"]["password"]'.
+        #[arg(long, value_name = "PATH")]
+        extract: Option<String>,
+        /// Decrypt even when the MAC does not verify (or is missing).
+        #[arg(long)]
+        ignore_mac: bool,
+        #[command(flatten)]
+        out: OutputFlags,
+        #[command(flatten)]
+        common: SopsCommon,
+    },
+    /// Edit the plaintext in $EDITOR; unchanged values keep their exact ciphertext.
+    Edit {
+        /// The encrypted file.
+        file: PathBuf,
+        /// Open even when the MAC does not verify.
+        #[arg(long)]
+        ignore_mac: bool,
+        #[command(flatten)]
+        common: SopsCommon,
+    },
+    /// Re-encrypt with a new data key, optionally adding or removing age recipients.
+    Rotate {
+        /// The encrypted file.
+        file: PathBuf,
+        /// age recipients to add.
+        #[arg(long = "add-age", value_delimiter = ',')]
+        add_age: Vec<String>,
+        /// age recipients to remove.
+        #[arg(long = "rm-age", value_delimiter = ',')]
+        rm_age: Vec<String>,
+        #[command(flatten)]
+        out: OutputFlags,
+        #[command(flatten)]
+        common: SopsCommon,
+    },
+    /// Re-wrap the data key for the recipients .sops.yaml now lists (values untouched).
+    Updatekeys {
+        /// Encrypted files or directories.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Do not ask for confirmation.
+        #[arg(short = 'y', long)]
+        yes: bool,
+        /// Only list files whose recipients differ from .sops.yaml (exit 1 if any).
+        #[arg(long)]
+        check: bool,
+        #[command(flatten)]
+        common: SopsCommon,
+    },
+    /// Set one value, e.g. set FILE '["a"]["b"]' '"text"' (the value is JSON).
+    Set {
+        /// The encrypted file.
+        file: PathBuf,
+        /// Where, e.g. '["stringData"]["password"]'.
+        index: String,
+        /// The value as JSON: '"text"', 5, true.
+        value: String,
+        #[command(flatten)]
+        common: SopsCommon,
+    },
+    /// Remove one value.
+    Unset {
+        /// The encrypted file.
+        file: PathBuf,
+        /// Where, e.g. '["stringData"]["password"]'.
+        index: String,
+        #[command(flatten)]
+        common: SopsCommon,
+    },
+    /// Run a command with the file's top-level values as environment variables.
+    ExecEnv {
+        /// The encrypted file.
+        file: PathBuf,
+        /// The command (run by sh -c).
+        command: String,
+        #[command(flatten)]
+        common: SopsCommon,
+    },
+    /// Run a command with the plaintext in a temporary 0600 file; {} in the command is its path.
+    ExecFile {
+        /// The encrypted file.
+        file: PathBuf,
+        /// The command (run by sh -c).
+        command: String,
+        #[command(flatten)]
+        common: SopsCommon,
+    },
+    /// Print {"encrypted": true|false}.
+    Filestatus {
+        /// The file.
+        file: PathBuf,
+        #[command(flatten)]
+        common: SopsCommon,
+    },
+    /// Find files .sops.yaml says must be encrypted but are not, and Kubernetes Secrets in clear
+    /// (exit 1 with the list; made for pre-commit hooks).
+    Check {
+        /// Files or directories.
+        #[arg(default_value = ".")]
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        common: SopsCommon,
+    },
 }
 
 fn parse_scope(s: &str) -> Result<Scope, String> {

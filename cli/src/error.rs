@@ -60,6 +60,22 @@ impl CliError {
         err
     }
 
+    /// A failure whose story was already told (e.g. a child process's exit code): exit with
+    /// `code`, print nothing more.
+    pub fn silent(code: u8) -> Self {
+        Self {
+            message: String::new(),
+            hint: None,
+            code,
+            broken_pipe: false,
+        }
+    }
+
+    /// Whether there is nothing to print.
+    pub fn is_silent(&self) -> bool {
+        self.message.is_empty()
+    }
+
     /// Adds a hint line.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());

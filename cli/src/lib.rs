@@ -18,6 +18,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Seal(a) => commands::seal::run(&a),
         Command::Reseal(a) => commands::reseal::run(&a),
         Command::Keygen(a) => commands::keygen::run(&a),
+        Command::Sops(a) => commands::sops::run(a.command),
         Command::Demo(a) => commands::demo::run(&a),
         Command::Completions { shell } => {
             let mut cmd = args::command();

@@ -20,7 +20,7 @@ fn main() -> ExitCode {
     match sealkit_cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if !e.is_broken_pipe() {
+            if !e.is_broken_pipe() && !e.is_silent() {
                 eprintln!("{e}");
             }
             ExitCode::from(e.exit_code())

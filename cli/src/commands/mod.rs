@@ -4,6 +4,7 @@ pub mod demo;
 pub mod keygen;
 pub mod reseal;
 pub mod seal;
+pub mod sops;
 
 use std::path::Path;
 

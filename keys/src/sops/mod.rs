@@ -441,7 +441,8 @@ fn emit_encrypted(
 ) -> Result<String, SopsError> {
     Ok(match store {
         Store::Yaml(d) => {
-            let opts = serde_saphyr::ser_options! { indent_step: d.indent };
+            let opts =
+                serde_saphyr::ser_options! { indent_step: d.indent, prefer_block_scalars: false };
             let block =
                 serde_saphyr::to_string_with_options(&serde_json::json!({ "sops": meta }), opts)
                     .map_err(|e| SopsError::Format(e.to_string()))?;
