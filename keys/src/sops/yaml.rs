@@ -61,31 +61,95 @@ fn scalar_span(n: &Node) -> Range<usize> {
 }
 
 fn in_flow(n: &Node) -> bool {
+    // A flow collection's node starts with its bracket; checking only the first token keeps
+    // this O(depth) instead of scanning every sibling of every ancestor.
     n.ancestors().any(|a| {
-        a.children_with_tokens()
-            .any(|c| matches!(c.kind(), SyntaxKind::LEFT_BRACE | SyntaxKind::LEFT_BRACKET))
+        matches!(a.kind(), SyntaxKind::MAPPING | SyntaxKind::SEQUENCE)
+            && a.first_token().is_some_and(|t| {
+                matches!(t.kind(), SyntaxKind::LEFT_BRACE | SyntaxKind::LEFT_BRACKET)
+            })
     })
 }
 
+/// YAML 1.2 core-schema resolution of a plain scalar (what go-yaml v3, and so sops, does).
+fn resolve_plain(t: &str) -> Scalar {
+    match t {
+        "" | "~" | "null" | "Null" | "NULL" => return Scalar::Null,
+        "true" | "True" | "TRUE" => return Scalar::Bool(true),
+        "false" | "False" | "FALSE" => return Scalar::Bool(false),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return Scalar::Float(f64::INFINITY);
+        }
+        "-.inf" | "-.Inf" | "-.INF" => return Scalar::Float(f64::NEG_INFINITY),
+        ".nan" | ".NaN" | ".NAN" => return Scalar::Float(f64::NAN),
+        _ => {}
+    }
+    let b = t.as_bytes();
+    let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
+    let unsigned = b
+        .strip_prefix(b"-")
+        .or_else(|| b.strip_prefix(b"+"))
+        .unwrap_or(b);
+    if digits(unsigned) {
+        if let Ok(i) = t.parse::<i64>() {
+            return Scalar::Int(i);
+        }
+        return t
+            .parse::<f64>()
+            .map_or_else(|_| Scalar::Str(t.to_string()), Scalar::Float);
+    }
+    if let Some(h) = t
+        .strip_prefix("0x")
+        .filter(|h| !h.is_empty() && h.bytes().all(|c| c.is_ascii_hexdigit()))
+    {
+        return i64::from_str_radix(h, 16).map_or_else(|_| Scalar::Str(t.to_string()), Scalar::Int);
+    }
+    if let Some(o) = t
+        .strip_prefix("0o")
+        .filter(|o| !o.is_empty() && o.bytes().all(|c| (b'0'..=b'7').contains(&c)))
+    {
+        return i64::from_str_radix(o, 8).map_or_else(|_| Scalar::Str(t.to_string()), Scalar::Int);
+    }
+    // [-+]? ( \.[0-9]+ | [0-9]+ ( \. [0-9]* )? ) ( [eE] [-+]? [0-9]+ )?
+    let (mantissa, exponent) = match unsigned.iter().position(|&c| c == b'e' || c == b'E') {
+        Some(i) => (&unsigned[..i], Some(&unsigned[i + 1..])),
+        None => (unsigned, None),
+    };
+    let mantissa_ok = match mantissa.iter().position(|&c| c == b'.') {
+        Some(0) => digits(&mantissa[1..]),
+        Some(i) => digits(&mantissa[..i]) && mantissa[i + 1..].iter().all(u8::is_ascii_digit),
+        None => digits(mantissa),
+    };
+    let exponent_ok = exponent.is_none_or(|e| {
+        digits(
+            e.strip_prefix(b"-")
+                .or_else(|| e.strip_prefix(b"+"))
+                .unwrap_or(e),
+        )
+    });
+    if mantissa_ok && exponent_ok && (mantissa.contains(&b'.') || exponent.is_some()) {
+        if let Ok(f) = t.parse::<f64>() {
+            return Scalar::Float(f);
+        }
+    }
+    Scalar::Str(t.to_string())
+}
+
 fn scalar_value(n: &Node) -> Result<Scalar, SopsError> {
+    let raw = n.text().to_string();
+    // Fast path for the bulk of an encrypted file, and for simple one-line plain scalars.
+    if !raw.contains(['\n', '"', '\'', '#']) && !raw.starts_with(['|', '>', '!', '&', '*']) {
+        return Ok(resolve_plain(raw.trim()));
+    }
     let s = yaml_edit::Scalar::cast(n.clone())
         .ok_or_else(|| SopsError::Format("unexpected YAML node".into()))?;
     if s.is_quoted() || s.is_block() {
         return Ok(Scalar::Str(s.as_string()));
     }
-    if s.is_null() {
-        return Ok(Scalar::Null);
-    }
-    if let Some(b) = s.as_bool() {
-        return Ok(Scalar::Bool(b));
-    }
-    if let Some(i) = s.as_i64() {
-        return Ok(Scalar::Int(i));
-    }
-    if let Some(f) = s.as_f64() {
-        return Ok(Scalar::Float(f));
-    }
-    Ok(Scalar::Str(s.as_string()))
+    Ok(match resolve_plain(s.as_string().trim()) {
+        Scalar::Str(_) => Scalar::Str(s.as_string()),
+        other => other,
+    })
 }
 
 fn key_text(entry: &Node) -> Result<String, SopsError> {
@@ -558,5 +622,29 @@ pub fn render_plain(p: &super::walk::Plain) -> String {
                 serde_json::to_string(s.as_str()).unwrap_or_default()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_schema_resolution() {
+        assert_eq!(resolve_plain("5432"), Scalar::Int(5432));
+        assert_eq!(resolve_plain("-7"), Scalar::Int(-7));
+        assert_eq!(resolve_plain("0x1F"), Scalar::Int(31));
+        assert_eq!(resolve_plain("0o17"), Scalar::Int(15));
+        assert_eq!(resolve_plain("0.5"), Scalar::Float(0.5));
+        assert_eq!(resolve_plain("1e3"), Scalar::Float(1000.0));
+        assert_eq!(resolve_plain(".5"), Scalar::Float(0.5));
+        assert_eq!(resolve_plain("True"), Scalar::Bool(true));
+        assert_eq!(resolve_plain("~"), Scalar::Null);
+        // YAML 1.1 words are strings in 1.2 (as in go-yaml v3 and sops).
+        assert_eq!(resolve_plain("yes"), Scalar::Str("yes".into()));
+        assert_eq!(resolve_plain("on"), Scalar::Str("on".into()));
+        assert_eq!(resolve_plain("1.2.3"), Scalar::Str("1.2.3".into()));
+        assert_eq!(resolve_plain("12abc"), Scalar::Str("12abc".into()));
+        assert_eq!(resolve_plain("0755"), Scalar::Int(755));
     }
 }
