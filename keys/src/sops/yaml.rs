@@ -127,10 +127,12 @@ fn resolve_plain(t: &str) -> Scalar {
                 .unwrap_or(e),
         )
     });
-    if mantissa_ok && exponent_ok && (mantissa.contains(&b'.') || exponent.is_some()) {
-        if let Ok(f) = t.parse::<f64>() {
-            return Scalar::Float(f);
-        }
+    if mantissa_ok
+        && exponent_ok
+        && (mantissa.contains(&b'.') || exponent.is_some())
+        && let Ok(f) = t.parse::<f64>()
+    {
+        return Scalar::Float(f);
     }
     Scalar::Str(t.to_string())
 }
