@@ -1,0 +1,369 @@
+//! `sealkit sops` as a user drives it: .sops.yaml rules, in-place writes, edit with minimal
+//! diffs, set/unset, rotate, updatekeys (--check), exec-env/exec-file, check, and bad input.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use sealkit_tests::{ok, run, sealkit_bin};
+
+struct Env {
+    dir: tempfile::TempDir,
+    key: String,
+    recipient: String,
+}
+
+fn keygen(dir: &Path, name: &str) -> (String, String) {
+    let key = dir.join(name);
+    ok(&run(Command::new("age-keygen").arg("-o").arg(&key), b""));
+    let r = String::from_utf8(ok(&run(
+        Command::new("age-keygen").arg("-y").arg(&key),
+        b"",
+    )))
+    .expect("utf8");
+    (key.display().to_string(), r.trim().to_string())
+}
+
+impl Env {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (key, recipient) = keygen(dir.path(), "key.txt");
+        Env {
+            dir,
+            key,
+            recipient,
+        }
+    }
+
+    fn path(&self, p: &str) -> std::path::PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn write(&self, p: &str, text: &str) {
+        let path = self.path(p);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).expect("mkdir");
+        }
+        fs::write(path, text).expect("write");
+    }
+
+    fn read(&self, p: &str) -> String {
+        fs::read_to_string(self.path(p)).expect("read")
+    }
+
+    fn sops(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(sealkit_bin());
+        cmd.arg("sops")
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("SOPS_AGE_KEY_FILE", &self.key)
+            .env("XDG_CONFIG_HOME", self.path("xdg"))
+            .env_remove("SOPS_AGE_KEY")
+            .env_remove("SOPS_AGE_RECIPIENTS")
+            .env_remove("SOPS_CONFIG");
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        run(&mut cmd, b"")
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn fails(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert_ne!(o.status.code(), Some(0), "should fail:\n{err}");
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks {n:?}:\n{err}");
+    }
+}
+
+const SECRET: &str = "# app secret\napiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: hunter2\n  user: admin\n";
+
+#[test]
+fn creation_rules_in_place_and_decrypt() {
+    let e = Env::new();
+    e.write(
+        ".sops.yaml",
+        &format!("creation_rules:\n  - path_regex: secrets/.*\\.yaml$\n    encrypted_regex: ^(data|stringData)$\n    age: {}\n", e.recipient),
+    );
+    e.write("secrets/db.yaml", SECRET);
+    ok(&e.sops(&["encrypt", "-i", "secrets/db.yaml"], &[]));
+    let enc = e.read("secrets/db.yaml");
+    assert!(
+        enc.contains("name: db") && !enc.contains("hunter2"),
+        "{enc}"
+    );
+    assert!(enc.contains("encrypted_regex: ^(data|stringData)$"));
+    let out = String::from_utf8(ok(&e.sops(&["decrypt", "secrets/db.yaml"], &[]))).expect("utf8");
+    assert_eq!(out, SECRET);
+    // Encrypting twice is refused and leaves the file as it was.
+    fails(
+        &e.sops(&["encrypt", "-i", "secrets/db.yaml"], &[]),
+        &["already encrypted"],
+    );
+    assert_eq!(e.read("secrets/db.yaml"), enc);
+    // A file no rule covers and no --age: a usage error with a hint.
+    e.write("other.yaml", "a: b\n");
+    fails(
+        &e.sops(&["encrypt", "other.yaml"], &[]),
+        &["no age recipients", "--age"],
+    );
+    // JSON output conversion and --extract.
+    let json = ok(&e.sops(
+        &["decrypt", "--output-type", "json", "secrets/db.yaml"],
+        &[],
+    ));
+    let v: serde_json::Value = serde_json::from_slice(&json).expect("json");
+    assert_eq!(v["stringData"]["user"], "admin");
+    let pw = ok(&e.sops(
+        &[
+            "decrypt",
+            "--extract",
+            "[\"stringData\"][\"password\"]",
+            "secrets/db.yaml",
+        ],
+        &[],
+    ));
+    assert_eq!(pw, b"hunter2");
+    // --output writes a new plaintext file with mode 0600.
+    ok(&e.sops(
+        &["decrypt", "--output", "plain.yaml", "secrets/db.yaml"],
+        &[],
+    ));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(e.path("plain.yaml"))
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+}
+
+#[test]
+fn edit_keeps_unchanged_ciphertext_and_refuses_broken_files() {
+    let e = Env::new();
+    e.write("s.yaml", SECRET);
+    ok(&e.sops(&["encrypt", "-i", "--age", &e.recipient, "s.yaml"], &[]));
+    let before = e.read("s.yaml");
+    e.write(
+        "editor.sh",
+        "#!/bin/sh\nsed -i 's/hunter2/new-password/' \"$1\"\n",
+    );
+    ok(&run(
+        Command::new("chmod").args(["+x"]).arg(e.path("editor.sh")),
+        b"",
+    ));
+    let editor = e.path("editor.sh").display().to_string();
+    ok(&e.sops(&["edit", "s.yaml"], &[("EDITOR", &editor)]));
+    let after = e.read("s.yaml");
+    let line = |t: &str, k: &str| {
+        t.lines()
+            .find(|l| l.trim_start().starts_with(k))
+            .map(str::to_string)
+    };
+    assert_eq!(
+        line(&before, "user:"),
+        line(&after, "user:"),
+        "unchanged value keeps its ciphertext"
+    );
+    assert_ne!(line(&before, "password:"), line(&after, "password:"));
+    let out = String::from_utf8(ok(&e.sops(&["decrypt", "s.yaml"], &[]))).expect("utf8");
+    assert!(out.contains("password: new-password") && out.contains("# app secret"));
+
+    // An edit that breaks the YAML is not saved.
+    e.write("break.sh", "#!/bin/sh\nprintf 'a: [unclosed\\n' > \"$1\"\n");
+    ok(&run(
+        Command::new("chmod").args(["+x"]).arg(e.path("break.sh")),
+        b"",
+    ));
+    let breaker = e.path("break.sh").display().to_string();
+    fails(
+        &e.sops(&["edit", "s.yaml"], &[("EDITOR", &breaker)]),
+        &["cannot be encrypted", "not changed"],
+    );
+    assert_eq!(e.read("s.yaml"), after);
+}
+
+#[test]
+fn set_unset_rotate_and_exec() {
+    let e = Env::new();
+    e.write(
+        "s.json",
+        "{\"db\": {\"password\": \"hunter2\", \"user\": \"admin\"}}",
+    );
+    ok(&e.sops(&["encrypt", "-i", "--age", &e.recipient, "s.json"], &[]));
+    ok(&e.sops(&["set", "s.json", "[\"db\"][\"port\"]", "5432"], &[]));
+    ok(&e.sops(&["unset", "s.json", "[\"db\"][\"user\"]"], &[]));
+    let v: serde_json::Value =
+        serde_json::from_slice(&ok(&e.sops(&["decrypt", "s.json"], &[]))).expect("json");
+    assert_eq!(
+        v,
+        serde_json::json!({"db": {"password": "hunter2", "port": 5432}})
+    );
+    fails(
+        &e.sops(&["set", "s.json", "[\"db\"]", "not json"], &[]),
+        &["must be JSON"],
+    );
+
+    // rotate --add-age: a new data key, readable by both identities.
+    let (key2, r2) = keygen(e.dir.path(), "key2.txt");
+    let before = e.read("s.json");
+    ok(&e.sops(&["rotate", "-i", "--add-age", &r2, "s.json"], &[]));
+    let after = e.read("s.json");
+    assert_ne!(before, after);
+    ok(&e.sops(&["decrypt", "s.json"], &[("SOPS_AGE_KEY_FILE", &key2)]));
+    ok(&e.sops(&["rotate", "-i", "--rm-age", &r2, "s.json"], &[]));
+    fails(
+        &e.sops(&["decrypt", "s.json"], &[("SOPS_AGE_KEY_FILE", &key2)]),
+        &["no identity can decrypt"],
+    );
+
+    // exec-env and exec-file.
+    e.write("env.yaml", "DB_PASSWORD: hunter2\n");
+    ok(&e.sops(&["encrypt", "-i", "--age", &e.recipient, "env.yaml"], &[]));
+    let out = ok(&e.sops(&["exec-env", "env.yaml", "printf %s \"$DB_PASSWORD\""], &[]));
+    assert_eq!(out, b"hunter2");
+    let out =
+        String::from_utf8(ok(&e.sops(&["exec-file", "env.yaml", "cat {}"], &[]))).expect("utf8");
+    assert_eq!(out, "DB_PASSWORD: hunter2\n");
+    let o = e.sops(&["exec-env", "env.yaml", "exit 7"], &[]);
+    assert_eq!(
+        o.status.code(),
+        Some(7),
+        "the command's exit code is passed on"
+    );
+}
+
+#[test]
+fn updatekeys_and_check() {
+    let e = Env::new();
+    let (_, r2) = keygen(e.dir.path(), "key2.txt");
+    e.write(
+        ".sops.yaml",
+        &format!(
+            "creation_rules:\n  - path_regex: secrets/\n    age: {}\n",
+            e.recipient
+        ),
+    );
+    e.write("secrets/a.yaml", "token: abc\n");
+    e.write("secrets/b.yaml", "token: def\n");
+    e.write(
+        "apps/plain-secret.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: leak}\nstringData: {pw: hunter2}\n",
+    );
+    e.write(
+        "apps/config.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {a: b}\n",
+    );
+    // check: one file should be encrypted, one Secret is in clear.
+    let o = e.sops(&["check", "."], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    let listed = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        listed.contains("secrets/a.yaml: must be encrypted")
+            && listed.contains("Secret 'leak' in clear"),
+        "{listed}"
+    );
+    assert!(!listed.contains("config.yaml"), "{listed}");
+    ok(&e.sops(&["encrypt", "-i", "secrets/a.yaml"], &[]));
+    ok(&e.sops(&["encrypt", "-i", "secrets/b.yaml"], &[]));
+    fs::remove_file(e.path("apps/plain-secret.yaml")).expect("rm");
+    ok(&e.sops(&["check", "."], &[]));
+
+    // The rule gains a recipient: --check lists both files, then -y updates them.
+    e.write(
+        ".sops.yaml",
+        &format!(
+            "creation_rules:\n  - path_regex: secrets/\n    age: {},{}\n",
+            e.recipient, r2
+        ),
+    );
+    let o = e.sops(&["updatekeys", "--check", "secrets"], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 2);
+    let value_line = e.read("secrets/a.yaml").lines().next().map(str::to_string);
+    ok(&e.sops(&["updatekeys", "-y", "secrets"], &[]));
+    assert_eq!(
+        e.read("secrets/a.yaml").lines().next().map(str::to_string),
+        value_line,
+        "values untouched"
+    );
+    ok(&e.sops(&["updatekeys", "--check", "secrets"], &[]));
+    ok(&e.sops(
+        &["decrypt", "secrets/a.yaml"],
+        &[(
+            "SOPS_AGE_KEY_FILE",
+            &e.path("key2.txt").display().to_string(),
+        )],
+    ));
+}
+
+#[test]
+fn bad_input_is_named() {
+    let e = Env::new();
+    e.write("s.yaml", "app:\n  db:\n    password: hunter2\n");
+    ok(&e.sops(&["encrypt", "-i", "--age", &e.recipient, "s.yaml"], &[]));
+    let enc = e.read("s.yaml");
+    // A value moved to another key.
+    e.write(
+        "moved.yaml",
+        &enc.replace("    password: ENC", "    passwd: ENC"),
+    );
+    fails(
+        &e.sops(&["decrypt", "moved.yaml"], &[]),
+        &["moved.yaml", "app.db.passwd", "authentication failed"],
+    );
+    // Malformed ENC[…].
+    e.write("malformed.yaml", &enc.replace(",iv:", ",iiv:"));
+    fails(
+        &e.sops(&["decrypt", "malformed.yaml"], &[]),
+        &["malformed encrypted value", "app.db.password"],
+    );
+    // Unknown metadata.
+    e.write(
+        "unknown.yaml",
+        &enc.replace("sops:\n", "sops:\n    surprise: 1\n"),
+    );
+    fails(
+        &e.sops(&["decrypt", "unknown.yaml"], &[]),
+        &["unknown.yaml", "surprise"],
+    );
+    // Not a sops file, not UTF-8.
+    e.write("plain.yaml", "a: b\n");
+    fails(
+        &e.sops(&["decrypt", "plain.yaml"], &[]),
+        &["not encrypted with sops"],
+    );
+    fs::write(e.path("bin.yaml"), [0xff, 0xfe, 0x00]).expect("write");
+    fails(
+        &e.sops(&["decrypt", "bin.yaml"], &[]),
+        &["bin.yaml", "not UTF-8"],
+    );
+    // PGP-only file (an upstream vector) names the key type.
+    let vector = sealkit_tests::workspace()
+        .join("../shared/vectors/sops/pgp-functional-tests/format.enc.yaml");
+    if let Ok(text) = fs::read_to_string(&vector) {
+        e.write("pgp.yaml", &text);
+        fails(
+            &e.sops(&["decrypt", "pgp.yaml"], &[]),
+            &["pgp", "not supported"],
+        );
+    }
+    // A clear value edited by hand: the MAC says the file changed outside sops.
+    e.write("c.yaml", "a: 1\nclear_unencrypted: x\n");
+    ok(&e.sops(&["encrypt", "-i", "--age", &e.recipient, "c.yaml"], &[]));
+    let c = e
+        .read("c.yaml")
+        .replace("clear_unencrypted: x", "clear_unencrypted: y");
+    e.write("c.yaml", &c);
+    fails(
+        &e.sops(&["decrypt", "c.yaml"], &[]),
+        &["MAC mismatch", "changed outside sops", "--ignore-mac"],
+    );
+    ok(&e.sops(&["decrypt", "--ignore-mac", "c.yaml"], &[]));
+}
