@@ -438,3 +438,33 @@ fn shamir_key_groups_need_the_threshold() {
     both.extend(ids_b);
     assert!(file.decrypt(&both, false).is_ok());
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn ids() -> &'static (AgeIdentities, String) {
+        static IDS: std::sync::OnceLock<(AgeIdentities, String)> = std::sync::OnceLock::new();
+        IDS.get_or_init(identity)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// Any string value, however it has to be written, decrypts to a YAML file that reads
+        /// back as the same string.
+        #[test]
+        fn yaml_strings_survive(value in "[ -~\\n\\t\u{e9}\u{4e2d}]{0,40}") {
+            let (ids, recipient) = ids();
+            let plain = format!("top:\n  k: {}\n  list:\n    - {}\n", serde_json::to_string(&value).unwrap_or_default(), serde_json::to_string(&value).unwrap_or_default());
+            let opts = EncryptOptions { age: vec![recipient.clone()], ..Default::default() };
+            let enc = encrypt(plain.as_bytes(), FileFormat::Yaml, &opts).expect("encrypt");
+            let out = EncryptedFile::load(&enc, FileFormat::Yaml).expect("load").decrypt(ids, false).expect("decrypt");
+            let text = String::from_utf8(out.to_vec()).expect("utf8");
+            let v: Value = serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            prop_assert_eq!(&v["top"]["k"], &Value::String(value.clone()), "{}", text);
+            prop_assert_eq!(&v["top"]["list"][0], &Value::String(value.clone()), "{}", text);
+        }
+    }
+}

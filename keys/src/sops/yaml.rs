@@ -552,7 +552,7 @@ fn block_scalar(s: &str, indent: usize) -> Option<String> {
         return None;
     }
     let body = s.trim_end_matches('\n');
-    if body.lines().any(|l| l.ends_with(' ')) {
+    if body.is_empty() || body.lines().any(|l| l.ends_with(' ')) {
         return None;
     }
     let trailing = s.len() - body.len();
@@ -594,30 +594,24 @@ pub fn render_plain(p: &super::walk::Plain) -> String {
         Plain::Bool(b) => b.to_string(),
         Plain::Comment(c) => c.to_string(),
         Plain::Str(s, _) => {
-            // Plain only when it is unambiguous; anything else is double-quoted (JSON escaping is
-            // valid YAML), which reads back as the same string.
+            // Plain when a YAML reader gives back exactly this string (1.2 core schema, and no
+            // 1.1 boolean words either, for kubectl's sake); otherwise double-quoted, which JSON
+            // escaping makes valid YAML.
             let plain_ok = !s.is_empty()
-                && s.chars()
-                    .all(|c| c.is_alphanumeric() || " _./@+=-".contains(c))
-                && !s.starts_with([' ', '-', '.'])
-                && !s.ends_with(' ')
+                && !s.starts_with([
+                    ' ', '-', '?', ':', ',', '[', ']', '{', '}', '#', '&', '*', '!', '|', '>',
+                    '\'', '"', '%', '@', '`',
+                ])
+                && !s.ends_with([' ', ':'])
+                && !s.contains(": ")
+                && !s.contains(" #")
+                && !s.contains([',', '[', ']', '{', '}'])
+                && !s.chars().any(|c| c.is_control())
                 && !matches!(
                     s.to_ascii_lowercase().as_str(),
-                    "true"
-                        | "false"
-                        | "null"
-                        | "~"
-                        | "yes"
-                        | "no"
-                        | "on"
-                        | "off"
-                        | "y"
-                        | "n"
-                        | ".inf"
-                        | ".nan"
+                    "yes" | "no" | "on" | "off" | "y" | "n" | "true" | "false" | "null" | "~"
                 )
-                && s.parse::<f64>().is_err()
-                && !s.starts_with(|c: char| c.is_ascii_digit());
+                && matches!(resolve_plain(s), Scalar::Str(_));
             if plain_ok {
                 s.to_string()
             } else {
