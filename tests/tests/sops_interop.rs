@@ -260,3 +260,64 @@ fn wrong_identity_lists_recipients_and_identities() {
     );
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn ssh_ed25519_recipients_interoperate_with_the_age_cli() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let id = d.join("id");
+    ok(&run(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"])
+            .arg(&id),
+        b"",
+    ));
+    let pubkey = std::fs::read_to_string(d.join("id.pub")).expect("pub");
+    let pubkey = pubkey.trim();
+    let id_path = id.display().to_string();
+
+    // sealkit wraps for the SSH key; the age CLI unwraps with the private key.
+    std::fs::write(d.join("s.yaml"), "password: hunter2\n").expect("write");
+    let enc = String::from_utf8(ok(&sealkit_env(
+        d,
+        &["sops", "encrypt", "--age", pubkey, "s.yaml"],
+        None,
+    )))
+    .expect("utf8");
+    let envs = envelopes(&enc, FileFormat::Yaml);
+    let data_key = ok(&run(
+        Command::new("age").args(["-d", "-i", &id_path]),
+        envs[0].as_bytes(),
+    ));
+    assert_eq!(data_key.len(), 32);
+    std::fs::write(d.join("s.enc.yaml"), &enc).expect("write");
+    let mut cmd = Command::new(sealkit_bin());
+    cmd.args(["sops", "decrypt", "s.enc.yaml"])
+        .current_dir(d)
+        .env("SOPS_AGE_SSH_PRIVATE_KEY_FILE", &id_path)
+        .env_remove("SOPS_AGE_KEY_FILE")
+        .env("XDG_CONFIG_HOME", d.join("none"));
+    assert_eq!(ok(&run(&mut cmd, b"")), b"password: hunter2\n");
+
+    // The age CLI wraps for the SSH key; sealkit unwraps.
+    let key: Vec<u8> = (0..32u8).collect();
+    let armored = String::from_utf8(ok(&run(
+        Command::new("age").args(["-a", "-R"]).arg(d.join("id.pub")),
+        &key,
+    )))
+    .expect("armor");
+    let age_json = serde_json::json!([{ "recipient": pubkey, "enc": armored }]).to_string();
+    let file = ok(&sops_peer(
+        &["encrypt", &hex(&key), &age_json],
+        br#"{"token": "via ssh"}"#,
+    ));
+    std::fs::write(d.join("peer.json"), &file).expect("write");
+    let mut cmd = Command::new(sealkit_bin());
+    cmd.args(["sops", "decrypt", "peer.json"])
+        .current_dir(d)
+        .env("SOPS_AGE_SSH_PRIVATE_KEY_FILE", &id_path)
+        .env_remove("SOPS_AGE_KEY_FILE")
+        .env("XDG_CONFIG_HOME", d.join("none"));
+    let v: Value = serde_json::from_slice(&ok(&run(&mut cmd, b""))).expect("json");
+    assert_eq!(v["token"], "via ssh");
+}

@@ -13,6 +13,7 @@ mod json;
 pub mod keysource;
 pub mod metadata;
 mod shamir;
+pub mod ssh;
 pub mod walk;
 mod yaml;
 

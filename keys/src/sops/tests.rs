@@ -468,3 +468,58 @@ mod properties {
         }
     }
 }
+
+fn keysource_vector(name: &str) -> Option<Vec<u8>> {
+    vectors().map(|d| std::fs::read(d.join("age-keysource-test").join(name)).expect("vector"))
+}
+
+fn open_age_file(ids: &AgeIdentities, data: &[u8]) -> Vec<u8> {
+    // The same path the data-key unwrap takes (armored or binary age file).
+    let text = String::from_utf8(data.to_vec()).expect("armored");
+    ids.unwrap(&text).expect("opens").to_vec()
+}
+
+#[test]
+fn upstream_age_keysource_vectors() {
+    let Some(mut plain) = keysource_vector("plaintext.txt") else {
+        return;
+    };
+    // plaintext.txt ends with a newline the encrypted payload does not have.
+    if plain.last() == Some(&b'\n') {
+        plain.pop();
+    }
+    let x = AgeIdentities::parse(
+        &String::from_utf8(keysource_vector("x25519_identity.txt").expect("v")).expect("utf8"),
+    )
+    .expect("x25519");
+    assert_eq!(
+        open_age_file(&x, &keysource_vector("x25519_data.age").expect("v")),
+        plain
+    );
+    let ssh = AgeIdentities::parse_ssh(
+        &String::from_utf8(keysource_vector("ssh_ed25519_identity").expect("v")).expect("utf8"),
+    )
+    .expect("ssh");
+    assert_eq!(
+        open_age_file(&ssh, &keysource_vector("ssh_ed25519_data.age").expect("v")),
+        plain
+    );
+    let recipient =
+        String::from_utf8(keysource_vector("ssh_ed25519_recipient.pub").expect("v")).expect("utf8");
+    assert!(
+        recipient.starts_with(&ssh.recipients[0]),
+        "derived recipient matches the .pub file"
+    );
+    let enc = keysource_vector("scrypt_encrypted_identity.age").expect("v");
+    assert!(AgeIdentities::is_encrypted_file(&enc));
+    assert!(AgeIdentities::parse_encrypted(&enc, "wrong").is_err());
+    let inner = AgeIdentities::parse_encrypted(&enc, "passphrase").expect("passphrase opens it");
+    assert_eq!(inner.len(), 1);
+    // Our ssh-ed25519 wrap opens with the vector's identity.
+    let wrapped =
+        keysource::wrap_for(recipient.trim(), b"0123456789abcdef0123456789abcdef").expect("wrap");
+    assert_eq!(
+        &ssh.unwrap(&wrapped).expect("unwrap")[..],
+        b"0123456789abcdef0123456789abcdef"
+    );
+}

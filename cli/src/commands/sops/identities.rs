@@ -1,12 +1,17 @@
 //! Where age identities come from, as sops reads them — all sources together, not first match:
 //! `SOPS_AGE_KEY` (the keys themselves), `SOPS_AGE_KEY_FILE` (a path), `SOPS_AGE_KEY_CMD` (a
-//! command printing keys), and the default `keys.txt` under the user config directory
-//! (`$XDG_CONFIG_HOME/sops/age/keys.txt`, else `~/.config/sops/age/keys.txt`).
+//! command printing keys), the default `keys.txt` under the user config directory
+//! (`$XDG_CONFIG_HOME/sops/age/keys.txt`, else `~/.config/sops/age/keys.txt`), and an SSH
+//! ed25519 key (`SOPS_AGE_SSH_PRIVATE_KEY_FILE`, else `~/.ssh/id_ed25519`). A passphrase-protected
+//! key file is opened with a passphrase read from the terminal.
 
 use std::path::PathBuf;
 use std::process::Command;
 
+use std::io::IsTerminal;
+
 use sealkit_keys::sops::AgeIdentities;
+use zeroize::Zeroizing;
 
 use crate::error::CliError;
 
@@ -27,13 +32,25 @@ fn default_keys_file() -> Option<PathBuf> {
 }
 
 fn parse(text: &str, source: &str) -> Result<AgeIdentities, CliError> {
-    if text.contains("-----BEGIN AGE ENCRYPTED FILE-----")
-        || text.starts_with("age-encryption.org/")
-    {
-        return Err(CliError::input(format!(
-            "{source}: passphrase-protected identity files are not supported yet"
-        ))
-        .with_hint("decrypt it once with `age -d -o keys.txt FILE` and point SOPS_AGE_KEY_FILE at the result"));
+    if AgeIdentities::is_encrypted_file(text.as_bytes()) {
+        let tty = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/tty");
+        if tty.is_err() || !std::io::stderr().is_terminal() {
+            return Err(CliError::input(format!("{source}: the identity file is passphrase-protected and there is no terminal to ask for the passphrase"))
+                .with_hint("run it from a terminal, or decrypt the key file once with `age -d -o keys.txt FILE`"));
+        }
+        let pass = Zeroizing::new(
+            rpassword::prompt_password(format!("Passphrase for {source}: "))
+                .map_err(|e| CliError::io_at("cannot read the passphrase", &e))?,
+        );
+        return AgeIdentities::parse_encrypted(text.as_bytes(), &pass)
+            .map_err(|e| CliError::input(format!("{source}: {e}")));
+    }
+    if text.contains("-----BEGIN OPENSSH PRIVATE KEY-----") {
+        return AgeIdentities::parse_ssh(text)
+            .map_err(|e| CliError::input(format!("{source}: {e}")));
     }
     AgeIdentities::parse(text).map_err(|e| CliError::input(format!("{source}: {e}")))
 }
@@ -91,6 +108,32 @@ pub fn load() -> Result<Loaded, CliError> {
             .map_err(|e| CliError::io_at(&format!("cannot read {}", p.display()), &e))?;
         let batch = parse(&text, &p.display().to_string())?;
         add(batch, p.display().to_string(), &mut ids);
+    }
+    let ssh = std::env::var_os("SOPS_AGE_SSH_PRIVATE_KEY_FILE")
+        .filter(|p| !p.is_empty())
+        .map(|p| (PathBuf::from(p), true))
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| (PathBuf::from(h).join(".ssh").join("id_ed25519"), false))
+        });
+    if let Some((p, explicit)) = ssh {
+        match std::fs::read_to_string(&p) {
+            Ok(text) => match parse(&text, &p.display().to_string()) {
+                Ok(batch) => add(batch, p.display().to_string(), &mut ids),
+                // The implicit ~/.ssh key is a fallback: an unusable one is skipped, not fatal.
+                Err(e) if !explicit => {
+                    sources.push(format!("{} (skipped: {})", p.display(), e.message()))
+                }
+                Err(e) => return Err(e),
+            },
+            Err(e) if explicit => {
+                return Err(CliError::io_at(
+                    &format!("cannot read SOPS_AGE_SSH_PRIVATE_KEY_FILE={}", p.display()),
+                    &e,
+                ));
+            }
+            Err(_) => {}
+        }
     }
     Ok(Loaded { ids, sources })
 }
