@@ -314,6 +314,12 @@ pub struct RuleFlags {
     /// Encrypt only values whose key (or a parent key) matches, e.g. '^(data|stringData)$'.
     #[arg(long, value_name = "REGEX")]
     pub encrypted_regex: Option<String>,
+    /// Leave values clear that follow a comment matching this regex.
+    #[arg(long, value_name = "REGEX")]
+    pub unencrypted_comment_regex: Option<String>,
+    /// Encrypt only values that follow a comment matching this regex (e.g. 'sops:enc').
+    #[arg(long, value_name = "REGEX")]
+    pub encrypted_comment_regex: Option<String>,
     /// Compute the MAC over encrypted values only (clear values may then be edited freely).
     #[arg(long)]
     pub mac_only_encrypted: bool,

@@ -367,3 +367,50 @@ fn bad_input_is_named() {
     );
     ok(&e.sops(&["decrypt", "--ignore-mac", "c.yaml"], &[]));
 }
+
+#[test]
+fn comment_regex_rule_from_flag_and_config() {
+    let e = Env::new();
+    e.write(
+        "app.yaml",
+        "name: web\n# sops:enc\ntoken: t0ken\nreplicas: 2\n",
+    );
+    ok(&e.sops(
+        &[
+            "encrypt",
+            "-i",
+            "--age",
+            &e.recipient,
+            "--encrypted-comment-regex",
+            "sops:enc",
+            "app.yaml",
+        ],
+        &[],
+    ));
+    let enc = e.read("app.yaml");
+    assert!(
+        enc.contains("name: web")
+            && enc.contains("replicas: 2")
+            && enc.contains("# sops:enc")
+            && !enc.contains("t0ken"),
+        "{enc}"
+    );
+    assert_eq!(
+        String::from_utf8(ok(&e.sops(&["decrypt", "app.yaml"], &[]))).expect("utf8"),
+        "name: web\n# sops:enc\ntoken: t0ken\nreplicas: 2\n"
+    );
+    e.write(
+        ".sops.yaml",
+        &format!(
+            "creation_rules:\n  - unencrypted_comment_regex: public\n    age: {}\n",
+            e.recipient
+        ),
+    );
+    e.write("b.yaml", "# public\nhost: db.example\npassword: pw\n");
+    ok(&e.sops(&["encrypt", "-i", "b.yaml"], &[]));
+    let b = e.read("b.yaml");
+    assert!(
+        b.contains("host: db.example") && !b.contains("password: pw"),
+        "{b}"
+    );
+}

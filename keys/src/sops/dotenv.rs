@@ -28,15 +28,19 @@ impl DotenvDoc {
         let mut lines = Vec::new();
         let mut leaves = Vec::new();
         let mut meta = Vec::new();
+        // Comments since the previous entry (sops' comment stack has one level here).
+        let mut pending: Vec<String> = Vec::new();
         for (n, raw) in text.lines().enumerate() {
             if raw.trim().is_empty() {
                 lines.push(Line::Other(raw.to_string()));
             } else if let Some(c) = raw.strip_prefix('#') {
                 lines.push(Line::Comment);
+                pending.push(c.to_string());
                 leaves.push(Leaf {
                     path: vec![],
                     value: Scalar::Str(c.to_string()),
                     comment: true,
+                    comments: pending.clone(),
                 });
             } else if let Some((k, v)) = raw.split_once('=') {
                 if let Some(mk) = k.strip_prefix("sops_") {
@@ -48,6 +52,7 @@ impl DotenvDoc {
                     path: vec![k.to_string()],
                     value: Scalar::Str(v.replace("\\n", "\n")),
                     comment: false,
+                    comments: std::mem::take(&mut pending),
                 });
             } else {
                 return Err(SopsError::Format(format!(

@@ -31,6 +31,10 @@ impl IniDoc {
         let mut meta = Vec::new();
         let mut section = String::new();
         let mut in_sops = false;
+        // sops' comment stack: comments before the current section, and since the last key.
+        let mut top_pending: Vec<String> = Vec::new();
+        let mut section_comments: Vec<String> = Vec::new();
+        let mut key_pending: Vec<String> = Vec::new();
         let mut iter = text.lines().enumerate();
         while let Some((n, raw)) = iter.next() {
             let t = raw.trim();
@@ -41,6 +45,8 @@ impl IniDoc {
             } else if let Some(name) = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
                 section = name.trim().to_string();
                 in_sops = section == "sops";
+                section_comments = std::mem::take(&mut top_pending);
+                key_pending.clear();
                 if !in_sops {
                     lines.push(Line::Section(section.clone()));
                 }
@@ -53,10 +59,22 @@ impl IniDoc {
                     vec![section.clone()]
                 };
                 lines.push(Line::Comment(c));
+                let stack = if section.is_empty() {
+                    top_pending.push(body.clone());
+                    top_pending.clone()
+                } else {
+                    key_pending.push(body.clone());
+                    section_comments
+                        .iter()
+                        .chain(&key_pending)
+                        .cloned()
+                        .collect()
+                };
                 leaves.push(Leaf {
                     path,
                     value: Scalar::Str(body),
                     comment: true,
+                    comments: stack,
                 });
             } else if let Some((k, v)) = raw.split_once('=') {
                 let key = k.trim().to_string();
@@ -95,6 +113,11 @@ impl IniDoc {
                     path: vec![section.clone(), key],
                     value: Scalar::Str(value),
                     comment: false,
+                    comments: section_comments
+                        .iter()
+                        .cloned()
+                        .chain(std::mem::take(&mut key_pending))
+                        .collect(),
                 });
             } else {
                 return Err(SopsError::Format(format!(

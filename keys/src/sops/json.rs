@@ -31,6 +31,7 @@ fn collect(v: &Value, path: &mut Vec<String>, out: &mut Vec<Leaf>) {
             path: path.clone(),
             value: scalar(other),
             comment: false,
+            comments: Vec::new(),
         }),
     }
 }

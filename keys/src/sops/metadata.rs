@@ -108,11 +108,6 @@ impl Metadata {
 
     /// The encryption rule the file declares.
     pub fn rule(&self) -> Result<Rule, SopsError> {
-        if self.unencrypted_comment_regex.is_some() || self.encrypted_comment_regex.is_some() {
-            return Err(SopsError::Unsupported(
-                "comment-regex encryption rules".into(),
-            ));
-        }
         let re = |s: &str| {
             Regex::new(s).map_err(|e| SopsError::Metadata(format!("invalid regex '{s}': {e}")))
         };
@@ -129,6 +124,12 @@ impl Metadata {
             self.encrypted_regex
                 .as_deref()
                 .map(|s| re(s).map(Rule::EncryptedRegex)),
+            self.unencrypted_comment_regex
+                .as_deref()
+                .map(|s| re(s).map(Rule::UnencryptedCommentRegex)),
+            self.encrypted_comment_regex
+                .as_deref()
+                .map(|s| re(s).map(Rule::EncryptedCommentRegex)),
         ]
         .into_iter()
         .flatten()
@@ -137,7 +138,7 @@ impl Metadata {
             0 => Ok(Rule::default()),
             1 => Ok(rules.into_iter().next().unwrap_or_default()),
             _ => Err(SopsError::Metadata(
-                "more than one encryption rule (suffix/regex) is set".into(),
+                "more than one encryption rule (suffix, regex or comment regex) is set".into(),
             )),
         }
     }

@@ -304,6 +304,10 @@ pub enum MetadataRule {
     UnencryptedRegex(String),
     /// `encrypted_regex`.
     EncryptedRegex(String),
+    /// `unencrypted_comment_regex`.
+    UnencryptedCommentRegex(String),
+    /// `encrypted_comment_regex`.
+    EncryptedCommentRegex(String),
 }
 
 impl MetadataRule {
@@ -313,6 +317,8 @@ impl MetadataRule {
             MetadataRule::EncryptedSuffix(s) => ("encrypted_suffix", s),
             MetadataRule::UnencryptedRegex(s) => ("unencrypted_regex", s),
             MetadataRule::EncryptedRegex(s) => ("encrypted_regex", s),
+            MetadataRule::UnencryptedCommentRegex(s) => ("unencrypted_comment_regex", s),
+            MetadataRule::EncryptedCommentRegex(s) => ("encrypted_comment_regex", s),
         }
     }
 

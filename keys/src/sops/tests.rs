@@ -523,3 +523,57 @@ fn upstream_age_keysource_vectors() {
         b"0123456789abcdef0123456789abcdef"
     );
 }
+
+#[test]
+fn comment_regex_rules_follow_the_comment_stack() {
+    let (ids, recipient) = identity();
+    let plain = "# sops:enc\npassword: secret\nuser: admin\nnested:\n    # sops:enc\n    # why\n    key: v\n    other: w\n";
+    let opts = EncryptOptions {
+        age: vec![recipient.clone()],
+        rule: Some(MetadataRule::EncryptedCommentRegex("sops:enc".into())),
+        ..Default::default()
+    };
+    let enc = encrypt(plain.as_bytes(), FileFormat::Yaml, &opts).expect("enc");
+    let line = |k: &str| {
+        enc.lines()
+            .find(|l| l.trim_start().starts_with(k))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("password:").contains("ENC["), "{enc}");
+    assert_eq!(
+        line("user:"),
+        "user: admin",
+        "the marker covers only the next value"
+    );
+    assert!(line("key:").contains("ENC["), "{enc}");
+    assert_eq!(line("other:").trim(), "other: w");
+    assert!(enc.contains("# sops:enc"), "the marker stays readable");
+    assert!(
+        !enc.contains("# why"),
+        "a comment after the marker is encrypted too:\n{enc}"
+    );
+    assert!(enc.contains("encrypted_comment_regex: sops:enc"));
+    let out = EncryptedFile::load(&enc, FileFormat::Yaml)
+        .expect("load")
+        .decrypt(&ids, false)
+        .expect("dec");
+    assert_eq!(&out[..], plain.as_bytes());
+
+    let plain = "# sops:noenc\npublic: x\nsecret: hidden\n";
+    let opts = EncryptOptions {
+        age: vec![recipient],
+        rule: Some(MetadataRule::UnencryptedCommentRegex("sops:noenc".into())),
+        ..Default::default()
+    };
+    let enc = encrypt(plain.as_bytes(), FileFormat::Yaml, &opts).expect("enc");
+    assert!(
+        enc.contains("public: x") && !enc.contains("hidden") && enc.contains("# sops:noenc"),
+        "{enc}"
+    );
+    let out = EncryptedFile::load(&enc, FileFormat::Yaml)
+        .expect("load")
+        .decrypt(&ids, false)
+        .expect("dec");
+    assert_eq!(&out[..], plain.as_bytes());
+}

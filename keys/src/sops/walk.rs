@@ -36,6 +36,10 @@ pub struct Leaf {
     pub value: Scalar,
     /// Whether this leaf is a comment.
     pub comment: bool,
+    /// The comments in effect here, as sops' comment stack holds them: at each nesting level,
+    /// the comments since the previous value at that level (for a comment leaf, ending with
+    /// itself). Used by the comment-regex rules.
+    pub comments: Vec<String>,
 }
 
 impl Leaf {
@@ -165,6 +169,10 @@ pub enum Rule {
     UnencryptedRegex(Regex),
     /// Encrypt only when some key on the path matches.
     EncryptedRegex(Regex),
+    /// Leave clear when a comment in effect matches.
+    UnencryptedCommentRegex(Regex),
+    /// Encrypt only when a comment in effect matches (the matching comment itself stays clear).
+    EncryptedCommentRegex(Regex),
 }
 
 impl Default for Rule {
@@ -174,13 +182,31 @@ impl Default for Rule {
 }
 
 impl Rule {
-    /// Whether a leaf at `path` is to be encrypted.
+    /// Whether a leaf at `path` is to be encrypted (path rules only).
     pub fn encrypts(&self, path: &[String]) -> bool {
         match self {
             Rule::UnencryptedSuffix(s) => !path.iter().any(|k| k.ends_with(s.as_str())),
             Rule::EncryptedSuffix(s) => path.iter().any(|k| k.ends_with(s.as_str())),
             Rule::UnencryptedRegex(r) => !path.iter().any(|k| r.is_match(k)),
             Rule::EncryptedRegex(r) => path.iter().any(|k| r.is_match(k)),
+            Rule::UnencryptedCommentRegex(_) | Rule::EncryptedCommentRegex(_) => true,
+        }
+    }
+
+    /// Whether `leaf` is to be encrypted, comment rules included.
+    pub fn encrypts_leaf(&self, leaf: &Leaf) -> bool {
+        match self {
+            Rule::UnencryptedCommentRegex(r) => !leaf.comments.iter().any(|c| r.is_match(c)),
+            Rule::EncryptedCommentRegex(r) => {
+                // A comment does not switch on its own encryption: skip it (the last entry).
+                let upto = if leaf.comment {
+                    leaf.comments.len().saturating_sub(1)
+                } else {
+                    leaf.comments.len()
+                };
+                leaf.comments[..upto].iter().any(|c| r.is_match(c))
+            }
+            other => other.encrypts(&leaf.path),
         }
     }
 }
@@ -253,7 +279,7 @@ pub fn decrypt_leaves(
                 if let Some(p) = Plain::from_scalar(&leaf.value) {
                     mac.update(&p.to_bytes());
                 }
-            } else if rule.encrypts(&leaf.path) && leaf.value != Scalar::Null {
+            } else if rule.encrypts_leaf(leaf) && leaf.value != Scalar::Null {
                 return Err(SopsError::NotEncrypted {
                     path: leaf.dotted(),
                 });
@@ -360,7 +386,7 @@ pub fn encrypt_leaves(
             values.push(None);
             continue;
         };
-        let encrypt = rule.encrypts(&leaf.path);
+        let encrypt = rule.encrypts_leaf(leaf);
         if !leaf.comment && (encrypt || !mac_only_encrypted) {
             mac.update(&plain.to_bytes());
         }
@@ -401,12 +427,14 @@ mod tests {
             path: vec!["app2".into(), "db".into(), "password".into()],
             value: Scalar::Null,
             comment: false,
+            comments: Vec::new(),
         };
         assert_eq!(l.aad(), "app2:db:password:");
         let top = Leaf {
             path: vec![],
             value: Scalar::Null,
             comment: true,
+            comments: Vec::new(),
         };
         assert_eq!(top.aad(), ":");
     }
@@ -429,21 +457,25 @@ mod tests {
                 path: vec!["a".into()],
                 value: Scalar::Str("secret".into()),
                 comment: false,
+                comments: Vec::new(),
             },
             Leaf {
                 path: vec!["n".into()],
                 value: Scalar::Int(5),
                 comment: false,
+                comments: Vec::new(),
             },
             Leaf {
                 path: vec![],
                 value: Scalar::Str(" a comment".into()),
                 comment: true,
+                comments: Vec::new(),
             },
             Leaf {
                 path: vec!["x_unencrypted".into()],
                 value: Scalar::Bool(true),
                 comment: false,
+                comments: Vec::new(),
             },
         ];
         let enc = encrypt_leaves(&leaves, &key, &Rule::default(), false, None).expect("enc");

@@ -239,6 +239,11 @@ struct Walker<'a> {
     entries: Vec<(usize, usize, Vec<String>)>,
     /// Standalone comment tokens, placed once every entry is known.
     comments: Vec<rowan::SyntaxToken<Lang>>,
+    /// The innermost entry being walked (its offset), and per leaf pushed by this walker the
+    /// entry that owns it: the comment stacks are computed per entry.
+    owner: usize,
+    owners: Vec<usize>,
+    first_leaf: usize,
 }
 
 fn column(text: &str, offset: usize) -> usize {
@@ -247,8 +252,89 @@ fn column(text: &str, offset: usize) -> usize {
 
 impl Walker<'_> {
     fn entry(&mut self, n: &Node, path: &[String]) {
-        let start = usize::from(n.text_range().start());
+        // Where the entry's own text starts: a parser may attach preceding comments and
+        // indentation to the entry node.
+        let start = n
+            .descendants_with_tokens()
+            .filter_map(|t| t.into_token())
+            .find(|t| !is_layout(t.kind()) && t.kind() != SyntaxKind::COMMENT)
+            .map_or_else(
+                || usize::from(n.text_range().start()),
+                |t| usize::from(t.text_range().start()),
+            );
         self.entries.push((start, usize::MAX, path.to_vec()));
+        self.owner = start;
+    }
+
+    fn push_value(&mut self, leaf: Leaf, span: Span) {
+        self.leaves.push(leaf);
+        self.spans.push(span);
+        self.owners.push(self.owner);
+    }
+
+    /// sops' comment stack for every leaf: walking entries and comments in file order, each
+    /// nesting level (judged by column) holds the comments since its previous entry; a value
+    /// sees every level's comments at the moment its entry starts.
+    fn stack_comments(&mut self, text: &str, comment_offsets: &[(usize, usize)]) {
+        // (offset, column, Some(leaf index) for a comment)
+        let mut items: Vec<(usize, usize, Option<usize>)> =
+            self.entries.iter().map(|e| (e.0, e.1, None)).collect();
+        for &(offset, leaf) in comment_offsets {
+            items.push((offset, column(text, offset), Some(leaf)));
+        }
+        items.sort_by_key(|i| i.0);
+
+        struct Level {
+            col: usize,
+            pending: Vec<String>,
+            consumed: bool,
+        }
+        let mut levels: Vec<Level> = Vec::new();
+        let mut at_entry: std::collections::HashMap<usize, Vec<String>> =
+            std::collections::HashMap::new();
+        for (offset, col, comment) in items {
+            while levels.last().is_some_and(|l| l.col > col) {
+                levels.pop();
+            }
+            if levels.last().map(|l| l.col) != Some(col) {
+                levels.push(Level {
+                    col,
+                    pending: Vec::new(),
+                    consumed: false,
+                });
+            }
+            if let Some(l) = levels.last_mut() {
+                if l.consumed {
+                    l.pending.clear();
+                    l.consumed = false;
+                }
+                match comment {
+                    Some(i) => {
+                        if let Scalar::Str(t) = &self.leaves[i].value {
+                            l.pending.push(t.clone());
+                        }
+                    }
+                    None => l.consumed = true,
+                }
+            }
+            let stack: Vec<String> = levels
+                .iter()
+                .flat_map(|l| l.pending.iter().cloned())
+                .collect();
+            match comment {
+                Some(i) => self.leaves[i].comments = stack,
+                None => {
+                    at_entry.insert(offset, stack);
+                }
+            }
+        }
+
+        for (i, owner) in self.owners.iter().enumerate() {
+            let leaf = &mut self.leaves[self.first_leaf + i];
+            if let (false, Some(stack)) = (leaf.comment, at_entry.get(owner)) {
+                leaf.comments = stack.clone();
+            }
+        }
     }
 
     /// Gives each standalone comment the path of the collection it sits in, judged by
@@ -259,6 +345,7 @@ impl Walker<'_> {
         for e in &mut self.entries {
             e.1 = column(text, e.0);
         }
+        let mut comment_offsets = Vec::new();
         for t in std::mem::take(&mut self.comments) {
             let start = usize::from(t.text_range().start());
             let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
@@ -281,16 +368,21 @@ impl Walker<'_> {
                 .find(|e| e.1 == col);
             let path = after.or(before).map(|e| e.2.clone()).unwrap_or_default();
             let body = t.text()[1..].to_string();
-            self.leaves.push(Leaf {
-                path,
-                value: Scalar::Str(body),
-                comment: true,
-            });
-            self.spans.push(Span {
-                range: start + 1..usize::from(t.text_range().end()),
-                flow: false,
-            });
+            comment_offsets.push((start, self.leaves.len()));
+            self.push_value(
+                Leaf {
+                    path,
+                    value: Scalar::Str(body),
+                    comment: true,
+                    comments: Vec::new(),
+                },
+                Span {
+                    range: start + 1..usize::from(t.text_range().end()),
+                    flow: false,
+                },
+            );
         }
+        self.stack_comments(text, &comment_offsets);
     }
 
     fn node(&mut self, n: &Node, path: &mut Vec<String>) -> Result<(), SopsError> {
@@ -305,15 +397,18 @@ impl Walker<'_> {
                             if let Some(c) = value.as_ref().and_then(content) {
                                 self.node(&c, path)?;
                             } else {
-                                self.leaves.push(Leaf {
-                                    path: path.clone(),
-                                    value: Scalar::Null,
-                                    comment: false,
-                                });
-                                self.spans.push(Span {
-                                    range: 0..0,
-                                    flow: false,
-                                });
+                                self.push_value(
+                                    Leaf {
+                                        path: path.clone(),
+                                        value: Scalar::Null,
+                                        comment: false,
+                                        comments: Vec::new(),
+                                    },
+                                    Span {
+                                        range: 0..0,
+                                        flow: false,
+                                    },
+                                );
                             }
                             path.pop();
                         }
@@ -329,15 +424,19 @@ impl Walker<'_> {
                 Ok(())
             }
             SyntaxKind::SCALAR => {
-                self.leaves.push(Leaf {
+                let leaf = Leaf {
                     path: path.clone(),
                     value: scalar_value(n)?,
                     comment: false,
-                });
-                self.spans.push(Span {
-                    range: scalar_span(n),
-                    flow: in_flow(n),
-                });
+                    comments: Vec::new(),
+                };
+                self.push_value(
+                    leaf,
+                    Span {
+                        range: scalar_span(n),
+                        flow: in_flow(n),
+                    },
+                );
                 Ok(())
             }
             SyntaxKind::TAGGED_NODE => match content(n) {
@@ -380,11 +479,15 @@ impl YamlDoc {
         for d in file.documents() {
             let dn = d.syntax().clone();
             let mut path = Vec::new();
+            let first_leaf = doc.leaves.len();
             let mut w = Walker {
                 leaves: &mut doc.leaves,
                 spans: &mut doc.spans,
                 entries: Vec::new(),
                 comments: Vec::new(),
+                owner: 0,
+                owners: Vec::new(),
+                first_leaf,
             };
             // Every standalone comment of the document, wherever the parser attached it.
             for t in dn.descendants_with_tokens() {
@@ -421,17 +524,18 @@ impl YamlDoc {
                                         e.children().find(|c| c.kind() == SyntaxKind::VALUE);
                                     match value.as_ref().and_then(content) {
                                         Some(c) => w.node(&c, &mut path)?,
-                                        None => {
-                                            w.leaves.push(Leaf {
+                                        None => w.push_value(
+                                            Leaf {
                                                 path: path.clone(),
                                                 value: Scalar::Null,
                                                 comment: false,
-                                            });
-                                            w.spans.push(Span {
+                                                comments: Vec::new(),
+                                            },
+                                            Span {
                                                 range: 0..0,
                                                 flow: false,
-                                            });
-                                        }
+                                            },
+                                        ),
                                     }
                                     path.pop();
                                 }

@@ -76,9 +76,9 @@ pub struct CreationRule {
     pub unencrypted_regex: Option<String>,
     /// Rules.
     pub encrypted_regex: Option<String>,
-    /// Rules by comment (not supported yet).
+    /// Rules by comment.
     pub unencrypted_comment_regex: Option<String>,
-    /// Rules by comment (not supported yet).
+    /// Rules by comment.
     pub encrypted_comment_regex: Option<String>,
     /// MAC mode.
     #[serde(default)]
@@ -202,12 +202,6 @@ impl CreationRule {
                     .join(", ")
             )));
         }
-        if self.unencrypted_comment_regex.is_some() || self.encrypted_comment_regex.is_some() {
-            return Err(CliError::input(format!(
-                "{}: unencrypted_comment_regex / encrypted_comment_regex are not supported yet",
-                config_path.display()
-            )));
-        }
         let rules: Vec<MetadataRule> = [
             self.unencrypted_suffix
                 .clone()
@@ -221,13 +215,19 @@ impl CreationRule {
             self.encrypted_regex
                 .clone()
                 .map(MetadataRule::EncryptedRegex),
+            self.unencrypted_comment_regex
+                .clone()
+                .map(MetadataRule::UnencryptedCommentRegex),
+            self.encrypted_comment_regex
+                .clone()
+                .map(MetadataRule::EncryptedCommentRegex),
         ]
         .into_iter()
         .flatten()
         .collect();
         if rules.len() > 1 {
             return Err(CliError::input(format!(
-                "{}: a rule may set only one of unencrypted_suffix, encrypted_suffix, unencrypted_regex, encrypted_regex",
+                "{}: a rule may set only one of unencrypted_suffix, encrypted_suffix, unencrypted_regex, encrypted_regex, unencrypted_comment_regex, encrypted_comment_regex",
                 config_path.display()
             )));
         }

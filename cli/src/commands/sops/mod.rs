@@ -202,13 +202,19 @@ fn rule_from_flags(r: &RuleFlags) -> Result<Option<MetadataRule>, CliError> {
             .clone()
             .map(MetadataRule::UnencryptedRegex),
         r.encrypted_regex.clone().map(MetadataRule::EncryptedRegex),
+        r.unencrypted_comment_regex
+            .clone()
+            .map(MetadataRule::UnencryptedCommentRegex),
+        r.encrypted_comment_regex
+            .clone()
+            .map(MetadataRule::EncryptedCommentRegex),
     ]
     .into_iter()
     .flatten()
     .collect();
     if rules.len() > 1 {
         return Err(CliError::usage(
-            "give at most one of --unencrypted-suffix, --encrypted-suffix, --unencrypted-regex, --encrypted-regex",
+            "give at most one of --unencrypted-suffix, --encrypted-suffix, --unencrypted-regex, --encrypted-regex, --unencrypted-comment-regex, --encrypted-comment-regex",
         ));
     }
     Ok(rules.into_iter().next())
