@@ -297,6 +297,9 @@ pub struct SopsCommon {
     /// Use this name instead of the file's for format detection and .sops.yaml rules.
     #[arg(long, value_name = "NAME", global = true)]
     pub filename_override: Option<String>,
+    /// Indentation of written JSON (spaces; default a tab) and of the YAML `sops:` block.
+    #[arg(long, value_name = "N", global = true, value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub indent: Option<u8>,
 }
 
 /// Encryption-rule flags (at most one).

@@ -55,6 +55,21 @@ pub fn read_bytes(path: &Path) -> Result<Vec<u8>, CliError> {
     fs::read(path).map_err(|e| CliError::io_at(&format!("cannot read {}", path.display()), &e))
 }
 
+/// Reads a file, refusing one larger than `limit` bytes with a clear error (before reading it).
+pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, CliError> {
+    if let Ok(meta) = fs::metadata(path)
+        && meta.len() > limit
+    {
+        return Err(CliError::input(format!(
+            "{}: the file is {} MiB; this command handles files up to {} MiB",
+            path.display(),
+            meta.len() >> 20,
+            limit >> 20
+        )));
+    }
+    read_bytes(path)
+}
+
 /// Whether two paths name the same file (when both exist) or the same path text.
 pub fn same_file(a: &Path, b: &Path) -> bool {
     match (fs::canonicalize(a), fs::canonicalize(b)) {

@@ -414,3 +414,23 @@ fn comment_regex_rule_from_flag_and_config() {
         "{b}"
     );
 }
+
+#[test]
+fn indent_and_huge_files() {
+    let e = Env::new();
+    e.write("a.json", "{\"k\": {\"v\": \"x\"}}");
+    let out = String::from_utf8(ok(&e.sops(
+        &["encrypt", "--indent", "2", "--age", &e.recipient, "a.json"],
+        &[],
+    )))
+    .expect("utf8");
+    assert!(out.contains("\n  \"k\": {\n    \"v\": \"ENC["), "{out}");
+    assert!(!out.contains('\t'));
+    // A sparse 129 MiB file is refused before it is read.
+    let f = fs::File::create(e.path("huge.yaml")).expect("create");
+    f.set_len(129 << 20).expect("sparse");
+    fails(
+        &e.sops(&["encrypt", "--age", &e.recipient, "huge.yaml"], &[]),
+        &["huge.yaml", "129 MiB", "up to 128 MiB"],
+    );
+}

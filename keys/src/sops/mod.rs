@@ -159,6 +159,8 @@ pub struct EncryptedFile {
     /// Its metadata.
     pub metadata: Metadata,
     raw_metadata: Value,
+    /// Output indentation for JSON (default: a tab, as sops).
+    pub indent: Option<usize>,
 }
 
 impl EncryptedFile {
@@ -196,6 +198,7 @@ impl EncryptedFile {
             store,
             metadata,
             raw_metadata: raw,
+            indent: None,
         })
     }
 
@@ -248,7 +251,7 @@ impl EncryptedFile {
                     .iter()
                     .map(|v| v.as_ref().map(json::plain_json))
                     .collect();
-                json::to_string(&d.replaced(&reps, None), "\t").into_bytes()
+                json::to_string(&d.replaced(&reps, None), &json_indent(self.indent)).into_bytes()
             }
             Store::Binary(d) => match dec.values.first() {
                 Some(Some(Plain::Str(s, _)))
@@ -291,6 +294,9 @@ pub struct EncryptOptions {
     pub rule: Option<MetadataRule>,
     /// Hash only encrypted values into the MAC.
     pub mac_only_encrypted: bool,
+    /// Output indentation (`--indent`): JSON spaces instead of a tab, and the YAML `sops:`
+    /// block's step (YAML values keep the file's own layout).
+    pub indent: Option<usize>,
 }
 
 /// A rule as written in metadata.
@@ -441,15 +447,21 @@ fn load_plain(text: &[u8], format: FileFormat) -> Result<(Vec<Leaf>, Store), Sop
     })
 }
 
+fn json_indent(indent: Option<usize>) -> String {
+    indent.map_or_else(|| "\t".to_string(), |n| " ".repeat(n))
+}
+
 fn emit_encrypted(
     store: &Store,
     values: &[Option<String>],
     meta: &Value,
+    indent: Option<usize>,
 ) -> Result<String, SopsError> {
     Ok(match store {
         Store::Yaml(d) => {
+            let step = indent.unwrap_or(d.indent).clamp(1, 64);
             let opts =
-                serde_saphyr::ser_options! { indent_step: d.indent, prefer_block_scalars: false };
+                serde_saphyr::ser_options! { indent_step: step, prefer_block_scalars: false };
             let block =
                 serde_saphyr::to_string_with_options(&serde_json::json!({ "sops": meta }), opts)
                     .map_err(|e| SopsError::Format(e.to_string()))?;
@@ -460,7 +472,7 @@ fn emit_encrypted(
                 .iter()
                 .map(|v| v.clone().map(Value::String))
                 .collect();
-            json::to_string(&d.replaced(&reps, Some(meta.clone())), "\t")
+            json::to_string(&d.replaced(&reps, Some(meta.clone())), &json_indent(indent))
         }
         Store::Dotenv(d) => d.emit_encrypted(values, meta),
         Store::Ini(d) => d.emit_encrypted(values, meta),
@@ -503,7 +515,7 @@ pub fn encrypt_with_key(
     }
     meta.insert("version".into(), WRITE_VERSION.into());
     meta.sort_keys();
-    emit_encrypted(&store, &enc.values, &Value::Object(meta))
+    emit_encrypted(&store, &enc.values, &Value::Object(meta), opts.indent)
 }
 
 impl EncryptedFile {
@@ -526,6 +538,7 @@ impl EncryptedFile {
             shamir_threshold: self.metadata.shamir_threshold,
             rule: MetadataRule::of(&self.metadata),
             mac_only_encrypted: self.metadata.mac_only_encrypted.unwrap_or(false),
+            indent: self.indent,
         }
     }
 
@@ -548,7 +561,12 @@ impl EncryptedFile {
         meta.extend(opts.key_metadata(key)?);
         meta.sort_keys();
         let none = vec![None; self.leaves().len()];
-        emit_encrypted(&self.store, &none, &Value::Object(meta))
+        emit_encrypted(
+            &self.store,
+            &none,
+            &Value::Object(meta),
+            opts.indent.or(self.indent),
+        )
     }
 }
 

@@ -242,6 +242,7 @@ impl CreationRule {
             shamir_threshold: self.shamir_threshold,
             rule: rules.into_iter().next(),
             mac_only_encrypted: self.mac_only_encrypted,
+            indent: None,
         })
     }
 }

@@ -20,7 +20,11 @@ use zeroize::Zeroizing;
 
 use crate::args::{OutputFlags, RuleFlags, SopsCommand, SopsCommon};
 use crate::error::CliError;
-use crate::io::{read_bytes, write_atomic};
+use crate::io::{read_bytes, read_limited, write_atomic};
+
+/// The largest file `sealkit sops` reads: SOPS files are configuration, not bulk data, and
+/// everything is held in memory (twice) while it is processed.
+const MAX_FILE: u64 = 128 << 20;
 
 /// Runs a sops subcommand.
 pub fn run(cmd: SopsCommand) -> Result<(), CliError> {
@@ -135,11 +139,12 @@ fn sops_err(file: &str, e: SopsError) -> CliError {
 
 fn load(file: &Path, common: &SopsCommon) -> Result<(EncryptedFile, FileFormat), CliError> {
     let name = display_name(file, common);
-    let bytes = read_bytes(file)?;
+    let bytes = read_limited(file, MAX_FILE)?;
     let text =
         String::from_utf8(bytes).map_err(|_| CliError::input(format!("{name}: not UTF-8 text")))?;
     let format = input_format(file, common);
-    let ef = EncryptedFile::load(&text, format).map_err(|e| sops_err(&name, e))?;
+    let mut ef = EncryptedFile::load(&text, format).map_err(|e| sops_err(&name, e))?;
+    ef.indent = common.indent.map(usize::from);
     Ok((ef, format))
 }
 
@@ -266,10 +271,11 @@ fn encrypt_cmd(
 ) -> Result<(), CliError> {
     let name = display_name(file, common);
     let mut opts = options_for(file, common, age, Some(rules))?;
+    opts.indent = common.indent.map(usize::from);
     if shamir.is_some() {
         opts.shamir_threshold = shamir;
     }
-    let plain = Zeroizing::new(read_bytes(file)?);
+    let plain = Zeroizing::new(read_limited(file, MAX_FILE)?);
     let text =
         encrypt(&plain, input_format(file, common), &opts).map_err(|e| sops_err(&name, e))?;
     write_out(file, out, text.as_bytes(), false)
