@@ -328,19 +328,56 @@ impl MetadataRule {
         }
     }
 
-    /// The rule a file's metadata declares.
+    /// The one rule set among the six rule fields, in metadata order (`unencrypted_suffix`,
+    /// `encrypted_suffix`, `unencrypted_regex`, `encrypted_regex`, `unencrypted_comment_regex`,
+    /// `encrypted_comment_regex`); more than one is an error, as in sops.
+    pub fn from_fields(fields: [Option<String>; 6]) -> Result<Option<MetadataRule>, SopsError> {
+        let makers: [fn(String) -> MetadataRule; 6] = [
+            MetadataRule::UnencryptedSuffix,
+            MetadataRule::EncryptedSuffix,
+            MetadataRule::UnencryptedRegex,
+            MetadataRule::EncryptedRegex,
+            MetadataRule::UnencryptedCommentRegex,
+            MetadataRule::EncryptedCommentRegex,
+        ];
+        let mut rules = fields
+            .into_iter()
+            .zip(makers)
+            .filter_map(|(f, make)| f.map(make));
+        let first = rules.next();
+        if rules.next().is_some() {
+            return Err(SopsError::Metadata(
+                "only one of unencrypted_suffix, encrypted_suffix, unencrypted_regex, encrypted_regex, unencrypted_comment_regex, encrypted_comment_regex may be set".into(),
+            ));
+        }
+        Ok(first)
+    }
+
+    /// The rule a file's metadata declares (the first, if a malformed file has several).
     pub fn of(meta: &Metadata) -> Option<MetadataRule> {
-        if let Some(s) = &meta.unencrypted_suffix {
-            Some(MetadataRule::UnencryptedSuffix(s.clone()))
-        } else if let Some(s) = &meta.encrypted_suffix {
-            Some(MetadataRule::EncryptedSuffix(s.clone()))
-        } else if let Some(s) = &meta.unencrypted_regex {
-            Some(MetadataRule::UnencryptedRegex(s.clone()))
-        } else {
+        [
+            meta.unencrypted_suffix
+                .clone()
+                .map(MetadataRule::UnencryptedSuffix),
+            meta.encrypted_suffix
+                .clone()
+                .map(MetadataRule::EncryptedSuffix),
+            meta.unencrypted_regex
+                .clone()
+                .map(MetadataRule::UnencryptedRegex),
             meta.encrypted_regex
                 .clone()
-                .map(MetadataRule::EncryptedRegex)
-        }
+                .map(MetadataRule::EncryptedRegex),
+            meta.unencrypted_comment_regex
+                .clone()
+                .map(MetadataRule::UnencryptedCommentRegex),
+            meta.encrypted_comment_regex
+                .clone()
+                .map(MetadataRule::EncryptedCommentRegex),
+        ]
+        .into_iter()
+        .flatten()
+        .next()
     }
 }
 

@@ -202,35 +202,15 @@ impl CreationRule {
                     .join(", ")
             )));
         }
-        let rules: Vec<MetadataRule> = [
-            self.unencrypted_suffix
-                .clone()
-                .map(MetadataRule::UnencryptedSuffix),
-            self.encrypted_suffix
-                .clone()
-                .map(MetadataRule::EncryptedSuffix),
-            self.unencrypted_regex
-                .clone()
-                .map(MetadataRule::UnencryptedRegex),
-            self.encrypted_regex
-                .clone()
-                .map(MetadataRule::EncryptedRegex),
-            self.unencrypted_comment_regex
-                .clone()
-                .map(MetadataRule::UnencryptedCommentRegex),
-            self.encrypted_comment_regex
-                .clone()
-                .map(MetadataRule::EncryptedCommentRegex),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        if rules.len() > 1 {
-            return Err(CliError::input(format!(
-                "{}: a rule may set only one of unencrypted_suffix, encrypted_suffix, unencrypted_regex, encrypted_regex, unencrypted_comment_regex, encrypted_comment_regex",
-                config_path.display()
-            )));
-        }
+        let rule = MetadataRule::from_fields([
+            self.unencrypted_suffix.clone(),
+            self.encrypted_suffix.clone(),
+            self.unencrypted_regex.clone(),
+            self.encrypted_regex.clone(),
+            self.unencrypted_comment_regex.clone(),
+            self.encrypted_comment_regex.clone(),
+        ])
+        .map_err(|e| CliError::input(format!("{}: {e}", config_path.display())))?;
         Ok(EncryptOptions {
             age: self.age.items(),
             key_groups: self
@@ -240,7 +220,7 @@ impl CreationRule {
                 .filter(|g| !g.is_empty())
                 .collect(),
             shamir_threshold: self.shamir_threshold,
-            rule: rules.into_iter().next(),
+            rule,
             mac_only_encrypted: self.mac_only_encrypted,
             indent: None,
         })

@@ -148,6 +148,24 @@ fn load(file: &Path, common: &SopsCommon) -> Result<(EncryptedFile, FileFormat),
     Ok((ef, format))
 }
 
+/// A loaded file, its format, its data key and its plaintext.
+type Opened = (EncryptedFile, FileFormat, DataKey, Zeroizing<Vec<u8>>);
+
+/// Loads, unlocks and decrypts a file: the steps every reading command starts with.
+fn open_plain(
+    file: &Path,
+    common: &SopsCommon,
+    name: &str,
+    ignore_mac: bool,
+) -> Result<Opened, CliError> {
+    let (ef, format) = load(file, common)?;
+    let key = data_key(name, &ef)?;
+    let plain = ef
+        .decrypt_with_key(&key, ignore_mac)
+        .map_err(|e| sops_err(name, e))?;
+    Ok((ef, format, key, plain))
+}
+
 /// The data key, with an error that lists the file's recipients and the identities tried.
 fn data_key(name: &str, ef: &EncryptedFile) -> Result<DataKey, CliError> {
     let loaded = identities::load()?;
@@ -196,33 +214,19 @@ fn write_out(
 }
 
 fn rule_from_flags(r: &RuleFlags) -> Result<Option<MetadataRule>, CliError> {
-    let rules: Vec<MetadataRule> = [
-        r.unencrypted_suffix
-            .clone()
-            .map(MetadataRule::UnencryptedSuffix),
-        r.encrypted_suffix
-            .clone()
-            .map(MetadataRule::EncryptedSuffix),
-        r.unencrypted_regex
-            .clone()
-            .map(MetadataRule::UnencryptedRegex),
-        r.encrypted_regex.clone().map(MetadataRule::EncryptedRegex),
-        r.unencrypted_comment_regex
-            .clone()
-            .map(MetadataRule::UnencryptedCommentRegex),
-        r.encrypted_comment_regex
-            .clone()
-            .map(MetadataRule::EncryptedCommentRegex),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    if rules.len() > 1 {
-        return Err(CliError::usage(
+    MetadataRule::from_fields([
+        r.unencrypted_suffix.clone(),
+        r.encrypted_suffix.clone(),
+        r.unencrypted_regex.clone(),
+        r.encrypted_regex.clone(),
+        r.unencrypted_comment_regex.clone(),
+        r.encrypted_comment_regex.clone(),
+    ])
+    .map_err(|_| {
+        CliError::usage(
             "give at most one of --unencrypted-suffix, --encrypted-suffix, --unencrypted-regex, --encrypted-regex, --unencrypted-comment-regex, --encrypted-comment-regex",
-        ));
-    }
-    Ok(rules.into_iter().next())
+        )
+    })
 }
 
 /// Encryption options for a new file: flags first, then the matching `.sops.yaml` rule.
@@ -343,11 +347,7 @@ fn decrypt_cmd(
     common: &SopsCommon,
 ) -> Result<(), CliError> {
     let name = display_name(file, common);
-    let (ef, format) = load(file, common)?;
-    let key = data_key(&name, &ef)?;
-    let plain = ef
-        .decrypt_with_key(&key, ignore_mac)
-        .map_err(|e| sops_err(&name, e))?;
+    let (_ef, format, _key, plain) = open_plain(file, common, &name, ignore_mac)?;
     let to = output_format(format, common);
     let bytes = match extract_path {
         Some(p) => {
@@ -412,11 +412,7 @@ fn shell_quote(p: &Path) -> String {
 
 fn edit_cmd(file: &Path, ignore_mac: bool, common: &SopsCommon) -> Result<(), CliError> {
     let name = display_name(file, common);
-    let (ef, format) = load(file, common)?;
-    let key = data_key(&name, &ef)?;
-    let plain = ef
-        .decrypt_with_key(&key, ignore_mac)
-        .map_err(|e| sops_err(&name, e))?;
+    let (ef, format, key, plain) = open_plain(file, common, &name, ignore_mac)?;
     let stash = ef.iv_stash(&key);
     let tmp = PlainFile::new(file, &plain)?;
     loop {
@@ -468,11 +464,7 @@ fn rotate_cmd(
     common: &SopsCommon,
 ) -> Result<(), CliError> {
     let name = display_name(file, common);
-    let (ef, format) = load(file, common)?;
-    let key = data_key(&name, &ef)?;
-    let plain = ef
-        .decrypt_with_key(&key, false)
-        .map_err(|e| sops_err(&name, e))?;
+    let (ef, format, _key, plain) = open_plain(file, common, &name, false)?;
     let mut opts = ef.options();
     if !add.is_empty() || !rm.is_empty() {
         if !opts.key_groups.is_empty() {
@@ -499,11 +491,7 @@ fn set_cmd(
 ) -> Result<(), CliError> {
     let name = display_name(file, common);
     let path = parse_path(index).map_err(|e| CliError::usage(e.to_string()))?;
-    let (ef, format) = load(file, common)?;
-    let key = data_key(&name, &ef)?;
-    let plain = ef
-        .decrypt_with_key(&key, false)
-        .map_err(|e| sops_err(&name, e))?;
+    let (ef, format, key, plain) = open_plain(file, common, &name, false)?;
     let text = std::str::from_utf8(&plain)
         .map_err(|_| CliError::input(format!("{name}: plaintext is not UTF-8")))?;
     let changed =
@@ -538,11 +526,7 @@ fn run_shell(command: &str, envs: Vec<(String, String)>) -> Result<(), CliError>
 
 fn exec_env(file: &Path, command: &str, common: &SopsCommon) -> Result<(), CliError> {
     let name = display_name(file, common);
-    let (ef, format) = load(file, common)?;
-    let key = data_key(&name, &ef)?;
-    let plain = ef
-        .decrypt_with_key(&key, false)
-        .map_err(|e| sops_err(&name, e))?;
+    let (_ef, format, _key, plain) = open_plain(file, common, &name, false)?;
     let text = std::str::from_utf8(&plain)
         .map_err(|_| CliError::input(format!("{name}: plaintext is not UTF-8")))?;
     let v = to_value(text, format).map_err(|e| sops_err(&name, e))?;
@@ -562,11 +546,7 @@ fn exec_env(file: &Path, command: &str, common: &SopsCommon) -> Result<(), CliEr
 
 fn exec_file(file: &Path, command: &str, common: &SopsCommon) -> Result<(), CliError> {
     let name = display_name(file, common);
-    let (ef, _) = load(file, common)?;
-    let key = data_key(&name, &ef)?;
-    let plain = ef
-        .decrypt_with_key(&key, false)
-        .map_err(|e| sops_err(&name, e))?;
+    let (_ef, _, _key, plain) = open_plain(file, common, &name, false)?;
     let tmp = PlainFile::new(file, &plain)?;
     let cmd = if command.contains("{}") {
         command.replace("{}", &shell_quote(&tmp.path))
