@@ -938,14 +938,34 @@ pub fn unseal(doc: &Value, keyring: &Keyring) -> Result<Value, ManifestError> {
         .pointer("/spec/template")
         .cloned()
         .unwrap_or(Value::Null);
-    if template
-        .get("data")
-        .is_some_and(|d| d.as_object().is_some_and(|m| !m.is_empty()))
-    {
-        return Err(field(
-            "spec.template.data",
-            "templated values are not supported by offline unseal yet",
-        ));
+    let mut items = opened.items;
+    // spec.template.data: each key rendered over the decrypted values; null removes the key.
+    if let Some(tdata) = obj(
+        template.get("data").unwrap_or(&Value::Null),
+        "spec.template.data",
+    )? {
+        let mut rendered = Vec::new();
+        for (k, v) in tdata {
+            match v {
+                Value::Null => rendered.push((k.clone(), None)),
+                Value::String(t) => {
+                    let out = super::template::render(t, &items)
+                        .map_err(|e| field(format!("spec.template.data.{k}"), e.to_string()))?;
+                    rendered.push((k.clone(), Some(secret_bytes(out.to_vec()))));
+                }
+                _ => return Err(field(format!("spec.template.data.{k}"), "must be a string")),
+            }
+        }
+        for (k, v) in rendered {
+            match v {
+                Some(v) => {
+                    items.insert(k, v);
+                }
+                None => {
+                    items.remove(&k);
+                }
+            }
+        }
     }
     let t_meta = obj(
         template.get("metadata").unwrap_or(&Value::Null),
@@ -964,8 +984,7 @@ pub fn unseal(doc: &Value, keyring: &Keyring) -> Result<Value, ManifestError> {
     if let Some(Value::Bool(b)) = template.get("immutable") {
         out.insert("immutable".into(), (*b).into());
     }
-    let data: Map<String, Value> = opened
-        .items
+    let data: Map<String, Value> = items
         .iter()
         .map(|(k, v)| (k.clone(), Value::String(B64.encode(v.expose_secret()))))
         .collect();

@@ -9,6 +9,7 @@ mod keyring;
 mod keys;
 pub mod manifest;
 mod scope;
+pub mod template;
 
 pub use envelope::{open, seal};
 pub use keyring::{Binding, Diagnosis, Keyring, Opened};

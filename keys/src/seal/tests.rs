@@ -408,3 +408,32 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn recovery_unseal_renders_template_data() {
+    let mut doc =
+        manifest::seal_secret(&secret_doc(), &SealOptions::default(), key_a().public_key())
+            .expect("seal");
+    doc["spec"]["template"]["data"] =
+        json!({"url": "postgres://{{ .user }}:{{ index . \"password\" }}@db", "password": null});
+    let mut ring = Keyring::new();
+    ring.add(pem_roundtrip(key_a()));
+    let secret = manifest::unseal(&doc, &ring).expect("unseal");
+    let url = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        secret["data"]["url"].as_str().expect("url"),
+    )
+    .expect("b64");
+    assert_eq!(url, b"postgres://admin:hunter2@db");
+    assert!(
+        secret["data"].get("password").is_none(),
+        "a null template entry removes the key"
+    );
+    doc["spec"]["template"]["data"] = json!({"x": "{{ .user | upper }}"});
+    let err = manifest::unseal(&doc, &ring).unwrap_err().to_string();
+    assert!(
+        err.contains("spec.template.data.x") && err.contains("unsupported"),
+        "{err}"
+    );
+    assert!(!err.contains("admin"));
+}
