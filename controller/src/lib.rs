@@ -1,8 +1,11 @@
 //! sealkit-controller: the in-cluster half of sealkit.
 //!
-//! Today this crate only owns the CRD manifests (`crdgen` writes them into `deploy/crds/`);
-//! the reconcilers (unseal, ExternalSecret sync, Git sync) arrive with their issues.
+//! It owns the CRD manifests (`crdgen` writes them into `deploy/crds/`) and, so far, the pure
+//! core of the unseal reconciler (`unseal::plan`); the kube glue, HTTP endpoints and the other
+//! loops arrive with their issues.
 #![forbid(unsafe_code)]
+
+pub mod unseal;
 
 use kube::CustomResourceExt;
 use sealkit_api::SealedSecret;

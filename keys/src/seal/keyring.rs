@@ -13,6 +13,9 @@ use crate::secret::SecretBytes;
 #[derive(Debug, Default)]
 pub struct Keyring {
     keys: Vec<PrivateKey>,
+    /// RSA private-key operations performed so far (a metric, and how tests prove a path
+    /// did no RSA work).
+    private_ops: std::sync::atomic::AtomicU64,
 }
 
 /// A value opened by a keyring, and the key that opened it.
@@ -99,11 +102,22 @@ impl Keyring {
         self.keys.iter()
     }
 
+    /// How many RSA private-key operations this keyring has performed.
+    pub fn private_key_operations(&self) -> u64 {
+        self.private_ops.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count_op(&self) {
+        self.private_ops
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Opens `blob` under `label` with whichever key can, newest first.
     pub fn open(&self, label: &[u8], blob: &[u8]) -> Result<Opened<'_>, OpenError> {
         let env = Envelope::parse(blob)?;
         let mut tampered = false;
         for key in self.keys.iter().rev() {
+            self.count_op();
             match open_with(key, label, &env) {
                 Ok(plaintext) => return Ok(Opened { plaintext, key }),
                 Err(KeyAttempt::BodyTampered) => tampered = true,
@@ -133,6 +147,7 @@ impl Keyring {
                 continue;
             }
             for key in self.keys.iter().rev() {
+                self.count_op();
                 match open_with(key, &label, &env) {
                     Ok(_) => return Diagnosis::SealedFor(cand.clone(), key.fingerprint().clone()),
                     Err(KeyAttempt::BodyTampered) => return Diagnosis::Tampered,

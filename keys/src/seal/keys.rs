@@ -257,6 +257,21 @@ impl PrivateKey {
         &self.public.fingerprint
     }
 
+    /// A 32-byte MAC key derived from this private key for `purpose` (HKDF-SHA-256 over the
+    /// PKCS#8 bytes). It lets the controller tag what it wrote (e.g. a keyed hash of a Secret's
+    /// data) so that the tag reveals nothing about the data and cannot be forged without the key.
+    pub fn derive_mac_key(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
+        use aws_lc_rs::hkdf;
+        let mut out = Zeroizing::new([0u8; 32]);
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"sealkit derived key").extract(&self.pkcs8);
+        let info = [purpose.as_bytes()];
+        // Expanding 32 bytes with SHA-256 cannot fail.
+        if let Ok(okm) = prk.expand(&info, hkdf::HKDF_SHA256) {
+            let _ = okm.fill(&mut out[..]);
+        }
+        out
+    }
+
     /// The key as PKCS#1 PEM (`RSA PRIVATE KEY`), the form upstream stores in `tls.key`.
     pub fn to_pkcs1_pem(&self) -> Result<Zeroizing<String>, KeyError> {
         let info = pkcs8::PrivateKeyInfo::try_from(self.pkcs8.as_slice())

@@ -933,7 +933,18 @@ pub fn open_items(doc: &Value, keyring: &Keyring) -> Result<OpenedItems, Manifes
 /// Unseals a SealedSecret into the Secret the controller would create (without the
 /// ownerReference, which only makes sense in-cluster).
 pub fn unseal(doc: &Value, keyring: &Keyring) -> Result<Value, ManifestError> {
+    unseal_detailed(doc, keyring).map(|(v, _)| v)
+}
+
+/// [`unseal`], also returning the fingerprints of the keys that opened the values.
+pub fn unseal_detailed(
+    doc: &Value,
+    keyring: &Keyring,
+) -> Result<(Value, Vec<Fingerprint>), ManifestError> {
     let opened = open_items(doc, keyring)?;
+    let mut used: Vec<Fingerprint> = opened.opened_by.values().cloned().collect();
+    used.sort();
+    used.dedup();
     let template = doc
         .pointer("/spec/template")
         .cloned()
@@ -996,7 +1007,7 @@ pub fn unseal(doc: &Value, keyring: &Keyring) -> Result<Value, ManifestError> {
     {
         out.insert("type".into(), t.into());
     }
-    Ok(Value::Object(out))
+    Ok((Value::Object(out), used))
 }
 
 /// Re-encrypts every value of a SealedSecret to `new_key`, keeping its scope, names and
