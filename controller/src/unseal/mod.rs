@@ -4,6 +4,7 @@
 //! refuse a name collision, or report why unsealing failed. The kube glue that watches, applies
 //! and writes status lives beside it and stays thin.
 
+pub mod keys;
 mod plan;
 
 pub use plan::{

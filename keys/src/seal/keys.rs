@@ -177,6 +177,23 @@ impl fmt::Debug for PrivateKey {
     }
 }
 
+/// The validity window of the first certificate in a PEM text (not checked against "now": a
+/// controller still decrypts with keys whose certificates expired).
+pub fn certificate_validity(pem_bytes: &[u8]) -> Result<(SystemTime, SystemTime), KeyError> {
+    let blocks = pem::parse_many(pem_bytes).map_err(|e| KeyError::Pem(e.to_string()))?;
+    let cert = blocks
+        .into_iter()
+        .find(|b| b.tag() == "CERTIFICATE")
+        .ok_or(KeyError::NoCertificate)?;
+    let (_, parsed) = X509Certificate::from_der(cert.contents())
+        .map_err(|e| KeyError::Certificate(format!("not a valid X.509 certificate: {e}")))?;
+    let v = parsed.validity();
+    Ok((
+        unix_to_system_time(v.not_before.timestamp()),
+        unix_to_system_time(v.not_after.timestamp()),
+    ))
+}
+
 /// Default key size, as the upstream controller's `--key-size`.
 pub const DEFAULT_KEY_BITS: usize = 4096;
 

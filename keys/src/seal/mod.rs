@@ -13,7 +13,7 @@ pub mod template;
 
 pub use envelope::{open, seal};
 pub use keyring::{Binding, Diagnosis, Keyring, Opened};
-pub use keys::{DEFAULT_KEY_BITS, Fingerprint, PrivateKey, PublicKey};
+pub use keys::{DEFAULT_KEY_BITS, Fingerprint, PrivateKey, PublicKey, certificate_validity};
 pub use scope::{CLUSTER_WIDE_ANNOTATION, NAMESPACE_WIDE_ANNOTATION, ParseScopeError, Scope};
 
 /// Loading, parsing or generating keys and certificates failed.
