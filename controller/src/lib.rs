@@ -5,6 +5,8 @@
 //! loops arrive with their issues.
 #![forbid(unsafe_code)]
 
+pub mod http;
+pub mod metrics;
 pub mod unseal;
 
 use kube::CustomResourceExt;
