@@ -6,6 +6,7 @@
 
 pub mod keys;
 mod plan;
+pub mod reconcile;
 
 pub use plan::{
     DATA_MAC_ANNOTATION, MANAGED_ANNOTATION, PATCH_ANNOTATION, Plan,

@@ -1,0 +1,208 @@
+//! Reconcile behaviour against the in-memory API: create, update, unmanaged collision, managed,
+//! self-heal, no RSA on restart, key rotation, failures with status and Events.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sealkit_keys::seal::PublicKey;
+use sealkit_keys::seal::manifest::{SealOptions, seal_secret};
+
+use super::*;
+use crate::metrics::Metrics;
+use crate::unseal::keys::{load, new_key_secret};
+
+fn key_secret(name: &str) -> Secret {
+    let (mut s, _) =
+        new_key_secret("k", "kube-system", 2048, Duration::from_secs(3600), "").expect("key");
+    s.metadata.name = Some(name.into());
+    s
+}
+
+fn state(keys: &[Secret]) -> AppState {
+    AppState::new(load(keys), Arc::new(Metrics::default()))
+}
+
+fn sealed_for(state: &AppState, ns: &str, password: &str) -> SealedSecret {
+    let keys = state.keys();
+    let cert = &keys.newest.as_ref().expect("newest").cert_pem;
+    let pk = PublicKey::from_certificate_pem(cert.as_bytes()).expect("cert");
+    let doc = seal_secret(
+        &serde_json::json!({"kind": "Secret", "metadata": {"name": "db", "namespace": "prod"}, "stringData": {"password": password}}),
+        &SealOptions::default(),
+        &pk,
+    )
+    .expect("seal");
+    let mut ss: SealedSecret = serde_json::from_value(doc).expect("typed");
+    ss.metadata.namespace = Some(ns.into());
+    ss.metadata.uid = Some("uid-1".into());
+    ss.metadata.generation = Some(1);
+    ss
+}
+
+fn password(api: &MemoryApi) -> Vec<u8> {
+    api.secrets
+        .lock()
+        .expect("lock")
+        .get("prod/db")
+        .and_then(|s| s.data.clone())
+        .and_then(|d| d.get("password").cloned())
+        .map(|b| b.0)
+        .unwrap_or_default()
+}
+
+fn synced(api: &MemoryApi, k: &str) -> (String, String, String) {
+    let st = api.statuses.lock().expect("lock");
+    let c = &st
+        .get(k)
+        .expect("status")
+        .conditions
+        .as_ref()
+        .expect("conditions")[0];
+    (
+        c.status.clone(),
+        c.reason.clone().unwrap_or_default(),
+        c.message.clone().unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn create_restart_self_heal_and_update() {
+    let st = state(&[key_secret("k1")]);
+    let api = MemoryApi::default();
+    let ss = sealed_for(&st, "prod", "hunter2");
+    assert_eq!(reconcile(&ss, &api, &st).await, Ok(Outcome::Done));
+    assert_eq!(password(&api), b"hunter2");
+    assert_eq!(synced(&api, "prod/db").0, "True");
+    assert_eq!(api.events.lock().expect("lock")[0].1.reason, "Unsealed");
+
+    // Restart: the object (now with status) and its Secret are in sync: no write, no RSA.
+    let mut ss2 = ss.clone();
+    ss2.status = api.statuses.lock().expect("lock").get("prod/db").cloned();
+    let ops = st.keys().keyring.private_key_operations();
+    let writes = *api.writes.lock().expect("lock");
+    assert_eq!(reconcile(&ss2, &api, &st).await, Ok(Outcome::Done));
+    assert_eq!(
+        st.keys().keyring.private_key_operations(),
+        ops,
+        "no RSA on the restart path"
+    );
+    assert_eq!(
+        *api.writes.lock().expect("lock"),
+        writes,
+        "no write when nothing changed"
+    );
+
+    // Self-heal: the Secret is deleted, or edited by hand.
+    api.secrets.lock().expect("lock").clear();
+    reconcile(&ss2, &api, &st).await.expect("heal");
+    assert_eq!(password(&api), b"hunter2");
+    api.secrets
+        .lock()
+        .expect("lock")
+        .get_mut("prod/db")
+        .expect("secret")
+        .data
+        .as_mut()
+        .expect("data")
+        .insert(
+            "password".into(),
+            k8s_openapi::ByteString(b"edited".to_vec()),
+        );
+    reconcile(&ss2, &api, &st).await.expect("heal");
+    assert_eq!(password(&api), b"hunter2");
+
+    // A new value in Git.
+    let mut newer = sealed_for(&st, "prod", "rotated-pw");
+    newer.metadata.generation = Some(2);
+    reconcile(&newer, &api, &st).await.expect("update");
+    assert_eq!(password(&api), b"rotated-pw");
+}
+
+#[tokio::test]
+async fn key_rotation_keeps_old_values_open() {
+    let k1 = key_secret("k1");
+    let st = state(std::slice::from_ref(&k1));
+    let old = sealed_for(&st, "prod", "old-key-value");
+    std::thread::sleep(Duration::from_millis(1100));
+    let st2 = state(&[k1, key_secret("k2")]);
+    assert_ne!(
+        st.keys().newest.as_ref().expect("a").fingerprint,
+        st2.keys().newest.as_ref().expect("b").fingerprint,
+        "the new key seals"
+    );
+    let api = MemoryApi::default();
+    reconcile(&old, &api, &st2).await.expect("old opens");
+    assert_eq!(password(&api), b"old-key-value");
+    let fresh = sealed_for(&st2, "prod", "new-key-value");
+    reconcile(&fresh, &api, &st2).await.expect("new opens");
+    assert_eq!(password(&api), b"new-key-value");
+}
+
+#[tokio::test]
+async fn failures_give_status_and_events_and_other_objects_continue() {
+    let st = state(&[key_secret("k1")]);
+    let api = MemoryApi::default();
+    // Copied to another namespace: strict scope refuses, with the reason.
+    let moved = sealed_for(&st, "staging", "very-secret-value");
+    assert_eq!(reconcile(&moved, &api, &st).await, Ok(Outcome::Failed));
+    let (status, reason, message) = synced(&api, "staging/db");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "ErrUnsealFailed")
+    );
+    assert!(
+        message.contains("'prod/db'") && message.contains("'staging/db'"),
+        "{message}"
+    );
+    assert!(!message.contains("very-secret-value"));
+    assert!(
+        api.events
+            .lock()
+            .expect("lock")
+            .iter()
+            .all(|(_, e)| !e.message.contains("very-secret-value"))
+    );
+
+    // A Secret we do not own.
+    let foreign = Secret {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some("db".into()),
+            namespace: Some("prod".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    api.secrets
+        .lock()
+        .expect("lock")
+        .insert("prod/db".into(), foreign);
+    let ss = sealed_for(&st, "prod", "pw");
+    assert_eq!(reconcile(&ss, &api, &st).await, Ok(Outcome::Failed));
+    assert_eq!(synced(&api, "prod/db").1, "ErrUpdateFailed");
+    api.secrets.lock().expect("lock").clear();
+
+    // The API refuses the write: an error (retried with backoff), status says why.
+    *api.fail_applies.lock().expect("lock") = Some("admission webhook denied".into());
+    assert!(reconcile(&ss, &api, &st).await.is_err());
+    assert_eq!(synced(&api, "prod/db").1, "ErrUpdateFailed");
+    *api.fail_applies.lock().expect("lock") = None;
+    assert_eq!(reconcile(&ss, &api, &st).await, Ok(Outcome::Done));
+    let metrics = st.metrics.encode();
+    assert!(
+        metrics.contains("reason=\"unseal\"") && metrics.contains("reason=\"collision\""),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn backoff_is_capped_and_jittered() {
+    let cap = Duration::from_secs(300);
+    for n in 0..40 {
+        let d = backoff(n, cap);
+        assert!(
+            d <= cap.mul_f64(1.2) && d >= Duration::from_millis(800),
+            "{n}: {d:?}"
+        );
+    }
+    assert!(backoff(0, cap) < Duration::from_secs(2));
+}
