@@ -51,6 +51,9 @@ done
 echo "no rsa, ring, openssl-sys, native-tls, serde_yaml or serde_yml in the tree"
 
 say "tests"
+if [ -z "${SEALKIT_E2E_KUBECONFIG:-}" ]; then
+  echo "e2e: skipped (set SEALKIT_E2E_KUBECONFIG to a kubeconfig to run tests/tests/e2e.rs against that cluster)"
+fi
 cargo test --workspace --locked
 
 say "deploy/ renders with kustomize"

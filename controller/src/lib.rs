@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod http;
+pub mod kube_api;
 pub mod metrics;
 pub mod unseal;
 

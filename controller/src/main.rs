@@ -1,17 +1,265 @@
-//! `sealkit-controller`: a placeholder until the controller issue lands. It says so plainly
-//! instead of pretending to run.
+//! `sealkit-controller`: unseals SealedSecrets into Secrets, as a drop-in for Bitnami's
+//! sealed-secrets-controller (same CRD, key Secrets, HTTP endpoints and metric names).
 
-use std::process::ExitCode;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
-fn main() -> ExitCode {
-    let arg = std::env::args().nth(1).unwrap_or_default();
-    if arg == "--version" || arg == "-V" {
-        println!("sealkit-controller {}", env!("CARGO_PKG_VERSION"));
-        return ExitCode::SUCCESS;
+use clap::Parser;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use sealkit_api::SealedSecret;
+use sealkit_controller::http::{AppState, metrics_router, router};
+use sealkit_controller::kube_api::KubeApi;
+use sealkit_controller::metrics::Metrics;
+use sealkit_controller::unseal::keys::{
+    KEY_ACTIVE, KEY_LABEL, load, needs_new_key, new_key_secret,
+};
+use sealkit_controller::unseal::reconcile::{Outcome, backoff, reconcile};
+
+/// Unseals SealedSecrets (bitnami.com/v1alpha1) into Secrets.
+#[derive(Debug, Clone, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Namespace of the sealing key Secrets (the controller's namespace).
+    #[arg(
+        long,
+        env = "SEALED_SECRETS_KEY_NAMESPACE",
+        default_value = "kube-system"
+    )]
+    key_namespace: String,
+    /// generateName prefix of new key Secrets.
+    #[arg(long, default_value = "sealed-secrets-key")]
+    key_prefix: String,
+    /// RSA key size of new keys.
+    #[arg(long, default_value_t = 4096)]
+    key_size: usize,
+    /// Certificate lifetime of new keys.
+    #[arg(long, default_value = "87600h", value_parser = humantime::parse_duration)]
+    key_ttl: Duration,
+    /// A new key is added when the newest is this old; 0 disables renewal.
+    #[arg(long, alias = "rotate-period", default_value = "720h", value_parser = humantime::parse_duration)]
+    key_renew_period: Duration,
+    /// Add a new key if the newest was created before this time (RFC 3339).
+    #[arg(long, env = "SEALED_SECRETS_KEY_CUTOFF_TIME")]
+    key_cutoff_time: Option<humantime::Timestamp>,
+    /// Common name of new certificates.
+    #[arg(long, default_value = "")]
+    my_cn: String,
+    /// HTTP endpoints (cert, verify, rotate, healthz).
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    listen_addr: SocketAddr,
+    /// Prometheus metrics.
+    #[arg(long, default_value = "0.0.0.0:8081")]
+    listen_metrics_addr: SocketAddr,
+    /// Server-side-apply field manager.
+    #[arg(long, default_value = "sealkit")]
+    field_manager: String,
+    /// Watch SealedSecrets in this namespace only (default: all namespaces).
+    #[arg(long, env = "SEALED_SECRETS_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+    /// Only SealedSecrets (and owned Secrets) matching this label selector.
+    #[arg(long, env = "SEALED_SECRETS_SELECTOR")]
+    selector: Option<String>,
+    /// How often in-sync objects are checked again (drift safety net), jittered.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    resync: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct ReconcileError(String);
+
+struct Ctx {
+    api: KubeApi,
+    state: Arc<AppState>,
+    failures: Mutex<HashMap<String, u32>>,
+    resync: Duration,
+}
+
+fn jittered(d: Duration) -> Duration {
+    let mut r = [0u8; 1];
+    let _ = aws_lc_rs::rand::fill(&mut r);
+    d.mul_f64(0.9 + f64::from(r[0]) / 255.0 * 0.2)
+}
+
+async fn reconcile_one(ss: Arc<SealedSecret>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
+    let uid = ss.uid().unwrap_or_default();
+    let outcome = reconcile(&ss, &ctx.api, &ctx.state)
+        .await
+        .map_err(ReconcileError)?;
+    if let Ok(mut f) = ctx.failures.lock() {
+        f.remove(&uid);
     }
-    eprintln!(
-        "sealkit-controller: the in-cluster controller is not implemented in this version.\n  \
-         hint: use the upstream sealed-secrets controller for now; `sealkit seal` output is compatible with it."
-    );
-    ExitCode::from(2)
+    Ok(match outcome {
+        Outcome::Done | Outcome::Failed => Action::requeue(jittered(ctx.resync)),
+    })
+}
+
+fn error_policy(ss: Arc<SealedSecret>, err: &ReconcileError, ctx: Arc<Ctx>) -> Action {
+    let n = ctx
+        .failures
+        .lock()
+        .map(|mut f| {
+            let c = f.entry(ss.uid().unwrap_or_default()).or_insert(0);
+            *c += 1;
+            *c
+        })
+        .unwrap_or(1);
+    let wait = backoff(n, Duration::from_secs(300));
+    tracing::warn!(name = %ss.name_any(), namespace = ?ss.namespace(), error = %err, retry_in = ?wait, "reconcile failed");
+    Action::requeue(wait)
+}
+
+async fn load_keys(
+    client: &Client,
+    ns: &str,
+) -> Result<sealkit_controller::unseal::keys::SealingKeys, kube::Error> {
+    let secrets = Api::<Secret>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("{KEY_LABEL}={KEY_ACTIVE}")))
+        .await?;
+    let keys = load(&secrets.items);
+    for s in &keys.skipped {
+        tracing::warn!(key_secret = %s, "skipping a key Secret");
+    }
+    Ok(keys)
+}
+
+/// Loads the keys, adding a new one when renewal is due, and swaps them in when they changed.
+async fn refresh_keys(client: &Client, args: &Args, state: &AppState) -> Result<(), kube::Error> {
+    let mut keys = load_keys(client, &args.key_namespace).await?;
+    let renew = (!args.key_renew_period.is_zero()).then_some(args.key_renew_period);
+    let cutoff = args.key_cutoff_time.map(SystemTime::from);
+    if needs_new_key(
+        keys.newest.as_ref().map(|n| n.not_before),
+        SystemTime::now(),
+        renew,
+        cutoff,
+    ) {
+        match new_key_secret(
+            &args.key_prefix,
+            &args.key_namespace,
+            args.key_size,
+            args.key_ttl,
+            &args.my_cn,
+        ) {
+            Ok((secret, fp)) => {
+                Api::<Secret>::namespaced(client.clone(), &args.key_namespace)
+                    .create(&PostParams::default(), &secret)
+                    .await?;
+                tracing::info!(fingerprint = %fp, "generated a new sealing key");
+                keys = load_keys(client, &args.key_namespace).await?;
+            }
+            Err(e) => tracing::error!(error = %e, "cannot generate a sealing key"),
+        }
+    }
+    let changed = {
+        let current = state.keys();
+        let fps = |k: &sealkit_controller::unseal::keys::SealingKeys| {
+            k.keyring
+                .keys()
+                .map(|k| k.fingerprint().clone())
+                .collect::<Vec<_>>()
+        };
+        fps(&current) != fps(&keys)
+    };
+    if changed {
+        if let Ok(mut slot) = state.keys.write() {
+            *slot = Arc::new(keys);
+        }
+        tracing::info!("sealing keys loaded");
+    }
+    Ok(())
+}
+
+async fn serve(addr: SocketAddr, app: axum::Router) {
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => {
+            if let Err(e) = axum::serve(l, app).await {
+                tracing::error!(%addr, error = %e, "HTTP server stopped");
+            }
+        }
+        Err(e) => tracing::error!(%addr, error = %e, "cannot listen"),
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let client = match Client::try_default().await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "error: cannot connect to the Kubernetes API: {e}\n  hint: run in a cluster, or set KUBECONFIG"
+            );
+            return std::process::ExitCode::from(3);
+        }
+    };
+    let metrics = Arc::new(Metrics::default());
+    let state = Arc::new(AppState::new(Default::default(), metrics));
+    if let Err(e) = refresh_keys(&client, &args, &state).await {
+        eprintln!(
+            "error: cannot load or create sealing keys in namespace {}: {e}",
+            args.key_namespace
+        );
+        return std::process::ExitCode::from(3);
+    }
+    tokio::spawn(serve(args.listen_addr, router(state.clone())));
+    tokio::spawn(serve(
+        args.listen_metrics_addr,
+        metrics_router(state.clone()),
+    ));
+    {
+        let (client, state) = (client.clone(), state.clone());
+        let args = args.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                if let Err(e) = refresh_keys(&client, &args, &state).await {
+                    tracing::warn!(error = %e, "cannot refresh sealing keys");
+                }
+            }
+        });
+    }
+    let ctx = Arc::new(Ctx {
+        api: KubeApi::new(client.clone(), &args.field_manager),
+        state,
+        failures: Mutex::new(HashMap::new()),
+        resync: args.resync,
+    });
+    let (sealed, secrets) = match &args.watch_namespace {
+        Some(ns) => (
+            Api::<SealedSecret>::namespaced(client.clone(), ns),
+            Api::<Secret>::namespaced(client, ns),
+        ),
+        None => (
+            Api::<SealedSecret>::all(client.clone()),
+            Api::<Secret>::all(client),
+        ),
+    };
+    let watch = match &args.selector {
+        Some(sel) => watcher::Config::default().labels(sel),
+        None => watcher::Config::default(),
+    };
+    Controller::new(sealed, watch.clone())
+        .owns(secrets, watch)
+        .shutdown_on_signal()
+        .run(reconcile_one, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+    std::process::ExitCode::SUCCESS
 }

@@ -1,0 +1,289 @@
+//! End to end against a real cluster: the CRD from `deploy/crds/`, `sealkit-controller` run as a
+//! local process against the API server, `sealkit seal` with the controller's certificate, and
+//! kubectl. Runs only when `SEALKIT_E2E_KUBECONFIG` names a kubeconfig; otherwise it says so and
+//! passes. Everything happens in two fresh namespaces that are deleted afterwards; the
+//! controller watches only the first, and keeps its keys there too.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sealkit_tests::{sealkit_bin, workspace};
+
+struct Cluster {
+    kubeconfig: PathBuf,
+    namespaces: Vec<String>,
+    controller: Option<Child>,
+}
+
+impl Cluster {
+    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+        let mut cmd = Command::new("kubectl");
+        cmd.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if stdin.is_some() {
+            cmd.stdin(Stdio::piped());
+        }
+        let mut child = cmd.spawn().map_err(|e| format!("kubectl: {e}"))?;
+        if let Some(input) = stdin {
+            use std::io::Write;
+            let _ = child
+                .stdin
+                .take()
+                .map(|mut s| s.write_all(input.as_bytes()));
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| format!("kubectl: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "kubectl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    fn wait_for<T>(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.controller.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in &self.namespaces {
+            let _ = self.kubectl(&["delete", "namespace", ns, "--wait=false"], None);
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(18080)
+}
+
+fn controller_bin() -> PathBuf {
+    let sealkit = sealkit_bin();
+    let bin = sealkit.with_file_name("sealkit-controller");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = Command::new(cargo)
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "sealkit-controller",
+                "--bin",
+                "sealkit-controller",
+            ])
+            .current_dir(workspace())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "building sealkit-controller failed");
+    }
+    bin
+}
+
+#[test]
+fn controller_unseals_heals_and_explains() {
+    let Some(kubeconfig) = std::env::var_os("SEALKIT_E2E_KUBECONFIG").map(PathBuf::from) else {
+        eprintln!(
+            "skipped: set SEALKIT_E2E_KUBECONFIG to a kubeconfig to run the e2e suite against that cluster"
+        );
+        return;
+    };
+    let suffix = format!("{:x}", std::process::id());
+    let ns = format!("sealkit-e2e-{suffix}");
+    let other = format!("sealkit-e2e-other-{suffix}");
+    let mut cluster = Cluster {
+        kubeconfig,
+        namespaces: vec![ns.clone(), other.clone()],
+        controller: None,
+    };
+    let crd = workspace().join("deploy/crds/sealedsecrets.bitnami.com.yaml");
+    cluster
+        .kubectl(&["apply", "-f", &crd.display().to_string()], None)
+        .expect("CRD");
+    for n in [&ns, &other] {
+        cluster
+            .kubectl(&["create", "namespace", n], None)
+            .expect("namespace");
+    }
+
+    let port = free_port();
+    let metrics_port = free_port();
+    let log = std::fs::File::create(std::env::temp_dir().join(format!("sealkit-e2e-{suffix}.log")))
+        .expect("log");
+    let child = Command::new(controller_bin())
+        .args([
+            "--key-namespace",
+            &ns,
+            "--selector",
+            &format!("sealkit-e2e={suffix}"),
+            "--key-size",
+            "2048",
+            "--listen-addr",
+            &format!("127.0.0.1:{port}"),
+            "--listen-metrics-addr",
+            &format!("127.0.0.1:{metrics_port}"),
+        ])
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start the controller");
+    cluster.controller = Some(child);
+    let cert_url = format!("http://127.0.0.1:{port}/v1/cert.pem");
+    cluster.wait_for(
+        "the controller's certificate",
+        Duration::from_secs(90),
+        || {
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(format!("exec 3<>/dev/tcp/127.0.0.1/{port}"))
+                .status()
+                .ok()?;
+            out.success().then_some(())
+        },
+    );
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  namespace: {ns}\n  labels:\n    sealkit-e2e: \"{suffix}\"\nstringData:\n  password: e2e-hunter2\n"
+    );
+    let sealed = cluster.wait_for("a sealed Secret", Duration::from_secs(60), || {
+        let out = sealkit_tests::run(
+            Command::new(sealkit_bin()).args(["seal", "-o", "yaml", "--cert", &cert_url]),
+            secret.as_bytes(),
+        );
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    });
+    // The controller runs with a label selector, so it touches nothing but this test's objects.
+    let label_top = |yaml: &str| {
+        yaml.replacen(
+            "metadata:\n",
+            &format!("metadata:\n  labels:\n    sealkit-e2e: \"{suffix}\"\n"),
+            1,
+        )
+    };
+    let sealed = label_top(&sealed);
+    cluster
+        .kubectl(&["apply", "-f", "-"], Some(&sealed))
+        .expect("apply SealedSecret");
+
+    let read_password = |c: &Cluster| -> Option<String> {
+        c.kubectl(
+            &[
+                "-n",
+                &ns,
+                "get",
+                "secret",
+                "db",
+                "-o",
+                "jsonpath={.data.password}",
+            ],
+            None,
+        )
+        .ok()
+        .filter(|s| !s.is_empty())
+    };
+    let pw = cluster.wait_for("the unsealed Secret", Duration::from_secs(60), || {
+        read_password(&cluster)
+    });
+    assert_eq!(pw, "ZTJlLWh1bnRlcjI=", "base64 of e2e-hunter2");
+
+    // Self-heal: delete the Secret; it comes back.
+    cluster
+        .kubectl(&["-n", &ns, "delete", "secret", "db"], None)
+        .expect("delete");
+    let pw = cluster.wait_for("the restored Secret", Duration::from_secs(60), || {
+        read_password(&cluster)
+    });
+    assert_eq!(pw, "ZTJlLWh1bnRlcjI=");
+
+    // Status: Synced=True on the SealedSecret.
+    let status = cluster.wait_for("Synced=True", Duration::from_secs(30), || {
+        cluster
+            .kubectl(
+                &[
+                    "-n",
+                    &ns,
+                    "get",
+                    "sealedsecret",
+                    "db",
+                    "-o",
+                    "jsonpath={.status.conditions[0].status}",
+                ],
+                None,
+            )
+            .ok()
+            .filter(|s| s == "True")
+    });
+    assert_eq!(status, "True");
+
+    // A copy in another namespace does not open (strict scope) and says why.
+    let copy = sealed.replace(&format!("namespace: {ns}"), &format!("namespace: {other}"));
+    cluster
+        .kubectl(&["apply", "-f", "-"], Some(&copy))
+        .expect("apply the copy");
+    let message = cluster.wait_for("Synced=False on the copy", Duration::from_secs(60), || {
+        let st = cluster
+            .kubectl(
+                &[
+                    "-n",
+                    &other,
+                    "get",
+                    "sealedsecret",
+                    "db",
+                    "-o",
+                    "jsonpath={.status.conditions[0].status}",
+                ],
+                None,
+            )
+            .ok()?;
+        (st == "False").then(|| {
+            cluster
+                .kubectl(
+                    &[
+                        "-n",
+                        &other,
+                        "get",
+                        "sealedsecret",
+                        "db",
+                        "-o",
+                        "jsonpath={.status.conditions[0].message}",
+                    ],
+                    None,
+                )
+                .unwrap_or_default()
+        })
+    });
+    assert!(message.contains(&format!("'{ns}/db'")), "{message}");
+    assert!(!message.contains("e2e-hunter2"));
+    assert!(
+        cluster
+            .kubectl(&["-n", &other, "get", "secret", "db"], None)
+            .is_err(),
+        "no Secret from a copy"
+    );
+}
