@@ -117,7 +117,7 @@ pub struct SealArgs {
     /// Certificate: a file, or an http(s):// or file:// URL.
     #[arg(long, env = "SEALED_SECRETS_CERT", value_name = "FILE|URL")]
     pub cert: Option<String>,
-    /// Print the certificate (from --cert) and exit.
+    /// Print the certificate (from --cert, else from the controller through the API server).
     #[arg(long = "fetch-cert", env = "SEALED_SECRETS_FETCH_CERT")]
     pub fetch_cert: bool,
     /// Scope: strict (default), namespace-wide or cluster-wide. Overrides the Secret's annotations.
@@ -180,10 +180,11 @@ pub struct SealArgs {
         default_value = "kube-system"
     )]
     pub controller_namespace: String,
-    /// Validate a SealedSecret against the controller (needs a cluster; not available yet).
+    /// Ask the controller (through the API server) whether it can unseal the input.
     #[arg(long, env = "SEALED_SECRETS_VALIDATE")]
     pub validate: bool,
-    /// Re-encrypt through the controller (needs a cluster; use `sealkit reseal` offline).
+    /// Re-encrypt the input with the controller's newest key (through the API server; in place
+    /// when only -f is given). Offline, with backed-up keys: `sealkit reseal`.
     #[arg(
         long = "re-encrypt",
         alias = "rotate",

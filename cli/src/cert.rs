@@ -55,17 +55,26 @@ fn fetch_url(url: &str) -> Result<Vec<u8>, CliError> {
         .map_err(|e| CliError::io(format!("cannot fetch certificate from {url}: {e}")))
 }
 
-/// Loads and checks the public key of `--cert`.
-pub fn load(source: Option<&str>) -> Result<PublicKey, CliError> {
-    let source = source.ok_or_else(|| {
-        CliError::usage("no certificate given").with_hint(
-            "pass --cert FILE|URL (or set SEALED_SECRETS_CERT); fetching it from the cluster's controller is not supported yet",
-        )
-    })?;
-    let pem = fetch(source)?;
+/// Loads and checks the public key of `--cert`, or, without one, the controller's certificate
+/// fetched through the API server (as kubeseal does).
+pub fn load(
+    source: Option<&str>,
+    cluster: Option<&crate::cluster::Target<'_>>,
+) -> Result<PublicKey, CliError> {
+    let (pem, name) = match (source, cluster) {
+        (Some(s), _) => (fetch(s)?, s.to_string()),
+        (None, Some(t)) => (
+            crate::cluster::fetch_cert(t)?,
+            format!("the certificate of {}/{}", t.namespace, t.name),
+        ),
+        (None, None) => {
+            return Err(CliError::usage("no certificate given")
+                .with_hint("pass --cert FILE|URL (or set SEALED_SECRETS_CERT)"));
+        }
+    };
     PublicKey::from_certificate_pem(&pem).map_err(|e| {
-        CliError::input(format!("{source}: {e}")).with_hint(
-            "--cert must be the controller's certificate (kubeseal --fetch-cert prints it)",
+        CliError::input(format!("{name}: {e}")).with_hint(
+            "--cert must be the controller's certificate (`sealkit seal --fetch-cert` prints it)",
         )
     })
 }

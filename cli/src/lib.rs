@@ -4,6 +4,7 @@
 
 pub mod args;
 pub mod cert;
+pub mod cluster;
 pub mod commands;
 pub mod error;
 pub mod io;

@@ -198,7 +198,7 @@ fn bad_certificates() {
     fails(
         &sealkit(d, &["seal"], GOOD.as_bytes()),
         2,
-        &["no certificate given", "--cert"],
+        &["no kubeconfig found", "--cert"],
     );
 }
 

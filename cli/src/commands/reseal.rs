@@ -21,7 +21,7 @@ use crate::io::{read_input, write_atomic, write_output};
 
 /// Runs `sealkit reseal`.
 pub fn run(a: &ResealArgs) -> Result<(), CliError> {
-    let key = cert::load(Some(&a.cert))?;
+    let key = cert::load(Some(&a.cert), None)?;
     let ring = load_keyring(&a.recovery_private_key)?;
     if a.paths.is_empty() {
         let input = read_input(None)?;

@@ -17,15 +17,17 @@ use crate::{cert, kubeconfig};
 
 /// Runs `sealkit seal`.
 pub fn run(a: &SealArgs) -> Result<(), CliError> {
-    if a.validate || a.re_encrypt {
-        return Err(CliError::usage("--validate and --re-encrypt talk to the controller in a cluster, which this version cannot do yet")
-            .with_hint("to re-encrypt offline with backed-up keys, use `sealkit reseal`"));
+    if a.validate {
+        return validate(a);
+    }
+    if a.re_encrypt {
+        return re_encrypt(a);
     }
     if a.fetch_cert {
-        let source = a.cert.as_deref().ok_or_else(|| {
-            CliError::usage("--fetch-cert needs --cert FILE|URL in this version (fetching from the cluster is not supported yet)")
-        })?;
-        let pem = cert::fetch(source)?;
+        let pem = match a.cert.as_deref() {
+            Some(source) => cert::fetch(source)?,
+            None => crate::cluster::fetch_cert(&controller(a))?,
+        };
         return write_output(a.sealed_secret_file.as_deref(), &pem);
     }
     if a.recovery_unseal {
@@ -47,6 +49,65 @@ pub fn run(a: &SealArgs) -> Result<(), CliError> {
         return merge(a, target);
     }
     seal_documents(a)
+}
+
+/// The controller, as the cluster flags name it.
+fn controller(a: &SealArgs) -> crate::cluster::Target<'_> {
+    crate::cluster::Target {
+        kubeconfig: a.kubeconfig.as_deref(),
+        context: a.context.as_deref(),
+        namespace: &a.controller_namespace,
+        name: &a.controller_name,
+    }
+}
+
+/// `--validate`: asks the controller whether it can unseal the input.
+fn validate(a: &SealArgs) -> Result<(), CliError> {
+    let input = read_input(a.secret_file.as_deref())?;
+    match crate::cluster::verify(&controller(a), input.text.into_bytes())? {
+        Ok(()) => Ok(()),
+        Err(reason) => Err(CliError::input(format!(
+            "unable to decrypt sealed secret: {reason}"
+        ))),
+    }
+}
+
+/// `--re-encrypt`: the controller re-encrypts the input with its newest key; written to `-w`,
+/// or back into `-f` when only `-f` is given (as kubeseal does).
+fn re_encrypt(a: &SealArgs) -> Result<(), CliError> {
+    let input = read_input(a.secret_file.as_deref())?;
+    let in_format = Format::sniff(&input.text);
+    let body = crate::cluster::rotate(&controller(a), input.text.clone().into_bytes())?;
+    let mut doc: serde_json::Value = serde_json::from_str(&body)
+        .map_err(|e| CliError::io(format!("the controller answered with invalid JSON: {e}")))?;
+    if let Some(meta) = doc
+        .get_mut("metadata")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        meta.insert("creationTimestamp".into(), serde_json::Value::Null);
+        for k in [
+            "generation",
+            "resourceVersion",
+            "uid",
+            "managedFields",
+            "deletionTimestamp",
+        ] {
+            meta.remove(k);
+        }
+    }
+    let format = a
+        .format
+        .map(to_format)
+        .unwrap_or(match &a.sealed_secret_file {
+            Some(_) => output_format(a),
+            None => in_format,
+        });
+    let out = emit(&doc, format);
+    match (&a.sealed_secret_file, &input.path) {
+        (Some(w), _) => write_atomic(w, out.as_bytes(), None),
+        (None, Some(f)) => write_atomic(f, out.as_bytes(), None),
+        (None, None) => write_output(None, out.as_bytes()),
+    }
 }
 
 fn output_format(a: &SealArgs) -> Format {
@@ -117,7 +178,7 @@ pub fn seal_text(
 
 fn seal_documents(a: &SealArgs) -> Result<(), CliError> {
     check_not_same(a)?;
-    let key = cert::load(a.cert.as_deref())?;
+    let key = cert::load(a.cert.as_deref(), Some(&controller(a)))?;
     let input = read_input(a.secret_file.as_deref())?;
     let (out, _) = seal_text(
         &input.name,
@@ -151,7 +212,7 @@ fn raw(a: &SealArgs) -> Result<(), CliError> {
     if a.from_file.len() > 1 {
         return Err(CliError::usage("--raw takes at most one --from-file"));
     }
-    let key = cert::load(a.cert.as_deref())?;
+    let key = cert::load(a.cert.as_deref(), Some(&controller(a)))?;
     let value = match a.from_file.first() {
         Some(spec) => {
             let path = spec.split_once('=').map_or(spec.as_str(), |(_, p)| p);
@@ -187,7 +248,7 @@ fn merge(a: &SealArgs, target: &Path) -> Result<(), CliError> {
     }
     let mut orig = docs.remove(0);
     let t = manifest::sealed_target(&orig.value).map_err(|e| doc_error(&name, &orig, &e))?;
-    let key = cert::load(a.cert.as_deref())?;
+    let key = cert::load(a.cert.as_deref(), Some(&controller(a)))?;
     let input = read_input(a.secret_file.as_deref())?;
     let secrets = parse_documents(&input.text).map_err(|e| parse_error(&input.name, &e))?;
     if secrets.len() != 1 {
