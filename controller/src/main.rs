@@ -66,6 +66,13 @@ struct Args {
     /// Only SealedSecrets (and owned Secrets) matching this label selector.
     #[arg(long, env = "SEALED_SECRETS_SELECTOR")]
     selector: Option<String>,
+    /// Elect a leader with a Lease (in the key namespace) so that several replicas can run: every
+    /// replica serves the HTTP endpoints, only the leader writes.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// This replica's identity in the Lease (default: $POD_NAME, else the host name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
     /// How often in-sync objects are checked again (drift safety net), jittered.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     resync: Duration,
@@ -131,16 +138,23 @@ async fn load_keys(
 }
 
 /// Loads the keys, adding a new one when renewal is due, and swaps them in when they changed.
-async fn refresh_keys(client: &Client, args: &Args, state: &AppState) -> Result<(), kube::Error> {
+async fn refresh_keys(
+    client: &Client,
+    args: &Args,
+    state: &AppState,
+    leader: bool,
+) -> Result<(), kube::Error> {
     let mut keys = load_keys(client, &args.key_namespace).await?;
     let renew = (!args.key_renew_period.is_zero()).then_some(args.key_renew_period);
     let cutoff = args.key_cutoff_time.map(SystemTime::from);
-    if needs_new_key(
-        keys.newest.as_ref().map(|n| n.not_before),
-        SystemTime::now(),
-        renew,
-        cutoff,
-    ) {
+    if leader
+        && needs_new_key(
+            keys.newest.as_ref().map(|n| n.not_before),
+            SystemTime::now(),
+            renew,
+            cutoff,
+        )
+    {
         match new_key_secret(
             &args.key_prefix,
             &args.key_namespace,
@@ -207,7 +221,7 @@ async fn main() -> std::process::ExitCode {
     };
     let metrics = Arc::new(Metrics::default());
     let state = Arc::new(AppState::new(Default::default(), metrics));
-    if let Err(e) = refresh_keys(&client, &args, &state).await {
+    if let Err(e) = refresh_keys(&client, &args, &state, !args.leader_elect).await {
         eprintln!(
             "error: cannot load or create sealing keys in namespace {}: {e}",
             args.key_namespace
@@ -219,47 +233,116 @@ async fn main() -> std::process::ExitCode {
         args.listen_metrics_addr,
         metrics_router(state.clone()),
     ));
+
+    // Leadership: a Lease in the key namespace; without election this replica always leads.
+    let (leader_tx, leader_rx) = tokio::sync::watch::channel(!args.leader_elect);
+    let mut _lease_task = None;
+    if args.leader_elect {
+        let identity = args.identity.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "sealkit".into())
+        });
+        match kube_lease_manager::LeaseManagerBuilder::new(client.clone(), "sealkit-controller")
+            .with_namespace(&args.key_namespace)
+            .with_identity(identity)
+            .with_field_manager(&args.field_manager)
+            .build()
+            .await
+        {
+            Ok(manager) => {
+                let (mut rx, task) = manager.watch().await;
+                _lease_task = Some(task);
+                tokio::spawn(async move {
+                    while rx.changed().await.is_ok() {
+                        let leading = *rx.borrow_and_update();
+                        tracing::info!(leading, "leadership changed");
+                        if leader_tx.send(leading).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            Err(e) => {
+                eprintln!(
+                    "error: cannot set up leader election in {}: {e}",
+                    args.key_namespace
+                );
+                return std::process::ExitCode::from(3);
+            }
+        }
+    }
     {
-        let (client, state) = (client.clone(), state.clone());
-        let args = args.clone();
+        let (client, state, args, leader) = (
+            client.clone(),
+            state.clone(),
+            args.clone(),
+            leader_rx.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(60)).await;
-                if let Err(e) = refresh_keys(&client, &args, &state).await {
+                let leading = *leader.borrow();
+                if let Err(e) = refresh_keys(&client, &args, &state, leading).await {
                     tracing::warn!(error = %e, "cannot refresh sealing keys");
                 }
             }
         });
     }
+
     let ctx = Arc::new(Ctx {
         api: KubeApi::new(client.clone(), &args.field_manager),
-        state,
+        state: state.clone(),
         failures: Mutex::new(HashMap::new()),
         resync: args.resync,
     });
-    let (sealed, secrets) = match &args.watch_namespace {
-        Some(ns) => (
-            Api::<SealedSecret>::namespaced(client.clone(), ns),
-            Api::<Secret>::namespaced(client, ns),
-        ),
-        None => (
-            Api::<SealedSecret>::all(client.clone()),
-            Api::<Secret>::all(client),
-        ),
-    };
-    let watch = match &args.selector {
-        Some(sel) => watcher::Config::default().labels(sel),
-        None => watcher::Config::default(),
-    };
-    Controller::new(sealed, watch.clone())
-        .owns(secrets, watch)
-        .shutdown_on_signal()
-        .run(reconcile_one, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "controller event");
+    let mut leader = leader_rx;
+    loop {
+        // Followers only serve HTTP; wait for leadership.
+        while !*leader.borrow_and_update() {
+            if leader.changed().await.is_err() {
+                return std::process::ExitCode::from(1);
             }
-        })
-        .await;
-    std::process::ExitCode::SUCCESS
+        }
+        // A new leader makes sure a sealing key exists before unsealing anything.
+        if let Err(e) = refresh_keys(&client, &args, &state, true).await {
+            tracing::warn!(error = %e, "cannot refresh sealing keys");
+        }
+        tracing::info!("leading: starting the unseal controller");
+        let (sealed, secrets) = match &args.watch_namespace {
+            Some(ns) => (
+                Api::<SealedSecret>::namespaced(client.clone(), ns),
+                Api::<Secret>::namespaced(client.clone(), ns),
+            ),
+            None => (
+                Api::<SealedSecret>::all(client.clone()),
+                Api::<Secret>::all(client.clone()),
+            ),
+        };
+        let watch = match &args.selector {
+            Some(sel) => watcher::Config::default().labels(sel),
+            None => watcher::Config::default(),
+        };
+        let run = Controller::new(sealed, watch.clone())
+            .owns(secrets, watch)
+            .shutdown_on_signal()
+            .run(reconcile_one, error_policy, ctx.clone())
+            .for_each(|res| async move {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "controller event");
+                }
+            });
+        let mut lost = leader.clone();
+        let lost = async move {
+            while *lost.borrow_and_update() {
+                if lost.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        tokio::select! {
+            () = run => return std::process::ExitCode::SUCCESS,
+            () = lost => tracing::warn!("lost leadership: stopping the unseal controller"),
+        }
+    }
 }
