@@ -104,6 +104,48 @@ fn controller_bin() -> PathBuf {
     bin
 }
 
+fn start_controller(cluster: &Cluster, suffix: &str, args: &[String]) -> Child {
+    let log_path = std::env::temp_dir().join(format!("sealkit-e2e-{suffix}.log"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .expect("log");
+    Command::new(controller_bin())
+        .args(args)
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start the controller")
+}
+
+/// GET over plain HTTP on 127.0.0.1.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+fn rsa_ops(metrics_port: u16) -> Option<u64> {
+    http_get(metrics_port, "/metrics")?
+        .lines()
+        .find(|l| l.starts_with("sealkit_rsa_private_key_operations_total"))?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
+}
+
 #[test]
 fn controller_unseals_heals_and_explains() {
     let Some(kubeconfig) = std::env::var_os("SEALKIT_E2E_KUBECONFIG").map(PathBuf::from) else {
@@ -132,26 +174,21 @@ fn controller_unseals_heals_and_explains() {
 
     let port = free_port();
     let metrics_port = free_port();
-    let log = std::fs::File::create(std::env::temp_dir().join(format!("sealkit-e2e-{suffix}.log")))
-        .expect("log");
-    let child = Command::new(controller_bin())
-        .args([
-            "--key-namespace",
-            &ns,
-            "--selector",
-            &format!("sealkit-e2e={suffix}"),
-            "--key-size",
-            "2048",
-            "--listen-addr",
-            &format!("127.0.0.1:{port}"),
-            "--listen-metrics-addr",
-            &format!("127.0.0.1:{metrics_port}"),
-        ])
-        .env("KUBECONFIG", &cluster.kubeconfig)
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("start the controller");
+    let controller_args = vec![
+        "--key-namespace".to_string(),
+        ns.clone(),
+        "--selector".to_string(),
+        format!("sealkit-e2e={suffix}"),
+        "--key-size".to_string(),
+        "2048".to_string(),
+        // Restarts below must take over at once, not wait for the killed process's Lease.
+        "--leader-elect=false".to_string(),
+        "--listen-addr".to_string(),
+        format!("127.0.0.1:{port}"),
+        "--listen-metrics-addr".to_string(),
+        format!("127.0.0.1:{metrics_port}"),
+    ];
+    let child = start_controller(&cluster, &suffix, &controller_args);
     cluster.controller = Some(child);
     let cert_url = format!("http://127.0.0.1:{port}/v1/cert.pem");
     cluster.wait_for(
@@ -282,5 +319,115 @@ fn controller_unseals_heals_and_explains() {
             .kubectl(&["-n", &other, "get", "secret", "db"], None)
             .is_err(),
         "no Secret from a copy"
+    );
+
+    cluster
+        .kubectl(&["-n", &other, "delete", "sealedsecret", "db"], None)
+        .expect("delete the copy");
+
+    // A hand edit of the Secret is undone.
+    cluster
+        .kubectl(
+            &[
+                "-n",
+                &ns,
+                "patch",
+                "secret",
+                "db",
+                "--type",
+                "merge",
+                "-p",
+                r#"{"data":{"password":"ZWRpdGVk"}}"#,
+            ],
+            None,
+        )
+        .expect("edit");
+    cluster.wait_for("the edit to be undone", Duration::from_secs(60), || {
+        read_password(&cluster).filter(|p| p == "ZTJlLWh1bnRlcjI=")
+    });
+
+    // A restart re-checks everything without a single RSA private-key operation.
+    if let Some(mut c) = cluster.controller.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    cluster.controller = Some(start_controller(&cluster, &suffix, &controller_args));
+    cluster.wait_for("the restarted controller", Duration::from_secs(90), || {
+        rsa_ops(metrics_port)
+    });
+    std::thread::sleep(Duration::from_secs(15));
+    assert_eq!(
+        rsa_ops(metrics_port),
+        Some(0),
+        "a restart must not decrypt unchanged objects"
+    );
+    assert_eq!(read_password(&cluster).as_deref(), Some("ZTJlLWh1bnRlcjI="));
+
+    // Rotation: a cutoff time forces a new key; new seals use it, old values still open.
+    let old_cert = http_get(port, "/v1/cert.pem").expect("cert");
+    std::thread::sleep(Duration::from_secs(2));
+    let cutoff = String::from_utf8_lossy(
+        &Command::new("date")
+            .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+            .output()
+            .expect("date")
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    if let Some(mut c) = cluster.controller.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let mut rotated_args = controller_args.clone();
+    rotated_args.extend(["--key-cutoff-time".to_string(), cutoff]);
+    cluster.controller = Some(start_controller(&cluster, &suffix, &rotated_args));
+    let new_cert = cluster.wait_for("a new sealing key", Duration::from_secs(120), || {
+        http_get(port, "/v1/cert.pem").filter(|c| *c != old_cert)
+    });
+    assert_ne!(new_cert, old_cert);
+    let secret2 = secret
+        .replace("name: db", "name: db2")
+        .replace("e2e-hunter2", "second-value");
+    let sealed2 = cluster.wait_for(
+        "a value sealed with the new key",
+        Duration::from_secs(60),
+        || {
+            let out = sealkit_tests::run(
+                Command::new(sealkit_bin()).args(["seal", "-o", "yaml", "--cert", &cert_url]),
+                secret2.as_bytes(),
+            );
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        },
+    );
+    cluster
+        .kubectl(&["apply", "-f", "-"], Some(&label_top(&sealed2)))
+        .expect("apply db2");
+    cluster.wait_for("db2", Duration::from_secs(60), || {
+        cluster
+            .kubectl(
+                &[
+                    "-n",
+                    &ns,
+                    "get",
+                    "secret",
+                    "db2",
+                    "-o",
+                    "jsonpath={.data.password}",
+                ],
+                None,
+            )
+            .ok()
+            .filter(|p| p == "c2Vjb25kLXZhbHVl")
+    });
+    cluster
+        .kubectl(&["-n", &ns, "delete", "secret", "db"], None)
+        .expect("delete db");
+    cluster.wait_for(
+        "db restored with the old key",
+        Duration::from_secs(60),
+        || read_password(&cluster).filter(|p| p == "ZTJlLWh1bnRlcjI="),
     );
 }
