@@ -2,6 +2,8 @@
 //! server-side apply with a named field manager for Secrets and SealedSecret status, and
 //! events.k8s.io Events.
 
+use std::time::{Duration, Instant};
+
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -10,16 +12,55 @@ use sealkit_api::{SealedSecret, SealedSecretStatus};
 
 use crate::unseal::reconcile::{ClusterApi, EventNote};
 
+/// A token bucket that makes callers wait: the client-side QPS/burst limit on the requests the
+/// reconciler makes (watches are long-lived streams and are not counted).
+pub struct Throttle {
+    rate: f64,
+    burst: f64,
+    state: tokio::sync::Mutex<(f64, Instant)>,
+}
+
+impl Throttle {
+    /// `qps` requests per second on average, `burst` at once.
+    pub fn new(qps: f64, burst: u32) -> Self {
+        let burst = f64::from(burst.max(1));
+        Throttle {
+            rate: qps.max(0.001),
+            burst,
+            state: tokio::sync::Mutex::new((burst, Instant::now())),
+        }
+    }
+
+    /// Waits for a token.
+    pub async fn acquire(&self) {
+        loop {
+            let wait = {
+                let mut s = self.state.lock().await;
+                let now = Instant::now();
+                s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * self.rate).min(self.burst);
+                s.1 = now;
+                if s.0 >= 1.0 {
+                    s.0 -= 1.0;
+                    return;
+                }
+                Duration::from_secs_f64((1.0 - s.0) / self.rate)
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
 /// The cluster through the kube client.
 pub struct KubeApi {
     client: Client,
     recorder: Recorder,
     manager: String,
+    throttle: Throttle,
 }
 
 impl KubeApi {
-    /// A client-backed API writing as `manager`.
-    pub fn new(client: Client, manager: &str) -> Self {
+    /// A client-backed API writing as `manager`, at most `qps` requests per second (`burst` at once).
+    pub fn new(client: Client, manager: &str, qps: f64, burst: u32) -> Self {
         let reporter = Reporter {
             controller: manager.to_string(),
             instance: std::env::var("POD_NAME").ok(),
@@ -28,12 +69,14 @@ impl KubeApi {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             manager: manager.to_string(),
+            throttle: Throttle::new(qps, burst),
         }
     }
 }
 
 impl ClusterApi for KubeApi {
     async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, String> {
+        self.throttle.acquire().await;
         Api::<Secret>::namespaced(self.client.clone(), namespace)
             .get_opt(name)
             .await
@@ -41,6 +84,7 @@ impl ClusterApi for KubeApi {
     }
 
     async fn apply_secret(&self, secret: &Secret) -> Result<(), String> {
+        self.throttle.acquire().await;
         let ns = secret.metadata.namespace.clone().unwrap_or_default();
         let name = secret.name_any();
         let mut body = serde_json::to_value(secret).map_err(|e| e.to_string())?;
@@ -62,6 +106,7 @@ impl ClusterApi for KubeApi {
         ss: &SealedSecret,
         status: &SealedSecretStatus,
     ) -> Result<(), String> {
+        self.throttle.acquire().await;
         let body = serde_json::json!({
             "apiVersion": "bitnami.com/v1alpha1",
             "kind": "SealedSecret",
@@ -79,6 +124,7 @@ impl ClusterApi for KubeApi {
     }
 
     async fn event(&self, ss: &SealedSecret, note: EventNote) {
+        self.throttle.acquire().await;
         let ev = Event {
             type_: if note.warning {
                 EventType::Warning
@@ -93,5 +139,25 @@ impl ClusterApi for KubeApi {
         if let Err(e) = self.recorder.publish(&ev, &ss.object_ref(&())).await {
             tracing::warn!(error = %e, "cannot record an Event");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn throttle_allows_the_burst_then_paces() {
+        let t = Throttle::new(100.0, 2);
+        let start = Instant::now();
+        for _ in 0..12 {
+            t.acquire().await;
+        }
+        // 2 at once, then 10 more at 100/s: at least ~100 ms (a lower bound only).
+        assert!(
+            start.elapsed() >= Duration::from_millis(90),
+            "{:?}",
+            start.elapsed()
+        );
     }
 }

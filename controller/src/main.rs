@@ -73,6 +73,12 @@ struct Args {
     /// This replica's identity in the Lease (default: $POD_NAME, else the host name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Average API requests per second the reconciler may make.
+    #[arg(long, default_value_t = 20.0)]
+    kube_api_qps: f64,
+    /// API requests the reconciler may make at once.
+    #[arg(long, default_value_t = 40)]
+    kube_api_burst: u32,
     /// How often in-sync objects are checked again (drift safety net), jittered.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     resync: Duration,
@@ -291,7 +297,12 @@ async fn main() -> std::process::ExitCode {
     }
 
     let ctx = Arc::new(Ctx {
-        api: KubeApi::new(client.clone(), &args.field_manager),
+        api: KubeApi::new(
+            client.clone(),
+            &args.field_manager,
+            args.kube_api_qps,
+            args.kube_api_burst,
+        ),
         state: state.clone(),
         failures: Mutex::new(HashMap::new()),
         resync: args.resync,
