@@ -276,7 +276,13 @@ fn controller_unseals_heals_and_explains() {
     assert_eq!(status, "True");
 
     // A copy in another namespace does not open (strict scope) and says why.
-    let copy = sealed.replace(&format!("namespace: {ns}"), &format!("namespace: {other}"));
+    // Only the SealedSecret's own namespace changes (as when a file is copied and edited): its
+    // template still says where it was sealed for, which is what the message can point to.
+    let copy = sealed.replacen(
+        &format!("namespace: {ns}"),
+        &format!("namespace: {other}"),
+        1,
+    );
     cluster
         .kubectl(&["apply", "-f", "-"], Some(&copy))
         .expect("apply the copy");
