@@ -105,6 +105,28 @@ async fn cert(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// The one SealedSecret in a request body, or the 400 message.
+/// Rate limit, then the one SealedSecret of the body: what verify and rotate both start with.
+fn admit(state: &AppState, body: &Bytes) -> Result<serde_json::Value, Box<Response>> {
+    if !state.limit.try_take() {
+        return Err(Box::new(text(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate limited\n",
+        )));
+    }
+    parse(body).map_err(|m| Box::new(text(StatusCode::BAD_REQUEST, m)))
+}
+
+/// Runs `f` on the keyring and counts its RSA private-key operations into the metric.
+fn counted<T>(state: &AppState, keys: &SealingKeys, f: impl FnOnce() -> T) -> T {
+    let before = keys.keyring.private_key_operations();
+    let out = f();
+    state
+        .metrics
+        .rsa_private_ops
+        .inc_by(keys.keyring.private_key_operations() - before);
+    out
+}
+
 fn parse(body: &Bytes) -> Result<serde_json::Value, String> {
     let text = std::str::from_utf8(body).map_err(|_| "body is not UTF-8\n".to_string())?;
     let mut docs = manifest::parse_documents(text).map_err(|e| format!("{e}\n"))?;
@@ -115,33 +137,21 @@ fn parse(body: &Bytes) -> Result<serde_json::Value, String> {
 }
 
 async fn verify(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    if !state.limit.try_take() {
-        return text(StatusCode::TOO_MANY_REQUESTS, "rate limited\n");
-    }
-    let doc = match parse(&body) {
+    let doc = match admit(&state, &body) {
         Ok(d) => d,
-        Err(m) => return text(StatusCode::BAD_REQUEST, m),
+        Err(r) => return *r,
     };
     let keys = state.keys();
-    let before = keys.keyring.private_key_operations();
-    let result = manifest::unseal(&doc, &keys.keyring);
-    state
-        .metrics
-        .rsa_private_ops
-        .inc_by(keys.keyring.private_key_operations() - before);
-    match result {
+    match counted(&state, &keys, || manifest::unseal(&doc, &keys.keyring)) {
         Ok(_) => text(StatusCode::OK, ""),
         Err(e) => text(StatusCode::CONFLICT, format!("{e}\n")),
     }
 }
 
 async fn rotate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    if !state.limit.try_take() {
-        return text(StatusCode::TOO_MANY_REQUESTS, "rate limited\n");
-    }
-    let doc = match parse(&body) {
+    let doc = match admit(&state, &body) {
         Ok(d) => d,
-        Err(m) => return text(StatusCode::BAD_REQUEST, m),
+        Err(r) => return *r,
     };
     let keys = state.keys();
     let Some(newest) = keys.newest.as_ref().and_then(|n| {
@@ -151,12 +161,9 @@ async fn rotate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     }) else {
         return text(StatusCode::SERVICE_UNAVAILABLE, "no sealing key yet\n");
     };
-    let before = keys.keyring.private_key_operations();
-    let result = manifest::reseal(&doc, &keys.keyring, newest.public_key());
-    state
-        .metrics
-        .rsa_private_ops
-        .inc_by(keys.keyring.private_key_operations() - before);
+    let result = counted(&state, &keys, || {
+        manifest::reseal(&doc, &keys.keyring, newest.public_key())
+    });
     match result {
         Ok(v) => (
             StatusCode::OK,

@@ -34,39 +34,11 @@ fn hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-/// Reads our plaintext output back into JSON for comparison.
+/// Reads our plaintext output back into JSON for comparison (the same reader `--extract`
+/// uses).
 fn as_json(format: &str, text: &str) -> Value {
-    match format {
-        "yaml" => serde_saphyr::from_str(text).expect("decrypted YAML parses"),
-        "json" => serde_json::from_str(text).expect("decrypted JSON parses"),
-        "dotenv" => Value::Object(
-            text.lines()
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .filter_map(|l| l.split_once('='))
-                .map(|(k, v)| (k.to_string(), Value::String(v.replace("\\n", "\n"))))
-                .collect(),
-        ),
-        "ini" => {
-            let mut root = serde_json::Map::new();
-            let mut section = String::new();
-            for l in text
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with([';', '#']))
-            {
-                if let Some(s) = l.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
-                    section = s.to_string();
-                    root.insert(section.clone(), Value::Object(Default::default()));
-                } else if let (Some((k, v)), Some(Value::Object(m))) =
-                    (l.split_once('='), root.get_mut(&section))
-                {
-                    m.insert(k.trim().to_string(), Value::String(v.trim().to_string()));
-                }
-            }
-            Value::Object(root)
-        }
-        other => panic!("format {other}"),
-    }
+    let f = FileFormat::from_name(format).unwrap_or(FileFormat::Binary);
+    edit::to_value(text, f).unwrap_or_else(|e| panic!("decrypted {format} does not parse: {e}"))
 }
 
 fn format_of(name: &str, declared: &str) -> FileFormat {
