@@ -149,6 +149,12 @@ fn is_blank_yaml(text: &str) -> bool {
     })
 }
 
+/// How every YAML input is read: YAML 1.1 octals as kubectl reads them, and errors without
+/// source snippets, which would quote the offending line (and so possibly a secret value).
+pub fn yaml_read_options() -> serde_saphyr::Options {
+    serde_saphyr::options! { legacy_octal_numbers: true, with_snippet: false }
+}
+
 /// Parses a YAML (`---`-separated) or JSON (concatenated objects) stream. `kind: List`
 /// documents are flattened into their items. Empty documents are skipped.
 pub fn parse_documents(input: &str) -> Result<Vec<Document>, ManifestError> {
@@ -171,7 +177,7 @@ pub fn parse_documents(input: &str) -> Result<Vec<Document>, ManifestError> {
             }
         }
         Format::Yaml => {
-            let options = serde_saphyr::options! { legacy_octal_numbers: true };
+            let options = yaml_read_options();
             for (line, text) in split_yaml(input) {
                 let v: Value =
                     serde_saphyr::from_str_with_options(text, options.clone()).map_err(|e| {

@@ -47,8 +47,11 @@ pub fn parse_path(s: &str) -> Result<Vec<Step>, SopsError> {
 /// A plaintext file as a JSON value (YAML and JSON; dotenv and INI as flat maps).
 pub fn to_value(text: &str, format: FileFormat) -> Result<Value, SopsError> {
     match format {
-        FileFormat::Yaml => serde_saphyr::from_str(text)
-            .map_err(|e| SopsError::Format(format!("invalid YAML: {e}"))),
+        FileFormat::Yaml => serde_saphyr::from_str_with_options(
+            text,
+            serde_saphyr::options! { with_snippet: false },
+        )
+        .map_err(|e| SopsError::Format(format!("invalid YAML: {e}"))),
         FileFormat::Json => {
             serde_json::from_str(text).map_err(|e| SopsError::Format(format!("invalid JSON: {e}")))
         }

@@ -453,7 +453,17 @@ fn load_plain(text: &[u8], format: FileFormat) -> Result<(Vec<Leaf>, Store), Sop
     };
     Ok(match format {
         FileFormat::Yaml => {
-            let d = yaml::YamlDoc::load(as_text()?)?;
+            let text = as_text()?;
+            // The lossless parser forgives some invalid YAML; sops would not, so check first.
+            for doc in serde_saphyr::from_multiple_with_options::<serde::de::IgnoredAny>(
+                text,
+                serde_saphyr::options! { with_snippet: false },
+            )
+            .map_err(|e| SopsError::Format(format!("invalid YAML: {e}")))?
+            {
+                let _ = doc;
+            }
+            let d = yaml::YamlDoc::load(text)?;
             check(&d.metadata)?;
             (d.leaves.clone(), Store::Yaml(d))
         }
@@ -497,12 +507,7 @@ fn emit_encrypted(
     Ok(match store {
         Store::Yaml(d) => {
             let step = indent.unwrap_or(d.indent).clamp(1, 64);
-            let opts =
-                serde_saphyr::ser_options! { indent_step: step, prefer_block_scalars: false };
-            let block =
-                serde_saphyr::to_string_with_options(&serde_json::json!({ "sops": meta }), opts)
-                    .map_err(|e| SopsError::Format(e.to_string()))?;
-            d.emit(values, Some(&block))
+            d.emit(values, Some(&yaml::sops_block(meta, step)))
         }
         Store::Json(d) | Store::Binary(d) => {
             let reps: Vec<Option<Value>> = values

@@ -725,6 +725,97 @@ pub fn render_plain(p: &super::walk::Plain) -> String {
     }
 }
 
+/// Whether a string can be written as a plain scalar in block context and read back as itself.
+fn block_plain_ok(s: &str) -> bool {
+    // YAML 1.1 readers (go-yaml, PyYAML) take `2026-11-26…` for a timestamp and may reformat it;
+    // `lastmodified` must come back byte for byte (it is the MAC's AAD), so dates are quoted.
+    let date_like = s.len() >= 10
+        && s.as_bytes()[..4].iter().all(u8::is_ascii_digit)
+        && s.as_bytes()[4] == b'-';
+    !date_like
+        && !s.is_empty()
+        && !s.starts_with([
+            ' ', '-', '?', ':', ',', '[', ']', '{', '}', '#', '&', '*', '!', '|', '>', '\'', '"',
+            '%', '@', '`',
+        ])
+        && !s.ends_with([' ', ':'])
+        && !s.contains(": ")
+        && !s.contains(" #")
+        && !s.chars().any(|c| c.is_control())
+        && !matches!(
+            s.to_ascii_lowercase().as_str(),
+            "yes" | "no" | "on" | "off" | "y" | "n" | "true" | "false" | "null" | "~"
+        )
+        && matches!(resolve_plain(s), Scalar::Str(_))
+}
+
+fn block_scalar_text(s: &str) -> String {
+    if block_plain_ok(s) {
+        s.to_string()
+    } else {
+        serde_json::to_string(s).unwrap_or_default()
+    }
+}
+
+fn emit_entries(
+    out: &mut String,
+    m: &serde_json::Map<String, Value>,
+    col: usize,
+    step: usize,
+    first_prefix: Option<String>,
+) {
+    let mut first = first_prefix;
+    for (k, v) in m {
+        if v.is_null() {
+            continue;
+        }
+        let prefix = first.take().unwrap_or_else(|| " ".repeat(col));
+        match v {
+            Value::String(s) if s.contains('\n') => {
+                let body = s.strip_suffix('\n').unwrap_or(s);
+                let chomp = if s.ends_with('\n') { "" } else { "-" };
+                out.push_str(&format!("{prefix}{k}: |{chomp}\n"));
+                for line in body.split('\n') {
+                    if !line.is_empty() {
+                        out.push_str(&" ".repeat(col + step));
+                        out.push_str(line);
+                    }
+                    out.push('\n');
+                }
+            }
+            Value::String(s) => out.push_str(&format!("{prefix}{k}: {}\n", block_scalar_text(s))),
+            Value::Array(items) => {
+                out.push_str(&format!("{prefix}{k}:\n"));
+                for item in items {
+                    let dash = format!("{}- ", " ".repeat(col + step));
+                    match item {
+                        Value::Object(o) => emit_entries(out, o, col + step + 2, step, Some(dash)),
+                        Value::String(s) => {
+                            out.push_str(&format!("{dash}{}\n", block_scalar_text(s)))
+                        }
+                        other => out.push_str(&format!("{dash}{other}\n")),
+                    }
+                }
+            }
+            Value::Object(o) => {
+                out.push_str(&format!("{prefix}{k}:\n"));
+                emit_entries(out, o, col + step, step, None);
+            }
+            other => out.push_str(&format!("{prefix}{k}: {other}\n")),
+        }
+    }
+}
+
+/// The `sops:` block as sops writes it: keys in the given (sorted) order, `enc` envelopes as
+/// literal blocks, plain scalars where they read back the same, `step`-space indentation.
+pub fn sops_block(meta: &Value, step: usize) -> String {
+    let mut out = String::from("sops:\n");
+    if let Value::Object(m) = meta {
+        emit_entries(&mut out, m, step, step, None);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -134,7 +134,11 @@ pub fn find(explicit: Option<&Path>, start: &Path) -> Result<Option<Found>, CliE
     let Some(path) = path else { return Ok(None) };
     let text = std::fs::read_to_string(&path)
         .map_err(|e| CliError::io_at(&format!("cannot read {}", path.display()), &e))?;
-    let config: Config = serde_saphyr::from_str(&text).map_err(|e| {
+    let config: Config = serde_saphyr::from_str_with_options(
+        &text,
+        sealkit_keys::seal::manifest::yaml_read_options(),
+    )
+    .map_err(|e| {
         CliError::input(format!("{}: {e}", path.display()))
             .with_hint("see docs/sops.md for the .sops.yaml fields sealkit reads")
     })?;
