@@ -675,3 +675,25 @@ fn cert_from_http_and_file_urls() {
         &["cannot fetch certificate", "404"],
     );
 }
+
+#[test]
+fn syntax_errors_do_not_quote_secret_values() {
+    let k = shared_key();
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    for (i, text) in [
+        "kind: Secret\nmetadata: {name: x, namespace: y}\nstringData:\n  password: \"sup3r-s3cret\n",
+        "kind: Secret\nmetadata: {name: x, namespace: y}\nstringData:\n  password: sup3r-s3cret: oops\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let input = with_file(d, &format!("bad{i}.yaml"), text);
+        let o = sealkit(d, &["seal", "--cert", &s(&k.cert()), "-f", &input], b"");
+        fails(&o, 1, &["invalid YAML", "line 4"]);
+        assert!(!stderr(&o).contains("sup3r-s3cret"), "{}", stderr(&o));
+        let o = run(std::process::Command::new(sealkit_tests::sealkit_bin()).args(["sops", "encrypt", "--age", "age1q7eeszlu8xrued28ej4mmxfkuhcr0uvjun9s80zf3xsj4mt9ae5saljywu", &input]), b"");
+        assert_ne!(o.status.code(), Some(0));
+        assert!(!stderr(&o).contains("sup3r-s3cret"), "{}", stderr(&o));
+    }
+}
