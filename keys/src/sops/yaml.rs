@@ -244,6 +244,8 @@ struct Walker<'a> {
     owner: usize,
     owners: Vec<usize>,
     first_leaf: usize,
+    /// Top-level `sops` entries: metadata, not data.
+    sops_entries: Vec<Node>,
 }
 
 fn column(text: &str, offset: usize) -> usize {
@@ -392,7 +394,12 @@ impl Walker<'_> {
                     match c {
                         rowan::NodeOrToken::Node(e) if e.kind() == SyntaxKind::MAPPING_ENTRY => {
                             self.entry(&e, path);
-                            path.push(key_text(&e)?);
+                            let key = key_text(&e)?;
+                            if path.is_empty() && key == "sops" {
+                                self.sops_entries.push(e);
+                                continue;
+                            }
+                            path.push(key);
                             let value = e.children().find(|c| c.kind() == SyntaxKind::VALUE);
                             if let Some(c) = value.as_ref().and_then(content) {
                                 self.node(&c, path)?;
@@ -488,6 +495,7 @@ impl YamlDoc {
                 owner: 0,
                 owners: Vec::new(),
                 first_leaf,
+                sops_entries: Vec::new(),
             };
             // Every standalone comment of the document, wherever the parser attached it.
             for t in dn.descendants_with_tokens() {
@@ -500,48 +508,7 @@ impl YamlDoc {
             for c in dn.children_with_tokens() {
                 match c {
                     rowan::NodeOrToken::Node(n) if n.kind() == SyntaxKind::MAPPING => {
-                        // Walk entries, holding back the `sops` entry.
-                        for e in n.children_with_tokens() {
-                            match e {
-                                rowan::NodeOrToken::Node(e)
-                                    if e.kind() == SyntaxKind::MAPPING_ENTRY =>
-                                {
-                                    w.entry(&e, &path);
-                                    let k = key_text(&e)?;
-                                    if k == "sops" {
-                                        let v = e
-                                            .children()
-                                            .find(|c| c.kind() == SyntaxKind::VALUE)
-                                            .and_then(|v| content(&v));
-                                        if doc.metadata.is_none() {
-                                            doc.metadata = v.map(|v| to_json(&v)).transpose()?;
-                                        }
-                                        doc.sops_spans.push(range(&e));
-                                        continue;
-                                    }
-                                    path.push(k);
-                                    let value =
-                                        e.children().find(|c| c.kind() == SyntaxKind::VALUE);
-                                    match value.as_ref().and_then(content) {
-                                        Some(c) => w.node(&c, &mut path)?,
-                                        None => w.push_value(
-                                            Leaf {
-                                                path: path.clone(),
-                                                value: Scalar::Null,
-                                                comment: false,
-                                                comments: Vec::new(),
-                                            },
-                                            Span {
-                                                range: 0..0,
-                                                flow: false,
-                                            },
-                                        ),
-                                    }
-                                    path.pop();
-                                }
-                                _ => {}
-                            }
-                        }
+                        w.node(&n, &mut path)?;
                     }
                     rowan::NodeOrToken::Node(n)
                         if matches!(n.kind(), SyntaxKind::SEQUENCE | SyntaxKind::SCALAR) =>
@@ -552,6 +519,16 @@ impl YamlDoc {
                     }
                     _ => {}
                 }
+            }
+            for e in std::mem::take(&mut w.sops_entries) {
+                if doc.metadata.is_none() {
+                    let v = e
+                        .children()
+                        .find(|c| c.kind() == SyntaxKind::VALUE)
+                        .and_then(|v| content(&v));
+                    doc.metadata = v.map(|v| to_json(&v)).transpose()?;
+                }
+                doc.sops_spans.push(range(&e));
             }
             // Comments inside the sops block are not data.
             let sops_ranges = doc.sops_spans.clone();
