@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::CliError;
 
-/// Where input came from, for messages.
-#[derive(Debug, Clone)]
+/// Where input came from, for messages. (No Debug: the text may hold secrets.)
+#[derive(Clone)]
 pub struct Input {
     /// Display name: the path, or `<stdin>`.
     pub name: String,

@@ -70,7 +70,7 @@ fn field(field: impl Into<String>, reason: impl Into<String>) -> ManifestError {
 }
 
 /// One document of a multi-document input.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Document {
     /// 1-based position in the input.
     pub index: usize,
@@ -78,6 +78,18 @@ pub struct Document {
     pub line: usize,
     /// Its content.
     pub value: Value,
+}
+
+// A document may be a Secret: Debug names it, never its content.
+impl std::fmt::Debug for Document {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Document")
+            .field("index", &self.index)
+            .field("line", &self.line)
+            .field("kind", &self.kind())
+            .field("name", &self.name())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Document {

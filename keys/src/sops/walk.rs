@@ -13,7 +13,7 @@ use super::cipher::{DataKey, Envelope, is_encrypted};
 use crate::secret::ExposeSecret;
 
 /// A scalar as a store read it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub enum Scalar {
     /// A string (quoted, or plain and not another type).
     Str(String),
@@ -28,7 +28,7 @@ pub enum Scalar {
 }
 
 /// One leaf of a document: a scalar or a comment, with its key path.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Leaf {
     /// Map keys from the root to this value (for a comment: to its enclosing mapping).
     pub path: Vec<String>,
@@ -61,7 +61,7 @@ impl Leaf {
 }
 
 /// A typed plaintext value after decryption. Text is zeroized on drop.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Plain {
     /// `type:str`, `type:time`, `type:bytes`.
     Str(Zeroizing<String>, &'static str),
@@ -407,9 +407,55 @@ pub fn encrypt_leaves(
     })
 }
 
+// Values are plaintext during encryption and after decryption: Debug shows their shape only.
+impl std::fmt::Debug for Scalar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scalar::Str(s) => write!(f, "Str(<{} bytes>)", s.len()),
+            Scalar::Int(_) => f.write_str("Int(<redacted>)"),
+            Scalar::Float(_) => f.write_str("Float(<redacted>)"),
+            Scalar::Bool(_) => f.write_str("Bool(<redacted>)"),
+            Scalar::Null => f.write_str("Null"),
+        }
+    }
+}
+
+impl std::fmt::Debug for Plain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Plain({}, <redacted>)", self.kind())
+    }
+}
+
+impl std::fmt::Debug for Leaf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leaf")
+            .field("path", &self.path)
+            .field("value", &self.value)
+            .field("comment", &self.comment)
+            .finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_never_shows_values() {
+        let l = Leaf {
+            path: vec!["pw".into()],
+            value: Scalar::Str("hunter2".into()),
+            comment: false,
+            comments: vec![],
+        };
+        let p = Plain::Str(Zeroizing::new("hunter2".into()), "str");
+        let shown = format!("{l:?} {p:?} {:?}", Scalar::Int(424242));
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("424242"),
+            "{shown}"
+        );
+        assert!(shown.contains("pw"));
+    }
 
     #[test]
     fn float_format_matches_go() {
