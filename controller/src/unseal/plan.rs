@@ -32,7 +32,6 @@ pub const SKIP_OWNER_REFERENCES_ANNOTATION: &str =
 const MAC_PURPOSE: &str = "sealkit secret data mac v1";
 
 /// What one reconcile should do.
-#[derive(Debug)]
 pub enum Plan {
     /// The Secret already holds this spec's values: no RSA work, no write.
     UpToDate,
@@ -42,6 +41,24 @@ pub enum Plan {
     Collision(String),
     /// The SealedSecret cannot be unsealed (message for status/Event; never a secret value).
     Failed(String),
+}
+
+// An Apply carries the unsealed Secret: Debug names it and counts its keys, nothing more.
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Plan::UpToDate => f.write_str("UpToDate"),
+            Plan::Apply(s) => write!(
+                f,
+                "Apply(Secret {}/{} with {} keys)",
+                s.metadata.namespace.as_deref().unwrap_or(""),
+                s.metadata.name.as_deref().unwrap_or(""),
+                s.data.as_ref().map_or(0, |d| d.len())
+            ),
+            Plan::Collision(m) => write!(f, "Collision({m:?})"),
+            Plan::Failed(m) => write!(f, "Failed({m:?})"),
+        }
+    }
 }
 
 fn annotation<'a>(map: &'a Option<BTreeMap<String, String>>, key: &str) -> Option<&'a str> {
