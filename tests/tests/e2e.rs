@@ -436,4 +436,103 @@ fn controller_unseals_heals_and_explains() {
         Duration::from_secs(60),
         || read_password(&cluster).filter(|p| p == "ZTJlLWh1bnRlcjI="),
     );
+
+    // Two processes with leader election: only one of them writes.
+    if let Some(mut c) = cluster.controller.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let mut others: Vec<Child> = Vec::new();
+    let mut metric_ports = Vec::new();
+    let mut http_ports = Vec::new();
+    for id in ["e2e-a", "e2e-b"] {
+        let (p, m) = (free_port(), free_port());
+        let mut a: Vec<String> = controller_args
+            .iter()
+            .filter(|a| !a.starts_with("--leader-elect"))
+            .cloned()
+            .collect();
+        for (i, v) in a.clone().iter().enumerate() {
+            if v == "--listen-addr" {
+                a[i + 1] = format!("127.0.0.1:{p}");
+            }
+            if v == "--listen-metrics-addr" {
+                a[i + 1] = format!("127.0.0.1:{m}");
+            }
+        }
+        a.extend([
+            "--leader-elect=true".to_string(),
+            "--identity".to_string(),
+            id.to_string(),
+        ]);
+        others.push(start_controller(&cluster, &suffix, &a));
+        metric_ports.push(m);
+        http_ports.push(p);
+    }
+    let requests = |port: u16| -> Option<u64> {
+        http_get(port, "/metrics")?
+            .lines()
+            .find(|l| l.starts_with("sealed_secrets_controller_unseal_requests_total"))?
+            .split_whitespace()
+            .last()?
+            .parse()
+            .ok()
+    };
+    cluster.wait_for("both replicas up", Duration::from_secs(90), || {
+        metric_ports
+            .iter()
+            .all(|p| requests(*p).is_some())
+            .then_some(())
+    });
+    let secret3 = secret
+        .replace("name: db", "name: db3")
+        .replace("e2e-hunter2", "third-value");
+    // Every replica serves the certificate; seal with the first one's.
+    let replica_cert = format!("http://127.0.0.1:{}/v1/cert.pem", http_ports[0]);
+    let sealed3 = cluster.wait_for("a sealed db3", Duration::from_secs(60), || {
+        let out = sealkit_tests::run(
+            Command::new(sealkit_bin()).args(["seal", "-o", "yaml", "--cert", &replica_cert]),
+            secret3.as_bytes(),
+        );
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    });
+    cluster
+        .kubectl(&["apply", "-f", "-"], Some(&label_top(&sealed3)))
+        .expect("apply db3");
+    cluster.wait_for(
+        "db3 from the elected leader",
+        Duration::from_secs(120),
+        || {
+            cluster
+                .kubectl(
+                    &[
+                        "-n",
+                        &ns,
+                        "get",
+                        "secret",
+                        "db3",
+                        "-o",
+                        "jsonpath={.data.password}",
+                    ],
+                    None,
+                )
+                .ok()
+                .filter(|p| p == "dGhpcmQtdmFsdWU=")
+        },
+    );
+    let counts: Vec<u64> = metric_ports
+        .iter()
+        .map(|p| requests(*p).unwrap_or(0))
+        .collect();
+    assert_eq!(
+        counts.iter().filter(|c| **c > 0).count(),
+        1,
+        "exactly one replica unsealed: {counts:?}"
+    );
+    for mut c in others {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
 }
