@@ -52,7 +52,8 @@ echo "no rsa, ring, openssl-sys, native-tls, serde_yaml or serde_yml in the tree
 
 say "tests"
 if [ -z "${SEALKIT_E2E_KUBECONFIG:-}" ]; then
-  echo "e2e: skipped (set SEALKIT_E2E_KUBECONFIG to a kubeconfig to run tests/tests/e2e.rs against that cluster)"
+  echo "e2e: skipped (set SEALKIT_E2E_KUBECONFIG to a kubeconfig to run tests/tests/e2e.rs against that cluster;"
+  echo "     also SEALKIT_E2E_CONTROLLER_IP, an address of this host the API server reaches, for --validate/--re-encrypt)"
 fi
 cargo test --workspace --locked
 

@@ -536,3 +536,119 @@ fn controller_unseals_heals_and_explains() {
         let _ = c.wait();
     }
 }
+
+/// `--validate` and `--re-encrypt` go through the API server's service proxy, so the API server
+/// must reach the local controller: set `SEALKIT_E2E_CONTROLLER_IP` to an address of this host
+/// that it can reach (the test registers a selector-less Service with Endpoints there).
+#[test]
+fn validate_and_re_encrypt_through_the_service_proxy() {
+    let Some(kubeconfig) = std::env::var_os("SEALKIT_E2E_KUBECONFIG").map(PathBuf::from) else {
+        eprintln!(
+            "skipped: set SEALKIT_E2E_KUBECONFIG (and SEALKIT_E2E_CONTROLLER_IP) to run this e2e test"
+        );
+        return;
+    };
+    let Ok(host_ip) = std::env::var("SEALKIT_E2E_CONTROLLER_IP") else {
+        eprintln!(
+            "skipped: set SEALKIT_E2E_CONTROLLER_IP to an address of this host the API server can reach"
+        );
+        return;
+    };
+    let suffix = format!("p{:x}", std::process::id());
+    let ns = format!("sealkit-e2e-proxy-{suffix}");
+    let mut cluster = Cluster {
+        kubeconfig,
+        namespaces: vec![ns.clone()],
+        controller: None,
+    };
+    let crd = workspace().join("deploy/crds/sealedsecrets.bitnami.com.yaml");
+    cluster
+        .kubectl(&["apply", "-f", &crd.display().to_string()], None)
+        .expect("CRD");
+    cluster
+        .kubectl(&["create", "namespace", &ns], None)
+        .expect("namespace");
+    let port = free_port();
+    let args: Vec<String> = [
+        "--key-namespace",
+        &ns,
+        "--selector",
+        &format!("sealkit-e2e={suffix}"),
+        "--key-size",
+        "2048",
+        "--leader-elect=false",
+        "--listen-addr",
+        &format!("0.0.0.0:{port}"),
+        "--listen-metrics-addr",
+        &format!("127.0.0.1:{}", free_port()),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    cluster.controller = Some(start_controller(&cluster, &suffix, &args));
+    let service = format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: sealed-secrets-controller\n  namespace: {ns}\nspec:\n  ports:\n  - name: http\n    port: 8080\n    targetPort: {port}\n---\napiVersion: v1\nkind: Endpoints\nmetadata:\n  name: sealed-secrets-controller\n  namespace: {ns}\nsubsets:\n- addresses:\n  - ip: {host_ip}\n  ports:\n  - name: http\n    port: {port}\n"
+    );
+    cluster
+        .kubectl(&["apply", "-f", "-"], Some(&service))
+        .expect("service");
+    let kc = cluster.kubeconfig.display().to_string();
+    let seal_args = [
+        "--controller-namespace",
+        ns.as_str(),
+        "--controller-name",
+        "sealed-secrets-controller",
+        "--kubeconfig",
+        kc.as_str(),
+    ];
+    let cert = cluster.wait_for(
+        "the certificate through the proxy",
+        Duration::from_secs(120),
+        || {
+            let mut a = vec!["seal", "--fetch-cert"];
+            a.extend_from_slice(&seal_args);
+            let out = sealkit_tests::run(Command::new(sealkit_bin()).args(&a), b"");
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        },
+    );
+    assert!(cert.contains("BEGIN CERTIFICATE"));
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  namespace: {ns}\nstringData:\n  password: proxied\n"
+    );
+    let mut a = vec!["seal", "-o", "yaml"];
+    a.extend_from_slice(&seal_args);
+    let out = sealkit_tests::run(Command::new(sealkit_bin()).args(&a), secret.as_bytes());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sealed = out.stdout;
+    let mut v = vec!["seal", "--validate"];
+    v.extend_from_slice(&seal_args);
+    let out = sealkit_tests::run(Command::new(sealkit_bin()).args(&v), &sealed);
+    assert!(
+        out.status.success(),
+        "validate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tampered = String::from_utf8_lossy(&sealed)
+        .replace(&format!("namespace: {ns}"), "namespace: elsewhere");
+    let out = sealkit_tests::run(Command::new(sealkit_bin()).args(&v), tampered.as_bytes());
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a copy for another namespace does not validate"
+    );
+    let mut r = vec!["seal", "--re-encrypt", "-o", "yaml"];
+    r.extend_from_slice(&seal_args);
+    let out = sealkit_tests::run(Command::new(sealkit_bin()).args(&r), &sealed);
+    assert!(
+        out.status.success(),
+        "re-encrypt: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("kind: SealedSecret"));
+}
