@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::SopsError;
 use super::metadata::{flatten, unflatten};
-use super::walk::{Leaf, Plain, Scalar};
+use super::walk::{Leaf, Plain, Scalar, leaf_text, plain_texts};
 
 enum Line {
     Entry { key: String },
@@ -80,21 +80,13 @@ impl DotenvDoc {
             match line {
                 Line::Other(s) => out.push_str(s),
                 Line::Comment => {
-                    let text = match (&values[leaf], &self.leaves[leaf].value) {
-                        (Some(v), _) => v.clone(),
-                        (None, Scalar::Str(s)) => s.clone(),
-                        _ => String::new(),
-                    };
+                    let text = leaf_text(&self.leaves, values, leaf);
                     out.push('#');
                     out.push_str(&text);
                     leaf += 1;
                 }
                 Line::Entry { key } => {
-                    let text = match (&values[leaf], &self.leaves[leaf].value) {
-                        (Some(v), _) => v.clone(),
-                        (None, Scalar::Str(s)) => s.clone(),
-                        _ => String::new(),
-                    };
+                    let text = leaf_text(&self.leaves, values, leaf);
                     out.push_str(key);
                     out.push('=');
                     out.push_str(&text.replace('\n', "\\n"));
@@ -113,13 +105,7 @@ impl DotenvDoc {
 
     /// The decrypted text.
     pub fn emit(&self, values: &[Option<Plain>], meta: Option<&Value>) -> String {
-        let v: Vec<Option<String>> = values
-            .iter()
-            .map(|p| {
-                p.as_ref()
-                    .map(|p| String::from_utf8_lossy(&p.to_bytes()).into_owned())
-            })
-            .collect();
+        let v = plain_texts(values);
         self.render(&v, meta)
     }
 

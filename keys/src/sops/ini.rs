@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::SopsError;
 use super::metadata::{flatten, unflatten};
-use super::walk::{Leaf, Plain, Scalar};
+use super::walk::{Leaf, Plain, Scalar, leaf_text, plain_texts};
 
 enum Line {
     Section(String),
@@ -141,11 +141,7 @@ impl IniDoc {
     fn render(&self, values: &[Option<String>], meta: Option<&Value>) -> String {
         let mut out = String::new();
         let mut leaf = 0;
-        let text_of = |i: usize| match (&values[i], &self.leaves[i].value) {
-            (Some(v), _) => v.clone(),
-            (None, Scalar::Str(s)) => s.clone(),
-            _ => String::new(),
-        };
+        let text_of = |i: usize| leaf_text(&self.leaves, values, i);
         for line in &self.lines {
             match line {
                 Line::Other(s) => out.push_str(s),
@@ -175,13 +171,7 @@ impl IniDoc {
 
     /// The decrypted text.
     pub fn emit(&self, values: &[Option<Plain>], meta: Option<&Value>) -> String {
-        let v: Vec<Option<String>> = values
-            .iter()
-            .map(|p| {
-                p.as_ref()
-                    .map(|p| String::from_utf8_lossy(&p.to_bytes()).into_owned())
-            })
-            .collect();
+        let v = plain_texts(values);
         let mut s = self.render(&v, meta);
         // The [sops] section was preceded by a blank line that belonged to it.
         while s.ends_with("\n\n") {

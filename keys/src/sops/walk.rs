@@ -407,6 +407,27 @@ pub fn encrypt_leaves(
     })
 }
 
+/// Decrypted values as text (for the line-based stores).
+pub(crate) fn plain_texts(values: &[Option<Plain>]) -> Vec<Option<String>> {
+    values
+        .iter()
+        .map(|p| {
+            p.as_ref()
+                .map(|p| String::from_utf8_lossy(&p.to_bytes()).into_owned())
+        })
+        .collect()
+}
+
+/// The text a line-based store writes for leaf `i`: its replacement if it has one, else its
+/// own string.
+pub(crate) fn leaf_text(leaves: &[Leaf], values: &[Option<String>], i: usize) -> String {
+    match (&values[i], &leaves[i].value) {
+        (Some(v), _) => v.clone(),
+        (None, Scalar::Str(s)) => s.clone(),
+        _ => String::new(),
+    }
+}
+
 // Values are plaintext during encryption and after decryption: Debug shows their shape only.
 impl std::fmt::Debug for Scalar {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
