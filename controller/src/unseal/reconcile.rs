@@ -131,16 +131,27 @@ pub async fn reconcile<C: ClusterApi>(
         namespace: namespace.clone(),
         condition: "Synced".into(),
     };
-    let error = |reason: &str| {
+    // A failure: counted by reason, told as an Event and in the status.
+    let fail = async |metric: &str, reason: &'static str, msg: &str| -> Result<(), String> {
         state
             .metrics
             .unseal_errors
             .get_or_create(&ErrorLabels {
-                reason: reason.into(),
+                reason: metric.into(),
                 namespace: namespace.clone(),
             })
             .inc();
         state.metrics.condition_info.get_or_create(&labels).set(0);
+        api.event(
+            ss,
+            EventNote {
+                warning: true,
+                reason,
+                message: msg.to_string(),
+            },
+        )
+        .await;
+        write_status(api, ss, false, reason, msg).await
     };
     let outcome = match decided {
         Plan::UpToDate => {
@@ -151,60 +162,27 @@ pub async fn reconcile<C: ClusterApi>(
         Plan::Apply(secret) => {
             state.metrics.unseal_requests.inc();
             if let Err(e) = api.apply_secret(&secret).await {
-                error("update");
                 let msg = format!("cannot write the Secret: {e}");
-                api.event(
-                    ss,
-                    EventNote {
-                        warning: true,
-                        reason: "ErrUpdateFailed",
-                        message: msg.clone(),
-                    },
-                )
-                .await;
-                write_status(api, ss, false, "ErrUpdateFailed", &msg).await?;
+                fail("update", "ErrUpdateFailed", &msg).await?;
                 return Err(msg);
             }
-            api.event(
-                ss,
-                EventNote {
-                    warning: false,
-                    reason: "Unsealed",
-                    message: "SealedSecret unsealed successfully".into(),
-                },
-            )
-            .await;
+            let note = EventNote {
+                warning: false,
+                reason: "Unsealed",
+                message: "SealedSecret unsealed successfully".into(),
+            };
+            api.event(ss, note).await;
             write_status(api, ss, true, "Unsealed", "").await?;
             state.metrics.condition_info.get_or_create(&labels).set(1);
             Outcome::Done
         }
         Plan::Collision(msg) => {
-            error("collision");
-            api.event(
-                ss,
-                EventNote {
-                    warning: true,
-                    reason: "ErrUpdateFailed",
-                    message: msg.clone(),
-                },
-            )
-            .await;
-            write_status(api, ss, false, "ErrUpdateFailed", &msg).await?;
+            fail("collision", "ErrUpdateFailed", &msg).await?;
             Outcome::Failed
         }
         Plan::Failed(msg) => {
             state.metrics.unseal_requests.inc();
-            error("unseal");
-            api.event(
-                ss,
-                EventNote {
-                    warning: true,
-                    reason: "ErrUnsealFailed",
-                    message: msg.clone(),
-                },
-            )
-            .await;
-            write_status(api, ss, false, "ErrUnsealFailed", &msg).await?;
+            fail("unseal", "ErrUnsealFailed", &msg).await?;
             Outcome::Failed
         }
     };
