@@ -876,6 +876,31 @@ pub struct OpenedItems {
     pub opened_by: BTreeMap<String, Fingerprint>,
 }
 
+/// Opens the deprecated `spec.data` blob (the whole Secret sealed as one value), if the
+/// document has one.
+fn open_legacy<'k>(
+    doc: &Value,
+    keyring: &'k Keyring,
+    target: &Target,
+    label: &[u8],
+) -> Result<Option<super::keyring::Opened<'k>>, ManifestError> {
+    let Some(legacy) = doc.pointer("/spec/data").filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let text = legacy
+        .as_str()
+        .ok_or_else(|| field("spec.data", "must be a base64 string"))?;
+    let blob = B64
+        .decode(text)
+        .map_err(|e| field("spec.data", format!("invalid base64: {e}")))?;
+    keyring.open(label, &blob).map(Some).map_err(|e| {
+        field(
+            "spec.data",
+            explain_open_failure(keyring, doc, target, &blob, &e),
+        )
+    })
+}
+
 /// Opens every `encryptedData` item (or the deprecated `spec.data` blob). All failures are
 /// collected and explained.
 pub fn open_items(doc: &Value, keyring: &Keyring) -> Result<OpenedItems, ManifestError> {
@@ -885,25 +910,16 @@ pub fn open_items(doc: &Value, keyring: &Keyring) -> Result<OpenedItems, Manifes
     let mut items = BTreeMap::new();
     let mut opened_by = BTreeMap::new();
     let mut failures = Vec::new();
-    if let Some(legacy) = doc.pointer("/spec/data").filter(|v| !v.is_null()) {
+    if doc.pointer("/spec/data").is_some_and(|v| !v.is_null()) {
         if !enc.is_empty() {
             return Err(field(
                 "spec.data",
                 "cannot be used together with spec.encryptedData",
             ));
         }
-        let text = legacy
-            .as_str()
-            .ok_or_else(|| field("spec.data", "must be a base64 string"))?;
-        let blob = B64
-            .decode(text)
-            .map_err(|e| field("spec.data", format!("invalid base64: {e}")))?;
-        let opened = keyring.open(&label, &blob).map_err(|e| {
-            field(
-                "spec.data",
-                explain_open_failure(keyring, doc, &target, &blob, &e),
-            )
-        })?;
+        let Some(opened) = open_legacy(doc, keyring, &target, &label)? else {
+            return Err(field("spec.data", "missing"));
+        };
         let secret: Value =
             serde_json::from_slice(opened.plaintext.expose_secret()).map_err(|_| {
                 field(
@@ -1029,25 +1045,12 @@ pub fn unseal_detailed(
 }
 
 /// Re-encrypts every value of a SealedSecret to `new_key`, keeping its scope, names and
-/// everything else in the document. Returns the new document and how many values changed.
+/// everything else in the document.
 pub fn reseal(doc: &Value, keyring: &Keyring, new_key: &PublicKey) -> Result<Value, ManifestError> {
     let target = sealed_target(doc)?;
     let label = target.scope.label(&target.namespace, &target.name);
     let mut out = doc.clone();
-    if doc.pointer("/spec/data").is_some_and(|v| !v.is_null()) {
-        let text = doc
-            .pointer("/spec/data")
-            .and_then(Value::as_str)
-            .ok_or_else(|| field("spec.data", "must be a base64 string"))?;
-        let blob = B64
-            .decode(text)
-            .map_err(|e| field("spec.data", format!("invalid base64: {e}")))?;
-        let opened = keyring.open(&label, &blob).map_err(|e| {
-            field(
-                "spec.data",
-                explain_open_failure(keyring, doc, &target, &blob, &e),
-            )
-        })?;
+    if let Some(opened) = open_legacy(doc, keyring, &target, &label)? {
         let sealed = B64.encode(seal(new_key, &label, opened.plaintext.expose_secret())?);
         if let Some(slot) = out.pointer_mut("/spec/data") {
             *slot = sealed.into();

@@ -437,3 +437,40 @@ fn recovery_unseal_renders_template_data() {
     );
     assert!(!err.contains("admin"));
 }
+
+#[test]
+fn deprecated_spec_data_opens_and_reseals() {
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "prod"}, "data": {"password": "aHVudGVyMg=="}});
+    let blob = seal(
+        key_a().public_key(),
+        b"prod/db",
+        secret.to_string().as_bytes(),
+    )
+    .expect("seal");
+    let b64 = |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b);
+    let doc = json!({"apiVersion": "bitnami.com/v1alpha1", "kind": "SealedSecret",
+        "metadata": {"name": "db", "namespace": "prod"}, "spec": {"data": b64(&blob), "encryptedData": {}}});
+    let mut ring = Keyring::new();
+    ring.add(pem_roundtrip(key_a()));
+    ring.add(pem_roundtrip(key_b()));
+    assert_eq!(
+        manifest::unseal(&doc, &ring).expect("unseal")["data"]["password"],
+        "aHVudGVyMg=="
+    );
+    let resealed = manifest::reseal(&doc, &ring, key_b().public_key()).expect("reseal");
+    assert_ne!(resealed["spec"]["data"], doc["spec"]["data"]);
+    let mut only_b = Keyring::new();
+    only_b.add(pem_roundtrip(key_b()));
+    assert_eq!(
+        manifest::unseal(&resealed, &only_b).expect("unseal")["data"]["password"],
+        "aHVudGVyMg=="
+    );
+    let mut both = doc.clone();
+    both["spec"]["encryptedData"] = json!({"x": "AAAA"});
+    assert!(
+        manifest::unseal(&both, &ring)
+            .unwrap_err()
+            .to_string()
+            .contains("cannot be used together")
+    );
+}
