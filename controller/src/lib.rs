@@ -7,6 +7,7 @@
 
 pub mod http;
 pub mod kube_api;
+pub mod leader;
 pub mod metrics;
 pub mod unseal;
 

@@ -16,6 +16,7 @@ use kube::{Client, ResourceExt};
 use sealkit_api::SealedSecret;
 use sealkit_controller::http::{AppState, metrics_router, router};
 use sealkit_controller::kube_api::KubeApi;
+use sealkit_controller::leader::{Stopped, while_leading};
 use sealkit_controller::metrics::Metrics;
 use sealkit_controller::unseal::keys::{
     KEY_ACTIVE, KEY_LABEL, load, needs_new_key, new_key_secret,
@@ -197,6 +198,21 @@ async fn refresh_keys(
     Ok(())
 }
 
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = term => {},
+    }
+}
+
 async fn serve(addr: SocketAddr, app: axum::Router) {
     match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => {
@@ -307,53 +323,59 @@ async fn main() -> std::process::ExitCode {
         failures: Mutex::new(HashMap::new()),
         resync: args.resync,
     });
-    let mut leader = leader_rx;
-    loop {
-        // Followers only serve HTTP; wait for leadership.
-        while !*leader.borrow_and_update() {
-            if leader.changed().await.is_err() {
-                return std::process::ExitCode::from(1);
-            }
-        }
-        // A new leader makes sure a sealing key exists before unsealing anything.
-        if let Err(e) = refresh_keys(&client, &args, &state, true).await {
-            tracing::warn!(error = %e, "cannot refresh sealing keys");
-        }
-        tracing::info!("leading: starting the unseal controller");
-        let (sealed, secrets) = match &args.watch_namespace {
-            Some(ns) => (
-                Api::<SealedSecret>::namespaced(client.clone(), ns),
-                Api::<Secret>::namespaced(client.clone(), ns),
-            ),
-            None => (
-                Api::<SealedSecret>::all(client.clone()),
-                Api::<Secret>::all(client.clone()),
-            ),
-        };
-        let watch = match &args.selector {
-            Some(sel) => watcher::Config::default().labels(sel),
-            None => watcher::Config::default(),
-        };
-        let run = Controller::new(sealed, watch.clone())
-            .owns(secrets, watch)
-            .shutdown_on_signal()
-            .run(reconcile_one, error_policy, ctx.clone())
-            .for_each(|res| async move {
-                if let Err(e) = res {
-                    tracing::debug!(error = %e, "controller event");
+    let gate = while_leading(
+        leader_rx,
+        || {
+            let (client, state, args, ctx) =
+                (client.clone(), state.clone(), args.clone(), ctx.clone());
+            async move {
+                // A new leader makes sure a sealing key exists before unsealing anything.
+                if let Err(e) = refresh_keys(&client, &args, &state, true).await {
+                    tracing::warn!(error = %e, "cannot refresh sealing keys");
                 }
-            });
-        let mut lost = leader.clone();
-        let lost = async move {
-            while *lost.borrow_and_update() {
-                if lost.changed().await.is_err() {
-                    break;
-                }
+                let (sealed, secrets) = match &args.watch_namespace {
+                    Some(ns) => (
+                        Api::<SealedSecret>::namespaced(client.clone(), ns),
+                        Api::<Secret>::namespaced(client.clone(), ns),
+                    ),
+                    None => (
+                        Api::<SealedSecret>::all(client.clone()),
+                        Api::<Secret>::all(client.clone()),
+                    ),
+                };
+                let watch = match &args.selector {
+                    Some(sel) => watcher::Config::default().labels(sel),
+                    None => watcher::Config::default(),
+                };
+                Controller::new(sealed, watch.clone())
+                    .owns(secrets, watch)
+                    .run(reconcile_one, error_policy, ctx)
+                    .for_each(|res| async move {
+                        if let Err(e) = res {
+                            tracing::debug!(error = %e, "controller event");
+                        }
+                    })
+                    .await
             }
-        };
-        tokio::select! {
-            () = run => return std::process::ExitCode::SUCCESS,
-            () = lost => tracing::warn!("lost leadership: stopping the unseal controller"),
+        },
+        |leading| {
+            if leading {
+                tracing::info!("leading: starting the unseal controller");
+            } else {
+                tracing::warn!("lost leadership: stopping the unseal controller");
+            }
+        },
+    );
+    // SIGTERM / Ctrl-C stop the process whether it leads or not; dropping the gate cancels the
+    // controller (in-flight writes are idempotent server-side applies).
+    tokio::select! {
+        stopped = gate => match stopped {
+            Stopped::Finished => std::process::ExitCode::SUCCESS,
+            Stopped::SignalClosed => std::process::ExitCode::from(1),
+        },
+        () = shutdown_signal() => {
+            tracing::info!("shutting down");
+            std::process::ExitCode::SUCCESS
         }
     }
 }

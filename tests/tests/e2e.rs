@@ -531,6 +531,57 @@ fn controller_unseals_heals_and_explains() {
         1,
         "exactly one replica unsealed: {counts:?}"
     );
+
+    // Hand-over: kill the leader without a goodbye; the follower takes the Lease once it expires
+    // and unseals what arrives next.
+    let leader = counts.iter().position(|c| *c > 0).unwrap_or(0);
+    let follower = 1 - leader;
+    let _ = others[leader].kill();
+    let _ = others[leader].wait();
+    let secret4 = secret
+        .replace("name: db", "name: db4")
+        .replace("e2e-hunter2", "fourth-value");
+    let sealed4 = sealkit_tests::run(
+        Command::new(sealkit_bin()).args([
+            "seal",
+            "-o",
+            "yaml",
+            "--cert",
+            &format!("http://127.0.0.1:{}/v1/cert.pem", http_ports[follower]),
+        ]),
+        secret4.as_bytes(),
+    );
+    assert!(
+        sealed4.status.success(),
+        "the follower serves the certificate"
+    );
+    cluster
+        .kubectl(
+            &["apply", "-f", "-"],
+            Some(&label_top(&String::from_utf8_lossy(&sealed4.stdout))),
+        )
+        .expect("apply db4");
+    cluster.wait_for("db4 from the new leader", Duration::from_secs(180), || {
+        cluster
+            .kubectl(
+                &[
+                    "-n",
+                    &ns,
+                    "get",
+                    "secret",
+                    "db4",
+                    "-o",
+                    "jsonpath={.data.password}",
+                ],
+                None,
+            )
+            .ok()
+            .filter(|p| p == "Zm91cnRoLXZhbHVl")
+    });
+    assert!(
+        requests(metric_ports[follower]).unwrap_or(0) > 0,
+        "the former follower unsealed db4"
+    );
     for mut c in others {
         let _ = c.kill();
         let _ = c.wait();

@@ -206,3 +206,134 @@ fn backoff_is_capped_and_jittered() {
     }
     assert!(backoff(0, cap) < Duration::from_secs(2));
 }
+
+/// One replica's view of the shared in-memory cluster: counts the writes it makes.
+struct Replica {
+    api: Arc<MemoryApi>,
+    writes: std::sync::atomic::AtomicU64,
+}
+
+impl Replica {
+    fn new(api: &Arc<MemoryApi>) -> Arc<Self> {
+        Arc::new(Replica {
+            api: api.clone(),
+            writes: Default::default(),
+        })
+    }
+    fn writes(&self) -> u64 {
+        self.writes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    fn wrote(&self) {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl ClusterApi for Replica {
+    async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, String> {
+        self.api.get_secret(namespace, name).await
+    }
+    async fn apply_secret(&self, secret: &Secret) -> Result<(), String> {
+        self.wrote();
+        self.api.apply_secret(secret).await
+    }
+    async fn set_status(
+        &self,
+        ss: &SealedSecret,
+        status: &SealedSecretStatus,
+    ) -> Result<(), String> {
+        self.wrote();
+        self.api.set_status(ss, status).await
+    }
+    async fn event(&self, ss: &SealedSecret, note: EventNote) {
+        self.api.event(ss, note).await
+    }
+}
+
+/// Waits (bounded) until `cond` holds; the bound only turns a hang into a failure.
+async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+#[tokio::test]
+async fn leader_hand_over_only_the_leader_writes() {
+    use crate::leader::{Stopped, while_leading};
+    use tokio::sync::watch;
+
+    let st = Arc::new(state(&[key_secret("k1")]));
+    let cluster = Arc::new(MemoryApi::default());
+    // The SealedSecrets "in the cluster", as a watch would deliver them.
+    let store = Arc::new(Mutex::new(vec![sealed_for(&st, "prod", "first")]));
+    let replica = |lease: watch::Receiver<bool>| {
+        let me = Replica::new(&cluster);
+        let (me2, st, store) = (me.clone(), st.clone(), store.clone());
+        let task = tokio::spawn(async move {
+            while_leading(
+                lease,
+                || {
+                    let (me, st, store) = (me2.clone(), st.clone(), store.clone());
+                    async move {
+                        loop {
+                            let objects = store.lock().expect("lock").clone();
+                            for ss in &objects {
+                                let _ = reconcile(ss, me.as_ref(), &st).await;
+                            }
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    }
+                },
+                |_| {},
+            )
+            .await
+        });
+        (me, task)
+    };
+    let (lease_a, rx_a) = watch::channel(true);
+    let (lease_b, rx_b) = watch::channel(false);
+    let (a, task_a) = replica(rx_a);
+    let (b, task_b) = replica(rx_b);
+
+    eventually("A unseals", || password(&cluster) == b"first").await;
+    assert!(a.writes() > 0);
+    assert_eq!(b.writes(), 0, "a follower never writes");
+
+    // Hand-over: A loses the Lease, B gains it; a change made meanwhile is picked up by B.
+    lease_a.send(false).expect("a");
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let a_writes = a.writes();
+    let mut newer = sealed_for(&st, "prod", "second");
+    newer.metadata.generation = Some(2);
+    *store.lock().expect("lock") = vec![newer];
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        password(&cluster),
+        b"first",
+        "nobody leads: nothing written"
+    );
+    lease_b.send(true).expect("b");
+    eventually("B unseals the change", || password(&cluster) == b"second").await;
+    // B also heals what is deleted while it leads.
+    cluster.secrets.lock().expect("lock").clear();
+    eventually("B restores the Secret", || password(&cluster) == b"second").await;
+    assert_eq!(a.writes(), a_writes, "the old leader stopped writing");
+
+    // And back: A leads again, B stops.
+    lease_b.send(false).expect("b");
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let b_writes = b.writes();
+    lease_a.send(true).expect("a");
+    cluster.secrets.lock().expect("lock").clear();
+    eventually("A restores the Secret", || password(&cluster) == b"second").await;
+    assert_eq!(b.writes(), b_writes);
+
+    // The lease task going away ends the gate.
+    drop((lease_a, lease_b));
+    assert_eq!(task_a.await.expect("join"), Stopped::SignalClosed);
+    assert_eq!(task_b.await.expect("join"), Stopped::SignalClosed);
+}
