@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod gotemplate;
 pub mod seal;
 pub mod secret;
 pub mod sops;

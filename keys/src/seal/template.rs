@@ -1,102 +1,24 @@
-//! The subset of Go `text/template` that SealedSecret `spec.template.data` uses in practice:
-//! literal text with `{{ .key }}` and `{{ index . "key" }}` actions (and `{{-`/`-}}` trim
-//! markers), over the map of decrypted values. Anything else is refused with the construct
-//! named, never guessed at. A missing key renders as `<no value>`, as Go's default does.
+//! SealedSecret `spec.template.data`: Go `text/template` over the map of decrypted values, in the
+//! subset [`crate::gotemplate`] renders (`{{ .key }}`, `{{ index . "key" }}`, pipes and the
+//! common sprig functions). Anything else is refused with the construct named, never guessed at.
 
 use std::collections::BTreeMap;
 
 use zeroize::Zeroizing;
 
+pub use crate::gotemplate::TemplateError;
 use crate::secret::{ExposeSecret, SecretBytes};
-
-/// A template the subset cannot render.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum TemplateError {
-    /// `{{` without `}}`.
-    #[error("unclosed action (a '{{{{' without '}}}}')")]
-    Unclosed,
-    /// An action we do not support.
-    #[error(
-        "unsupported template construct '{{{{ {0} }}}}': only {{{{ .key }}}} and {{{{ index . \"key\" }}}} are supported"
-    )]
-    Unsupported(String),
-}
-
-fn is_ident(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && !s.starts_with(|c: char| c.is_ascii_digit())
-}
-
-/// The key an action refers to.
-fn key_of(action: &str) -> Result<String, TemplateError> {
-    let unsupported = || TemplateError::Unsupported(action.to_string());
-    if let Some(name) = action.strip_prefix('.') {
-        return if is_ident(name) {
-            Ok(name.to_string())
-        } else {
-            Err(unsupported())
-        };
-    }
-    let mut words = action.splitn(3, char::is_whitespace);
-    if words.next() == Some("index") && words.next() == Some(".") {
-        let lit = words.next().map(str::trim).ok_or_else(unsupported)?;
-        if lit.starts_with('"') {
-            return serde_json::from_str::<String>(lit).map_err(|_| unsupported());
-        }
-        if let Some(raw) = lit.strip_prefix('`').and_then(|l| l.strip_suffix('`')) {
-            return Ok(raw.to_string());
-        }
-    }
-    Err(unsupported())
-}
 
 /// Renders `template` over `data`.
 pub fn render(
     template: &str,
     data: &BTreeMap<String, SecretBytes>,
 ) -> Result<Zeroizing<Vec<u8>>, TemplateError> {
-    let mut out = Zeroizing::new(Vec::with_capacity(template.len()));
-    let mut rest = template;
-    let mut trim_next = false;
-    while let Some(open) = rest.find("{{") {
-        let mut text = &rest[..open];
-        if trim_next {
-            text = text.trim_start();
-        }
-        let after = &rest[open + 2..];
-        let close = after.find("}}").ok_or(TemplateError::Unclosed)?;
-        let mut action = &after[..close];
-        if let Some(a) = action
-            .strip_prefix('-')
-            .filter(|a| a.starts_with(char::is_whitespace))
-        {
-            text = text.trim_end();
-            action = a;
-        }
-        trim_next = false;
-        if let Some(a) = action
-            .strip_suffix('-')
-            .filter(|a| a.ends_with(char::is_whitespace))
-        {
-            trim_next = true;
-            action = a;
-        }
-        out.extend_from_slice(text.as_bytes());
-        let action = action.trim();
-        if !(action.starts_with("/*") && action.ends_with("*/")) {
-            let key = key_of(action)?;
-            match data.get(&key) {
-                Some(v) => out.extend_from_slice(v.expose_secret()),
-                None => out.extend_from_slice(b"<no value>"),
-            }
-        }
-        rest = &after[close + 2..];
-    }
-    let tail = if trim_next { rest.trim_start() } else { rest };
-    out.extend_from_slice(tail.as_bytes());
-    Ok(out)
+    let values = data
+        .iter()
+        .map(|(k, v)| (k.clone(), Zeroizing::new(v.expose_secret().to_vec())))
+        .collect();
+    crate::gotemplate::render(template, &values)
 }
 
 #[cfg(test)]
@@ -129,14 +51,15 @@ mod tests {
 
     #[test]
     fn unsupported_forms_are_named() {
+        assert_eq!(r("{{ .user | upper }}").as_deref(), Ok("ADMIN"));
         assert_eq!(
-            r("{{ .user | upper }}"),
-            Err(TemplateError::Unsupported(".user | upper".into()))
+            r("{{ .user | sha256sum }}"),
+            Err(TemplateError::Unsupported("sha256sum".into()))
         );
         assert!(matches!(
             r("{{ if .user }}x{{ end }}"),
             Err(TemplateError::Unsupported(_))
         ));
-        assert_eq!(r("{{ .user"), Err(TemplateError::Unclosed));
+        assert!(matches!(r("{{ .user"), Err(TemplateError::Malformed(_))));
     }
 }

@@ -429,7 +429,7 @@ fn recovery_unseal_renders_template_data() {
         secret["data"].get("password").is_none(),
         "a null template entry removes the key"
     );
-    doc["spec"]["template"]["data"] = json!({"x": "{{ .user | upper }}"});
+    doc["spec"]["template"]["data"] = json!({"x": "{{ .user | sha256sum }}"});
     let err = manifest::unseal(&doc, &ring).unwrap_err().to_string();
     assert!(
         err.contains("spec.template.data.x") && err.contains("unsupported"),
