@@ -5,6 +5,7 @@
 //! loops arrive with their issues.
 #![forbid(unsafe_code)]
 
+pub mod external;
 pub mod http;
 pub mod kube_api;
 pub mod leader;

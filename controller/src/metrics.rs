@@ -29,6 +29,24 @@ pub struct ConditionLabels {
     pub condition: String,
 }
 
+/// `{provider, call, status}` of a cloud API call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderCallLabels {
+    /// `aws-secretsmanager`, `aws-parameterstore`.
+    pub provider: String,
+    /// The API, e.g. `BatchGetSecretValue`.
+    pub call: String,
+    /// `success` or the error class (`not_found`, `access_denied`, `throttled`, `error`).
+    pub status: String,
+}
+
+/// `{result}` of an ExternalSecret sync.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SyncLabels {
+    /// `synced`, `skipped` (nothing due), `error`.
+    pub result: String,
+}
+
 /// `{revision}` of the build.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
@@ -50,6 +68,12 @@ pub struct Metrics {
     pub reconcile_duration: Histogram,
     /// `sealkit_rsa_private_key_operations_total`.
     pub rsa_private_ops: Counter,
+    /// `sealkit_provider_api_calls_total{provider,call,status}`.
+    pub provider_calls: Family<ProviderCallLabels, Counter>,
+    /// `sealkit_externalsecret_sync_calls_total{result}`.
+    pub external_syncs: Family<SyncLabels, Counter>,
+    /// `sealkit_externalsecret_reconcile_duration_seconds`.
+    pub external_reconcile_duration: Histogram,
 }
 
 impl Default for Metrics {
@@ -61,6 +85,24 @@ impl Default for Metrics {
         let reconcile_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         let rsa_private_ops = Counter::default();
         let build_info = Family::<BuildLabels, Gauge>::default();
+        let provider_calls = Family::<ProviderCallLabels, Counter>::default();
+        let external_syncs = Family::<SyncLabels, Counter>::default();
+        let external_reconcile_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register(
+            "sealkit_provider_api_calls",
+            "Calls to external secret providers",
+            provider_calls.clone(),
+        );
+        registry.register(
+            "sealkit_externalsecret_sync_calls",
+            "ExternalSecret reconciles by result",
+            external_syncs.clone(),
+        );
+        registry.register(
+            "sealkit_externalsecret_reconcile_duration_seconds",
+            "Time of one ExternalSecret reconcile",
+            external_reconcile_duration.clone(),
+        );
         build_info
             .get_or_create(&BuildLabels {
                 revision: env!("CARGO_PKG_VERSION").into(),
@@ -103,6 +145,9 @@ impl Default for Metrics {
             condition_info,
             reconcile_duration,
             rsa_private_ops,
+            provider_calls,
+            external_syncs,
+            external_reconcile_duration,
         }
     }
 }

@@ -24,7 +24,9 @@ pub enum TemplateError {
     #[error("malformed action: {0}")]
     Malformed(String),
     /// An action or function we do not support.
-    #[error("unsupported template construct '{0}' (supported: .key, index, pipes and the functions {FUNCTIONS})")]
+    #[error(
+        "unsupported template construct '{0}' (supported: .key, index, pipes and the functions {FUNCTIONS})"
+    )]
     Unsupported(String),
     /// A function failed (wrong arguments, bad base64, bad JSON).
     #[error("{0}")]
@@ -64,11 +66,13 @@ impl Val {
     fn is_empty(&self) -> bool {
         match self {
             Val::Bytes(b) => b.is_empty(),
-            Val::Json(v) => matches!(v, serde_json::Value::Null)
-                || v.as_str() == Some("")
-                || v.as_bool() == Some(false)
-                || v.as_array().is_some_and(Vec::is_empty)
-                || v.as_object().is_some_and(serde_json::Map::is_empty),
+            Val::Json(v) => {
+                matches!(v, serde_json::Value::Null)
+                    || v.as_str() == Some("")
+                    || v.as_bool() == Some(false)
+                    || v.as_array().is_some_and(Vec::is_empty)
+                    || v.as_object().is_some_and(serde_json::Map::is_empty)
+            }
             Val::Root => false,
             Val::Nil => true,
         }
@@ -349,7 +353,9 @@ impl Eval<'_> {
                 base64::engine::general_purpose::STANDARD
                     .decode(t.trim_ascii())
                     .map(Val::text)
-                    .map_err(|_| TemplateError::Call("b64dec: the value is not valid base64".into()))
+                    .map_err(|_| {
+                        TemplateError::Call("b64dec: the value is not valid base64".into())
+                    })
             }
             "toJson" => {
                 arity(1)?;
@@ -421,9 +427,9 @@ impl Eval<'_> {
                 out.push(b'%');
                 continue;
             }
-            let arg = it.next().ok_or_else(|| {
-                TemplateError::Call("printf: more verbs than arguments".into())
-            })?;
+            let arg = it
+                .next()
+                .ok_or_else(|| TemplateError::Call("printf: more verbs than arguments".into()))?;
             match verb {
                 Some('s' | 'v' | 'd') => out.extend_from_slice(&arg.bytes(self.data)),
                 Some('q') => out.extend_from_slice(

@@ -101,7 +101,7 @@ pub struct ExternalSecretTemplate {
     pub engine_version: Option<String>,
     /// Labels and annotations of the Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<TemplateMetadata>,
+    pub metadata: Option<ExternalSecretTemplateMetadata>,
     /// `Replace` (default): only templated keys; `Merge`: templated keys over fetched ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge_policy: Option<String>,
@@ -116,7 +116,7 @@ pub struct ExternalSecretTemplate {
 /// Labels and annotations for the target Secret.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct TemplateMetadata {
+pub struct ExternalSecretTemplateMetadata {
     /// Labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, String>>,
@@ -433,7 +433,11 @@ pub struct AwsProvider {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
     /// External id for AssumeRole.
-    #[serde(default, rename = "externalID", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "externalID",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub external_id: Option<String>,
     /// A prefix added to every remote key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -463,7 +467,11 @@ pub struct AwsAuth {
 #[serde(rename_all = "camelCase")]
 pub struct AwsAuthSecretRef {
     /// Access key id.
-    #[serde(default, rename = "accessKeyIDSecretRef", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "accessKeyIDSecretRef",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub access_key_id_secret_ref: Option<SecretKeySelector>,
     /// Secret access key.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -33,26 +33,54 @@ fn functions_and_pipes() {
         ("empty", ""),
     ]);
     assert_eq!(r("{{ .pass | trim | upper }}", &d).unwrap(), "HUNTER2");
-    assert_eq!(r("{{ .pass | trim | lower | b64enc }}", &d).unwrap(), "aHVudGVyMg==");
+    assert_eq!(
+        r("{{ .pass | trim | lower | b64enc }}", &d).unwrap(),
+        "aHVudGVyMg=="
+    );
     assert_eq!(r("{{ .b64 | b64dec }}", &d).unwrap(), "hello");
-    assert_eq!(r("{{ (.json | fromJson).host }}", &d).is_err(), true, "field of a pipeline is not in the subset");
-    assert_eq!(r(r#"{{ index (.json | fromJson) "host" }}"#, &d).unwrap(), "db");
-    assert_eq!(r(r#"{{ index (fromJson .json) "nested" "k" }}"#, &d).unwrap(), "v");
+    assert!(
+        r("{{ (.json | fromJson).host }}", &d).is_err(),
+        "field of a pipeline is not in the subset"
+    );
+    assert_eq!(
+        r(r#"{{ index (.json | fromJson) "host" }}"#, &d).unwrap(),
+        "db"
+    );
+    assert_eq!(
+        r(r#"{{ index (fromJson .json) "nested" "k" }}"#, &d).unwrap(),
+        "v"
+    );
     assert_eq!(r("{{ .json.port }}", &d).unwrap(), "5432");
-    assert_eq!(r(r#"{{ .empty | default "fallback" }}"#, &d).unwrap(), "fallback");
-    assert_eq!(r(r#"{{ default "fallback" .b64 }}"#, &d).unwrap(), "aGVsbG8=");
+    assert_eq!(
+        r(r#"{{ .empty | default "fallback" }}"#, &d).unwrap(),
+        "fallback"
+    );
+    assert_eq!(
+        r(r#"{{ default "fallback" .b64 }}"#, &d).unwrap(),
+        "aGVsbG8="
+    );
     assert_eq!(r("{{ .pass | trim | quote }}", &d).unwrap(), "\"Hunter2\"");
     assert_eq!(
-        r(r#"{{ printf "%s@%s:%d %%" "u" .json.host .json.port }}"#, &d).unwrap(),
+        r(
+            r#"{{ printf "%s@%s:%d %%" "u" .json.host .json.port }}"#,
+            &d
+        )
+        .unwrap(),
         "u@db:5432 %"
     );
     assert_eq!(
         r(r#"{{ dict | toJson }}"#, &d).unwrap_err(),
         TemplateError::Unsupported("dict".into())
     );
-    assert_eq!(r("{{ .json | fromJson | toJson }}", &d).unwrap(), r#"{"host":"db","port":5432,"nested":{"k":"v"}}"#);
+    assert_eq!(
+        r("{{ .json | fromJson | toJson }}", &d).unwrap(),
+        r#"{"host":"db","port":5432,"nested":{"k":"v"}}"#
+    );
     assert_eq!(r(r#"{{ replace "-" "_" "a-b-c" }}"#, &d).unwrap(), "a_b_c");
-    assert_eq!(r(r#"{{ trimPrefix "pre/" "pre/name" }}"#, &d).unwrap(), "name");
+    assert_eq!(
+        r(r#"{{ trimPrefix "pre/" "pre/name" }}"#, &d).unwrap(),
+        "name"
+    );
 }
 
 #[test]
@@ -72,6 +100,12 @@ fn refusals_name_the_construct_and_never_a_value() {
     assert!(e.contains("b64dec") && !e.contains("very-secret"), "{e}");
     let e = r("{{ .pass | fromJson }}", &d).unwrap_err().to_string();
     assert!(e.contains("fromJson") && !e.contains("very-secret"), "{e}");
-    assert!(matches!(r("{{ .pass ", &d), Err(TemplateError::Malformed(_))));
-    assert!(matches!(r("{{ (upper .pass }}", &d), Err(TemplateError::Malformed(_))));
+    assert!(matches!(
+        r("{{ .pass ", &d),
+        Err(TemplateError::Malformed(_))
+    ));
+    assert!(matches!(
+        r("{{ (upper .pass }}", &d),
+        Err(TemplateError::Malformed(_))
+    ));
 }

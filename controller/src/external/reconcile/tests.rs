@@ -1,0 +1,379 @@
+//! Reconcile behaviour against the in-memory cluster and an in-memory provider.
+
+use std::time::Duration;
+
+use super::*;
+use crate::external::provider::MemoryProvider;
+
+fn es(name: &str, v: serde_json::Value) -> ExternalSecret {
+    let mut e: ExternalSecret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+        "metadata": {"name": name, "namespace": "app", "uid": format!("uid-{name}"), "generation": 1},
+        "spec": v
+    }))
+    .expect("es");
+    e.metadata.generation = Some(1);
+    e
+}
+
+fn basic(name: &str) -> ExternalSecret {
+    es(
+        name,
+        serde_json::json!({
+            "refreshInterval": "1h",
+            "secretStoreRef": {"name": "aws", "kind": "SecretStore"},
+            "data": [{"secretKey": "password", "remoteRef": {"key": "prod/db", "property": "password"}}]
+        }),
+    )
+}
+
+fn setup() -> (
+    MemorySyncApi,
+    Arc<MemoryProvider>,
+    SyncContext<FixedFactory>,
+) {
+    let api = MemorySyncApi::default();
+    let store: SecretStore = serde_json::from_value(serde_json::json!({
+        "apiVersion": "external-secrets.io/v1", "kind": "SecretStore",
+        "metadata": {"name": "aws", "namespace": "app"},
+        "spec": {"provider": {"aws": {"service": "SecretsManager", "region": "us-east-1",
+            "auth": {"secretRef": {
+                "accessKeyIDSecretRef": {"name": "awssm", "key": "id"},
+                "secretAccessKeySecretRef": {"name": "awssm", "key": "secret"}}}}}}
+    }))
+    .expect("store");
+    locked(&api.stores).insert("app/aws".into(), store);
+    let creds = Secret {
+        metadata: ObjectMeta {
+            name: Some("awssm".into()),
+            namespace: Some("app".into()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([
+            ("id".to_string(), ByteString(b"AKIDTEST".to_vec())),
+            (
+                "secret".to_string(),
+                ByteString(b"credential-never-shown".to_vec()),
+            ),
+        ])),
+        ..Default::default()
+    };
+    locked(&api.secrets).insert("app/awssm".into(), creds);
+    let provider = Arc::new(MemoryProvider::default());
+    provider.put("prod/db", r#"{"password":"pw-1"}"#);
+    let ctx = SyncContext {
+        factory: FixedFactory(provider.clone()),
+        fetcher: Fetcher::new(Duration::from_millis(50), Duration::from_millis(5)),
+        metrics: Arc::new(Metrics::default()),
+    };
+    (api, provider, ctx)
+}
+
+fn value(api: &MemorySyncApi, name: &str, key: &str) -> Option<String> {
+    locked(&api.secrets)
+        .get(&format!("app/{name}"))
+        .and_then(|s| s.data.clone())
+        .and_then(|d| d.get(key).cloned())
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+}
+
+fn ready_of(api: &MemorySyncApi, name: &str) -> (String, String, String) {
+    let st = locked(&api.statuses);
+    let c = st
+        .get(&format!("app/{name}"))
+        .and_then(|s| s.conditions.clone())
+        .expect("status")[0]
+        .clone();
+    (
+        c.status,
+        c.reason.unwrap_or_default(),
+        c.message.unwrap_or_default(),
+    )
+}
+
+/// The object as the next watch event would show it (with the status we wrote).
+fn observed(api: &MemorySyncApi, e: &ExternalSecret) -> ExternalSecret {
+    let mut e = e.clone();
+    e.status = locked(&api.statuses)
+        .get(&format!("app/{}", e.name_any()))
+        .cloned();
+    e
+}
+
+#[tokio::test]
+async fn create_skip_refresh_and_keep_last_good() {
+    let (api, provider, ctx) = setup();
+    let e = basic("db");
+    let next = reconcile(&e, &api, &ctx).await.expect("sync");
+    assert!(
+        matches!(next, Next::After(d) if d >= Duration::from_secs(3600) && d <= Duration::from_secs(3900))
+    );
+    assert_eq!(value(&api, "db", "password").as_deref(), Some("pw-1"));
+    assert_eq!(ready_of(&api, "db").0, "True");
+    let s = locked(&api.secrets).get("app/db").cloned().expect("secret");
+    assert_eq!(
+        s.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(MANAGED_LABEL))
+            .map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(s.metadata.owner_references.as_ref().map(Vec::len), Some(1));
+    assert_eq!(s.type_.as_deref(), Some("Opaque"));
+
+    // Nothing due: no provider call, no write.
+    let calls = *locked(&provider.calls);
+    let writes = *locked(&api.writes);
+    let e2 = observed(&api, &e);
+    reconcile(&e2, &api, &ctx).await.expect("skip");
+    assert_eq!(
+        (*locked(&provider.calls), *locked(&api.writes)),
+        (calls, writes)
+    );
+
+    // A hand edit makes the Secret invalid: rewritten from the provider.
+    locked(&api.secrets)
+        .get_mut("app/db")
+        .and_then(|s| s.data.as_mut())
+        .expect("data")
+        .insert("password".into(), ByteString(b"edited".to_vec()));
+    reconcile(&e2, &api, &ctx).await.expect("heal");
+    assert_eq!(value(&api, "db", "password").as_deref(), Some("pw-1"));
+
+    // A label change (force-sync) refreshes: the new value arrives.
+    provider.put("prod/db", r#"{"password":"pw-2"}"#);
+    tokio::time::sleep(Duration::from_millis(60)).await; // past the cache TTL
+    let mut e3 = observed(&api, &e);
+    e3.metadata.annotations = Some(BTreeMap::from([(
+        "force-sync".to_string(),
+        "1".to_string(),
+    )]));
+    reconcile(&e3, &api, &ctx).await.expect("refresh");
+    assert_eq!(value(&api, "db", "password").as_deref(), Some("pw-2"));
+
+    // Provider down: the Secret stays, Ready=False names the cause, no credential in it.
+    *locked(&provider.fail) = Some(FetchError::AccessDenied(
+        "AccessDeniedException: not authorized".into(),
+    ));
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let mut e4 = observed(&api, &e3);
+    e4.metadata.annotations = Some(BTreeMap::from([(
+        "force-sync".to_string(),
+        "2".to_string(),
+    )]));
+    assert!(reconcile(&e4, &api, &ctx).await.is_err());
+    assert_eq!(
+        value(&api, "db", "password").as_deref(),
+        Some("pw-2"),
+        "last good value kept"
+    );
+    let (status, reason, message) = ready_of(&api, "db");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "SecretSyncedError")
+    );
+    assert!(message.contains("access denied"), "{message}");
+    for text in locked(&api.events)
+        .iter()
+        .map(|e| e.2.clone())
+        .chain([message])
+    {
+        assert!(
+            !text.contains("pw-") && !text.contains("credential-never-shown"),
+            "{text}"
+        );
+    }
+    // Back: Ready again.
+    *locked(&provider.fail) = None;
+    let e5 = observed(&api, &e4);
+    reconcile(&e5, &api, &ctx).await.expect("recovered");
+    assert_eq!(ready_of(&api, "db").0, "True");
+}
+
+#[tokio::test]
+async fn bad_references_give_clear_status_and_others_continue() {
+    let (api, _provider, ctx) = setup();
+    let mut missing = basic("missing-store");
+    missing.spec.secret_store_ref = Some(sealkit_api::SecretStoreRef {
+        name: "nope".into(),
+        kind: None,
+    });
+    assert!(reconcile(&missing, &api, &ctx).await.is_err());
+    assert!(
+        ready_of(&api, "missing-store")
+            .2
+            .contains("SecretStore \"nope\" not found in namespace app")
+    );
+
+    let vault: ClusterSecretStore = serde_json::from_value(serde_json::json!({
+        "apiVersion": "external-secrets.io/v1", "kind": "ClusterSecretStore",
+        "metadata": {"name": "vault"},
+        "spec": {"provider": {"vault": {"server": "https://vault"}}}
+    }))
+    .expect("css");
+    locked(&api.cluster_stores).insert("vault".into(), vault);
+    let mut v = basic("vault");
+    v.spec.secret_store_ref = Some(sealkit_api::SecretStoreRef {
+        name: "vault".into(),
+        kind: Some("ClusterSecretStore".into()),
+    });
+    assert!(reconcile(&v, &api, &ctx).await.is_err());
+    assert!(
+        ready_of(&api, "vault")
+            .2
+            .contains("provider vault is not supported"),
+        "{:?}",
+        ready_of(&api, "vault")
+    );
+
+    let restricted: ClusterSecretStore = serde_json::from_value(serde_json::json!({
+        "apiVersion": "external-secrets.io/v1", "kind": "ClusterSecretStore",
+        "metadata": {"name": "shared"},
+        "spec": {"provider": {"aws": {"service": "SecretsManager", "region": "us-east-1"}},
+                 "conditions": [{"namespaces": ["other"]}, {"namespaceSelector": {"matchLabels": {"team": "a"}}}]}
+    }))
+    .expect("css");
+    locked(&api.cluster_stores).insert("shared".into(), restricted);
+    let mut c = basic("shared");
+    c.spec.secret_store_ref = Some(sealkit_api::SecretStoreRef {
+        name: "shared".into(),
+        kind: Some("ClusterSecretStore".into()),
+    });
+    assert!(reconcile(&c, &api, &ctx).await.is_err());
+    assert!(
+        ready_of(&api, "shared")
+            .2
+            .contains("does not allow namespace app")
+    );
+    locked(&api.namespaces).insert(
+        "app".into(),
+        BTreeMap::from([("team".to_string(), "a".to_string())]),
+    );
+    reconcile(&c, &api, &ctx).await.expect("allowed by label");
+
+    locked(&api.secrets)
+        .get_mut("app/awssm")
+        .and_then(|s| s.data.as_mut())
+        .expect("creds")
+        .remove("secret");
+    let other = basic("creds");
+    assert!(reconcile(&other, &api, &ctx).await.is_err());
+    assert!(
+        ready_of(&api, "creds").2.contains("has no key \"secret\""),
+        "{:?}",
+        ready_of(&api, "creds")
+    );
+    // The good ExternalSecret from before still holds its Secret.
+    assert!(value(&api, "shared", "password").is_some());
+}
+
+#[tokio::test]
+async fn creation_and_deletion_policies() {
+    let (api, provider, ctx) = setup();
+    // Merge into a Secret someone else made: only our key changes.
+    locked(&api.secrets).insert(
+        "app/merged".into(),
+        Secret {
+            metadata: ObjectMeta {
+                name: Some("merged".into()),
+                namespace: Some("app".into()),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([(
+                "theirs".to_string(),
+                ByteString(b"keep".to_vec()),
+            )])),
+            ..Default::default()
+        },
+    );
+    let mut m = basic("merged");
+    m.spec.target =
+        Some(serde_json::from_value(serde_json::json!({"creationPolicy": "Merge"})).expect("t"));
+    reconcile(&m, &api, &ctx).await.expect("merge");
+    assert_eq!(value(&api, "merged", "theirs").as_deref(), Some("keep"));
+    assert_eq!(value(&api, "merged", "password").as_deref(), Some("pw-1"));
+    let mut none_yet = basic("absent");
+    none_yet.spec.target = m.spec.target.clone();
+    assert!(reconcile(&none_yet, &api, &ctx).await.is_err());
+
+    // Orphan: no ownerReference. None: nothing written.
+    let mut o = basic("orphan");
+    o.spec.target =
+        Some(serde_json::from_value(serde_json::json!({"creationPolicy": "Orphan"})).expect("t"));
+    reconcile(&o, &api, &ctx).await.expect("orphan");
+    assert!(
+        locked(&api.secrets)
+            .get("app/orphan")
+            .expect("s")
+            .metadata
+            .owner_references
+            .is_none()
+    );
+    let mut n = basic("nothing");
+    n.spec.target =
+        Some(serde_json::from_value(serde_json::json!({"creationPolicy": "None"})).expect("t"));
+    reconcile(&n, &api, &ctx).await.expect("none");
+    assert!(!locked(&api.secrets).contains_key("app/nothing"));
+    assert_eq!(ready_of(&api, "nothing").0, "True");
+
+    // deletionPolicy Delete: the remote secret is gone, so is ours.
+    let mut d = basic("deleted");
+    d.spec.target =
+        Some(serde_json::from_value(serde_json::json!({"deletionPolicy": "Delete"})).expect("t"));
+    reconcile(&d, &api, &ctx).await.expect("create");
+    locked(&provider.values).remove("prod/db");
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let mut d2 = observed(&api, &d);
+    d2.metadata.labels = Some(BTreeMap::from([("x".to_string(), "y".to_string())]));
+    reconcile(&d2, &api, &ctx).await.expect("delete");
+    assert!(!locked(&api.secrets).contains_key("app/deleted"));
+    assert_eq!(ready_of(&api, "deleted").1, "SecretDeleted");
+    // Retain (default): kept, and the status says the key is gone.
+    let mut r = observed(&api, &basic("shared-retain"));
+    r.metadata.name = Some("db".into());
+    let (api2, provider2, ctx2) = setup();
+    reconcile(&r, &api2, &ctx2).await.expect("create");
+    locked(&provider2.values).remove("prod/db");
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let mut r2 = observed(&api2, &r);
+    r2.metadata.labels = Some(BTreeMap::from([("x".to_string(), "y".to_string())]));
+    assert!(reconcile(&r2, &api2, &ctx2).await.is_err());
+    assert_eq!(value(&api2, "db", "password").as_deref(), Some("pw-1"));
+    assert!(ready_of(&api2, "db").2.contains("prod/db was not found"));
+}
+
+#[tokio::test]
+async fn one_batch_for_many_external_secrets() {
+    let (api, provider, ctx) = setup();
+    for i in 0..100 {
+        provider.put(
+            &format!("app/s{i}"),
+            &format!("{{\"a\":\"{i}\",\"b\":\"x\",\"c\":\"y\"}}"),
+        );
+    }
+    let objects: Vec<ExternalSecret> = (0..1000)
+        .map(|i| {
+            es(
+                &format!("es{i}"),
+                serde_json::json!({
+                    "secretStoreRef": {"name": "aws"},
+                    "data": [
+                        {"secretKey": "a", "remoteRef": {"key": format!("app/s{}", i % 100), "property": "a"}},
+                        {"secretKey": "b", "remoteRef": {"key": format!("app/s{}", (i + 1) % 100), "property": "b"}},
+                        {"secretKey": "c", "remoteRef": {"key": format!("app/s{}", (i + 2) % 100), "property": "c"}}
+                    ]
+                }),
+            )
+        })
+        .collect();
+    let before = *locked(&provider.calls);
+    let results = futures::future::join_all(objects.iter().map(|e| reconcile(e, &api, &ctx))).await;
+    assert!(results.iter().all(Result::is_ok));
+    let calls = *locked(&provider.calls) - before;
+    assert!(
+        calls <= 2,
+        "1000 ExternalSecrets x 3 keys cost {calls} get_many calls"
+    );
+    assert_eq!(value(&api, "es123", "a").as_deref(), Some("23"));
+}
