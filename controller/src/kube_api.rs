@@ -1,15 +1,20 @@
-//! The thin kube implementation of [`ClusterApi`](crate::unseal::reconcile::ClusterApi):
-//! server-side apply with a named field manager for Secrets and SealedSecret status, and
-//! events.k8s.io Events.
+//! The thin kube implementation of [`ClusterApi`](crate::unseal::reconcile::ClusterApi) and
+//! [`SyncApi`]: server-side apply with a named field manager for Secrets and status, reads of
+//! stores, ConfigMaps and namespaces, and events.k8s.io Events.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
-use sealkit_api::{SealedSecret, SealedSecretStatus};
+use sealkit_api::{
+    ClusterSecretStore, ExternalSecret, ExternalSecretStatus, SealedSecret, SealedSecretStatus,
+    SecretStore,
+};
 
+use crate::external::reconcile::SyncApi;
 use crate::unseal::reconcile::{ClusterApi, EventNote};
 
 /// A token bucket that makes callers wait: the client-side QPS/burst limit on the requests the
@@ -76,11 +81,8 @@ impl KubeApi {
 
 impl ClusterApi for KubeApi {
     async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, String> {
-        self.throttle.acquire().await;
-        Api::<Secret>::namespaced(self.client.clone(), namespace)
-            .get_opt(name)
+        self.get_opt(Api::namespaced(self.client.clone(), namespace), name)
             .await
-            .map_err(|e| e.to_string())
     }
 
     async fn apply_secret(&self, secret: &Secret) -> Result<(), String> {
@@ -124,21 +126,131 @@ impl ClusterApi for KubeApi {
     }
 
     async fn event(&self, ss: &SealedSecret, note: EventNote) {
+        self.publish(
+            ss.object_ref(&()),
+            note.warning,
+            note.reason,
+            note.message,
+            "Unseal",
+        )
+        .await;
+    }
+}
+
+impl KubeApi {
+    async fn publish(
+        &self,
+        obj: k8s_openapi::api::core::v1::ObjectReference,
+        warning: bool,
+        reason: &str,
+        message: String,
+        action: &str,
+    ) {
         self.throttle.acquire().await;
         let ev = Event {
-            type_: if note.warning {
+            type_: if warning {
                 EventType::Warning
             } else {
                 EventType::Normal
             },
-            reason: note.reason.to_string(),
-            note: Some(note.message),
-            action: "Unseal".into(),
+            reason: reason.to_string(),
+            note: Some(message),
+            action: action.into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&ev, &ss.object_ref(&())).await {
+        if let Err(e) = self.recorder.publish(&ev, &obj).await {
             tracing::warn!(error = %e, "cannot record an Event");
         }
+    }
+
+    async fn get_opt<K>(&self, api: Api<K>, name: &str) -> Result<Option<K>, String>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        self.throttle.acquire().await;
+        api.get_opt(name).await.map_err(|e| e.to_string())
+    }
+}
+
+impl SyncApi for KubeApi {
+    async fn get_secret(&self, ns: &str, name: &str) -> Result<Option<Secret>, String> {
+        ClusterApi::get_secret(self, ns, name).await
+    }
+
+    async fn apply_secret(&self, secret: &Secret) -> Result<(), String> {
+        ClusterApi::apply_secret(self, secret).await
+    }
+
+    async fn delete_secret(&self, ns: &str, name: &str) -> Result<(), String> {
+        self.throttle.acquire().await;
+        match Api::<Secret>::namespaced(self.client.clone(), ns)
+            .delete(name, &Default::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn get_config_map(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, String> {
+        let cm = self
+            .get_opt(Api::<ConfigMap>::namespaced(self.client.clone(), ns), name)
+            .await?;
+        Ok(cm.map(|c| c.data.unwrap_or_default()))
+    }
+
+    async fn get_store(&self, ns: &str, name: &str) -> Result<Option<SecretStore>, String> {
+        self.get_opt(Api::namespaced(self.client.clone(), ns), name)
+            .await
+    }
+
+    async fn get_cluster_store(&self, name: &str) -> Result<Option<ClusterSecretStore>, String> {
+        self.get_opt(Api::all(self.client.clone()), name).await
+    }
+
+    async fn namespace_labels(&self, ns: &str) -> Result<BTreeMap<String, String>, String> {
+        let n = self
+            .get_opt(Api::<Namespace>::all(self.client.clone()), ns)
+            .await?;
+        Ok(n.and_then(|n| n.metadata.labels).unwrap_or_default())
+    }
+
+    async fn set_status(
+        &self,
+        es: &ExternalSecret,
+        status: &ExternalSecretStatus,
+    ) -> Result<(), String> {
+        self.throttle.acquire().await;
+        let body = serde_json::json!({
+            "apiVersion": "external-secrets.io/v1",
+            "kind": "ExternalSecret",
+            "status": status,
+        });
+        Api::<ExternalSecret>::namespaced(self.client.clone(), &es.namespace().unwrap_or_default())
+            .patch_status(
+                &es.name_any(),
+                &PatchParams::apply(&self.manager).force(),
+                &Patch::Apply(&body),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn event(&self, es: &ExternalSecret, warning: bool, reason: &str, message: &str) {
+        self.publish(
+            es.object_ref(&()),
+            warning,
+            reason,
+            message.to_string(),
+            "Sync",
+        )
+        .await;
     }
 }
 

@@ -83,6 +83,18 @@ struct Args {
     /// How often in-sync objects are checked again (drift safety net), jittered.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     resync: Duration,
+    /// Run the ExternalSecret syncer (external-secrets.io/v1) when its CRD is installed.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    external_secrets: bool,
+    /// How long a fetched value is shared between ExternalSecrets before it is fetched again.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    provider_cache_ttl: Duration,
+    /// Requests per second per AWS Secrets Manager API (quota: 100 for batch and list calls).
+    #[arg(long, default_value_t = 50.0)]
+    aws_secretsmanager_qps: f64,
+    /// Requests per second for AWS Parameter Store reads (default quota: 40).
+    #[arg(long, default_value_t = 20.0)]
+    aws_ssm_qps: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +208,49 @@ async fn refresh_keys(
         tracing::info!("sealing keys loaded");
     }
     Ok(())
+}
+
+/// The ExternalSecret loop, when enabled and its CRD is served; otherwise waits forever.
+async fn external_secrets(client: &Client, args: &Args, state: &AppState) {
+    use sealkit_controller::external::{aws::AwsLimits, cache::Fetcher, reconcile, run};
+    if !args.external_secrets {
+        return std::future::pending().await;
+    }
+    let probe = Api::<sealkit_api::ExternalSecret>::all(client.clone())
+        .list(&ListParams::default().limit(1))
+        .await;
+    if let Err(kube::Error::Api(e)) = &probe
+        && e.code == 404
+    {
+        tracing::info!("the ExternalSecret CRD is not installed: the syncer is off");
+        return std::future::pending().await;
+    }
+    let limits = AwsLimits {
+        secretsmanager_qps: args.aws_secretsmanager_qps,
+        ssm_qps: args.aws_ssm_qps,
+    };
+    let sync = reconcile::SyncContext {
+        factory: reconcile::AwsFactory::new(limits, state.metrics.clone()),
+        fetcher: Fetcher::new(args.provider_cache_ttl, Duration::from_millis(20)),
+        metrics: state.metrics.clone(),
+    };
+    let api = KubeApi::new(
+        client.clone(),
+        &args.field_manager,
+        args.kube_api_qps,
+        args.kube_api_burst,
+    );
+    tracing::info!("starting the ExternalSecret syncer");
+    run::run(
+        client.clone(),
+        api,
+        sync,
+        run::Settings {
+            namespace: args.watch_namespace.clone(),
+            selector: args.selector.clone(),
+        },
+    )
+    .await;
 }
 
 async fn shutdown_signal() {
@@ -347,15 +402,15 @@ async fn main() -> std::process::ExitCode {
                     Some(sel) => watcher::Config::default().labels(sel),
                     None => watcher::Config::default(),
                 };
-                Controller::new(sealed, watch.clone())
+                let unseal = Controller::new(sealed, watch.clone())
                     .owns(secrets, watch)
                     .run(reconcile_one, error_policy, ctx)
                     .for_each(|res| async move {
                         if let Err(e) = res {
                             tracing::debug!(error = %e, "controller event");
                         }
-                    })
-                    .await
+                    });
+                futures::future::join(unseal, external_secrets(&client, &args, &state)).await;
             }
         },
         |leading| {

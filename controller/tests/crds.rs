@@ -15,6 +15,10 @@ fn committed_crds_match_generated() {
         let path = root().join("deploy/crds").join(&name);
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(
+            !text.lines().any(|l| l.trim_start().starts_with("default:")),
+            "{name}: defaults belong in code, not the CRD"
+        );
+        assert!(
             committed == text,
             "{} is stale: run `cargo run -p sealkit-controller --bin crdgen`",
             path.display()
@@ -123,5 +127,138 @@ fn kubeseal_output_deserializes() {
     assert!(
         meta.other.contains_key("creationTimestamp"),
         "unknown metadata kept"
+    );
+}
+
+fn upstream_crd(file: &str) -> Option<Value> {
+    let path = std::env::var("SEALKIT_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("../shared"))
+        .join("reference/crds")
+        .join(file);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Some(serde_saphyr::from_str(&text).expect("upstream CRD parses")),
+        Err(_) => {
+            eprintln!(
+                "skipped: upstream CRD not found at {} (set SEALKIT_SHARED)",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// Our ESO CRDs serve a subset: every field we declare exists upstream with the same type, the
+/// identity (group, names, scope, version) is upstream's, unknown fields are preserved (so ESO
+/// manifests are never rejected or pruned), and nothing needs a Kubernetes newer than 1.28.
+#[test]
+fn eso_crds_are_a_compatible_subset_of_upstream() {
+    for (ours_name, upstream_file) in [
+        (
+            "externalsecrets.external-secrets.io.yaml",
+            "eso-v0.19.2-k8s-1.28/external-secrets.io_externalsecrets.yaml",
+        ),
+        (
+            "secretstores.external-secrets.io.yaml",
+            "external-secrets.io_secretstores.yaml",
+        ),
+        (
+            "clustersecretstores.external-secrets.io.yaml",
+            "external-secrets.io_clustersecretstores.yaml",
+        ),
+    ] {
+        let Some(upstream) = upstream_crd(upstream_file) else {
+            return;
+        };
+        let text = sealkit_controller::crds()
+            .into_iter()
+            .find(|(n, _)| n == ours_name)
+            .map(|(_, t)| t)
+            .expect(ours_name);
+        assert!(
+            !text.contains("selectableFields"),
+            "{ours_name}: 1.28 rejects selectableFields"
+        );
+        let ours: Value = serde_saphyr::from_str(&text).expect("our CRD parses");
+        for key in [
+            "/spec/group",
+            "/spec/names/kind",
+            "/spec/names/plural",
+            "/spec/scope",
+        ] {
+            assert_eq!(
+                ours.pointer(key),
+                upstream.pointer(key),
+                "{ours_name} {key}"
+            );
+        }
+        let served = upstream["spec"]["versions"]
+            .as_array()
+            .expect("versions")
+            .iter()
+            .find(|v| v["name"] == "v1")
+            .cloned()
+            .expect("upstream v1");
+        assert_eq!(
+            ours.pointer("/spec/versions/0/name"),
+            Some(&Value::from("v1"))
+        );
+        let mut want = Vec::new();
+        paths(&served["schema"]["openAPIV3Schema"], "", &mut want);
+        let mut have = Vec::new();
+        paths(&version_schema(&ours), "", &mut have);
+        for (path, ty) in have.into_iter().filter(|(p, _)| !p.is_empty()) {
+            assert!(
+                want.contains(&(path.clone(), ty.clone())),
+                "{ours_name}: our field {path} ({ty}) is not upstream's"
+            );
+        }
+        assert_eq!(
+            ours.pointer("/spec/versions/0/schema/openAPIV3Schema/properties/spec/x-kubernetes-preserve-unknown-fields"),
+            Some(&Value::Bool(true)),
+            "{ours_name}: unknown spec fields must be kept"
+        );
+    }
+}
+
+#[test]
+fn eso_manifest_deserializes() {
+    let doc = r#"{"apiVersion":"external-secrets.io/v1","kind":"ExternalSecret",
+      "metadata":{"name":"db","namespace":"app"},
+      "spec":{"refreshInterval":"1h0m0s","secretStoreRef":{"kind":"ClusterSecretStore","name":"aws"},
+        "target":{"name":"db-creds","creationPolicy":"Owner","deletionPolicy":"Retain",
+          "template":{"engineVersion":"v2","type":"kubernetes.io/basic-auth","data":{"username":"{{ .user }}"}}},
+        "data":[{"secretKey":"user","remoteRef":{"key":"prod/db","property":"user","version":"AWSCURRENT",
+          "conversionStrategy":"Default","decodingStrategy":"None","metadataPolicy":"None"}}],
+        "dataFrom":[{"extract":{"key":"prod/extra"}},{"find":{"name":{"regexp":"^prod/"},"tags":{"env":"prod"}},
+          "rewrite":[{"regexp":{"source":"prod/(.*)","target":"$1"}}]}]}}"#;
+    let es: sealkit_api::ExternalSecret = serde_json::from_str(doc).expect("parses");
+    assert_eq!(
+        es.spec.data.as_ref().expect("data")[0]
+            .remote_ref
+            .property
+            .as_deref(),
+        Some("user")
+    );
+    let from = es.spec.data_from.as_ref().expect("dataFrom");
+    assert_eq!(
+        from[1]
+            .find
+            .as_ref()
+            .and_then(|f| f.name.as_ref())
+            .map(|n| n.regexp.as_str()),
+        Some("^prod/")
+    );
+    let store = r#"{"apiVersion":"external-secrets.io/v1","kind":"SecretStore","metadata":{"name":"aws"},
+      "spec":{"provider":{"aws":{"service":"SecretsManager","region":"eu-west-1","role":"arn:aws:iam::1:role/r",
+        "auth":{"secretRef":{"accessKeyIDSecretRef":{"name":"awssm","key":"id"},"secretAccessKeySecretRef":{"name":"awssm","key":"secret"}}}}}}}"#;
+    let s: sealkit_api::SecretStore = serde_json::from_str(store).expect("parses");
+    let aws = s.spec.provider.aws.expect("aws");
+    assert_eq!(
+        aws.auth
+            .and_then(|a| a.secret_ref)
+            .and_then(|r| r.access_key_id_secret_ref)
+            .map(|k| k.key),
+        Some("id".into())
     );
 }

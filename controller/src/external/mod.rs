@@ -11,4 +11,5 @@ pub mod aws;
 pub mod cache;
 pub mod provider;
 pub mod reconcile;
+pub mod run;
 pub mod sync;

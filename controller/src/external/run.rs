@@ -1,0 +1,105 @@
+//! The ExternalSecret controller loop (kube-runtime glue; the logic is in `reconcile`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use sealkit_api::ExternalSecret;
+
+use super::reconcile::{AwsFactory, Next, SyncContext, reconcile};
+use crate::kube_api::KubeApi;
+use crate::unseal::reconcile::backoff;
+
+/// Settings of the loop.
+pub struct Settings {
+    /// Only this namespace (default: all).
+    pub namespace: Option<String>,
+    /// Label selector on ExternalSecrets.
+    pub selector: Option<String>,
+}
+
+struct Ctx {
+    api: KubeApi,
+    sync: SyncContext<AwsFactory>,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Failed(String);
+
+async fn reconcile_one(es: Arc<ExternalSecret>, ctx: Arc<Ctx>) -> Result<Action, Failed> {
+    let next = reconcile(&es, &ctx.api, &ctx.sync).await.map_err(Failed)?;
+    if let Ok(mut f) = ctx.failures.lock() {
+        f.remove(&es.uid().unwrap_or_default());
+    }
+    Ok(match next {
+        Next::After(d) => Action::requeue(d),
+        Next::Wait => Action::await_change(),
+    })
+}
+
+fn error_policy(es: Arc<ExternalSecret>, err: &Failed, ctx: Arc<Ctx>) -> Action {
+    let n = ctx
+        .failures
+        .lock()
+        .map(|mut f| {
+            let c = f.entry(es.uid().unwrap_or_default()).or_insert(0);
+            *c += 1;
+            *c
+        })
+        .unwrap_or(1);
+    let wait = backoff(n, Duration::from_secs(300));
+    tracing::warn!(name = %es.name_any(), namespace = ?es.namespace(), error = %err, retry_in = ?wait, "ExternalSecret sync failed");
+    Action::requeue(wait)
+}
+
+/// Runs the ExternalSecret controller until the stream ends.
+pub async fn run(client: Client, api: KubeApi, sync: SyncContext<AwsFactory>, settings: Settings) {
+    let (es_api, secrets) = match &settings.namespace {
+        Some(ns) => (
+            Api::<ExternalSecret>::namespaced(client.clone(), ns),
+            Api::<Secret>::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let watch = match &settings.selector {
+        Some(sel) => watcher::Config::default().labels(sel),
+        None => watcher::Config::default(),
+    };
+    // Owned Secrets are watched by their managed label only (hand edits and deletions heal).
+    let owned =
+        watcher::Config::default().labels(&format!("{}=true", super::reconcile::MANAGED_LABEL));
+    let ctx = Arc::new(Ctx {
+        api,
+        sync,
+        failures: Mutex::new(HashMap::new()),
+    });
+    let sweeper = {
+        let ctx = ctx.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                ctx.sync.fetcher.sweep();
+            }
+        }
+    };
+    let controller = Controller::new(es_api, watch)
+        .owns(secrets, owned)
+        .run(reconcile_one, error_policy, ctx.clone())
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "ExternalSecret controller event");
+            }
+        });
+    tokio::select! {
+        () = controller => {},
+        () = sweeper => {},
+    }
+}
