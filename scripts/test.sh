@@ -30,6 +30,17 @@ else
   fi
   export SEALKIT_PYTHON="$venv/bin/python"
 fi
+# AWS Secrets Manager / Parameter Store peer for the ExternalSecret syncer tests (moto_server;
+# boto3 comes with it and seeds the data, an AWS client we did not write).
+moto_venv="${XDG_CACHE_HOME:-$HOME/.cache}/sealkit/moto-venv"
+if ! "$moto_venv/bin/python" -c 'import moto, boto3, flask' 2>/dev/null; then
+  echo "installing moto[server] into $moto_venv"
+  python3 -m venv "$moto_venv" || { apt-get update -qq && apt-get install -y -qq python3-venv && python3 -m venv "$moto_venv"; }
+  "$moto_venv/bin/pip" install -q 'moto[server]==5.2.5'
+fi
+export SEALKIT_MOTO_SERVER="$moto_venv/bin/moto_server" SEALKIT_MOTO_PYTHON="$moto_venv/bin/python"
+export SEALKIT_REQUIRE_PEERS=1
+echo "moto: $("$SEALKIT_MOTO_PYTHON" -c 'import moto; print(moto.__version__)')"
 echo "openssl: $(openssl version)"
 echo "age: $(age --version)"
 echo "python peer: $("$SEALKIT_PYTHON" -c 'import cryptography,sys; print(sys.executable, "cryptography", cryptography.__version__)')"

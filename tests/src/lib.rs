@@ -166,3 +166,107 @@ pub fn python_peer(args: &[&str], stdin: &[u8]) -> Output {
     }
     out
 }
+
+/// A `moto_server` (AWS Secrets Manager + SSM emulator) on a free 127.0.0.1 port, stopped on
+/// drop. `None` (with a message) when moto is not installed and `SEALKIT_REQUIRE_PEERS` is not
+/// set; `scripts/test.sh` installs it and sets that variable, so there it is never skipped.
+pub struct Moto {
+    child: std::process::Child,
+    bin: String,
+    port: u16,
+    /// `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+}
+
+impl Moto {
+    /// Starts moto and waits until it answers.
+    pub fn start() -> Option<Moto> {
+        let bin = std::env::var("SEALKIT_MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let child = match Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                assert!(
+                    std::env::var_os("SEALKIT_REQUIRE_PEERS").is_none(),
+                    "moto_server ({bin}) cannot start: {e}"
+                );
+                eprintln!(
+                    "skipped: moto_server not found ({bin}: {e}); scripts/test.sh installs it"
+                );
+                return None;
+            }
+        };
+        let moto = Moto {
+            child,
+            bin,
+            port,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        moto.wait_ready();
+        Some(moto)
+    }
+
+    fn wait_ready(&self) {
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("moto_server did not start on port {}", self.port);
+    }
+
+    /// Starts the server again on the same port (empty, like a fresh moto).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Command::new(&self.bin)
+            .args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto restarts");
+        self.wait_ready();
+    }
+
+    /// Runs a Python snippet with `sm` (Secrets Manager) and `ssm` boto3 clients bound to this
+    /// moto; panics with its stderr when it fails.
+    pub fn py(&self, code: &str) -> String {
+        let python = std::env::var("SEALKIT_MOTO_PYTHON").unwrap_or_else(|_| "python3".into());
+        let prelude = format!(
+            "import boto3, json\nkw = dict(endpoint_url='{}', region_name='us-east-1', aws_access_key_id='testing', aws_secret_access_key='testing')\nsm = boto3.client('secretsmanager', **kw)\nssm = boto3.client('ssm', **kw)\n",
+            self.endpoint
+        );
+        let out = run(
+            Command::new(python)
+                .arg("-c")
+                .arg(format!("{prelude}{code}")),
+            b"",
+        );
+        assert!(
+            out.status.success(),
+            "boto3 snippet failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Stops the server (its data is lost, as with a real outage plus a fresh start).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

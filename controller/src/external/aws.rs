@@ -86,6 +86,8 @@ pub struct AwsSettings {
     pub external_id: Option<String>,
     /// Static credentials; none = the default chain.
     pub credentials: Option<StaticCredentials>,
+    /// An explicit endpoint (tests); in the cluster the SDK reads `AWS_ENDPOINT_URL` itself.
+    pub endpoint: Option<String>,
 }
 
 impl AwsSettings {
@@ -112,6 +114,9 @@ async fn sdk_config(s: &AwsSettings) -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(s.region.clone()))
         .timeout_config(timeouts);
+    if let Some(e) = &s.endpoint {
+        loader = loader.endpoint_url(e);
+    }
     if let Some(c) = &s.credentials {
         loader = loader.credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
             c.access_key_id.clone(),
@@ -477,21 +482,33 @@ impl ParameterStore {
                 return keys.iter().map(|k| (k.clone(), Err(err.clone()))).collect();
             }
         };
-        let mut found: HashMap<String, SecretValue> = HashMap::new();
+        // Answers are matched by `name:selector` (AWS echoes the selector), `name:version`, and
+        // for an unversioned request the newest version returned under that name.
+        let mut exact: HashMap<String, SecretValue> = HashMap::new();
+        let mut newest: HashMap<&str, (i64, SecretValue)> = HashMap::new();
         for p in out.parameters() {
             let (Some(name), Some(value)) = (p.name(), p.value()) else {
                 continue;
             };
-            let key = format!("{name}{}", p.selector().unwrap_or(""));
-            found.insert(key, SecretValue::new(value.as_bytes().to_vec()));
+            let v = SecretValue::new(value.as_bytes().to_vec());
+            if let Some(sel) = p.selector() {
+                exact.insert(format!("{name}{sel}"), v.clone());
+            }
+            exact.insert(format!("{name}:{}", p.version()), v.clone());
+            if newest.get(name).is_none_or(|(ver, _)| *ver < p.version()) {
+                newest.insert(name, (p.version(), v));
+            }
         }
         keys.iter()
             .map(|k| {
-                let r = found
-                    .get(&selector(k))
-                    .cloned()
-                    .ok_or_else(|| FetchError::NotFound(k.to_string()));
-                (k.clone(), r)
+                let hit = match &k.version {
+                    Some(_) => exact.get(&selector(k)).cloned(),
+                    None => newest.get(k.key.as_str()).map(|(_, v)| v.clone()),
+                };
+                (
+                    k.clone(),
+                    hit.ok_or_else(|| FetchError::NotFound(k.to_string())),
+                )
             })
             .collect()
     }

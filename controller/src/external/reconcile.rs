@@ -544,6 +544,7 @@ pub async fn resolve_store<A: SyncApi>(
             role: aws.role.clone(),
             external_id: aws.external_id.clone(),
             credentials,
+            endpoint: None,
         },
     })
 }
