@@ -703,3 +703,200 @@ fn validate_and_re_encrypt_through_the_service_proxy() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("kind: SealedSecret"));
 }
+
+/// The ExternalSecret syncer against the cluster, with a local `moto_server` as AWS (the
+/// controller runs on this host, so it reaches moto on 127.0.0.1): created, updated within the
+/// refresh interval, kept with `Ready=False` while moto is down, `Ready=True` when it is back.
+#[test]
+fn external_secret_follows_aws_and_survives_an_outage() {
+    let Some(kubeconfig) = std::env::var_os("SEALKIT_E2E_KUBECONFIG").map(PathBuf::from) else {
+        eprintln!(
+            "skipped: set SEALKIT_E2E_KUBECONFIG to a kubeconfig to run the e2e suite against that cluster"
+        );
+        return;
+    };
+    let Some(mut moto) = sealkit_tests::Moto::start() else {
+        return;
+    };
+    let suffix = format!("es{:x}", std::process::id());
+    let ns = format!("sealkit-e2e-{suffix}");
+    let mut cluster = Cluster {
+        kubeconfig,
+        namespaces: vec![ns.clone()],
+        controller: None,
+    };
+    // Our ESO CRDs, unless ESO's own are installed (they are a superset of ours).
+    if cluster
+        .kubectl(&["get", "crd", "externalsecrets.external-secrets.io"], None)
+        .is_err()
+    {
+        for crd in [
+            "externalsecrets.external-secrets.io.yaml",
+            "secretstores.external-secrets.io.yaml",
+            "clustersecretstores.external-secrets.io.yaml",
+        ] {
+            let path = workspace().join("deploy/crds").join(crd);
+            cluster
+                .kubectl(
+                    &["apply", "--server-side", "-f", &path.display().to_string()],
+                    None,
+                )
+                .expect("CRD");
+        }
+        cluster.wait_for("the ExternalSecret CRD", Duration::from_secs(60), || {
+            cluster
+                .kubectl(&["get", "externalsecrets", "-A"], None)
+                .ok()
+                .map(|_| ())
+        });
+    }
+    cluster
+        .kubectl(&["create", "namespace", &ns], None)
+        .expect("namespace");
+    let seed =
+        r#"sm.create_secret(Name="e2e/db", SecretString=json.dumps({"password": "from-aws-1"}))"#;
+    moto.py(seed);
+    let manifests = format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: awssm, namespace: {ns}}}
+stringData: {{access-key: testing, secret-access-key: testing}}
+---
+apiVersion: external-secrets.io/v1
+kind: SecretStore
+metadata: {{name: aws, namespace: {ns}}}
+spec:
+  provider:
+    aws:
+      service: SecretsManager
+      region: us-east-1
+      auth:
+        secretRef:
+          accessKeyIDSecretRef: {{name: awssm, key: access-key}}
+          secretAccessKeySecretRef: {{name: awssm, key: secret-access-key}}
+---
+apiVersion: external-secrets.io/v1
+kind: ExternalSecret
+metadata:
+  name: db
+  namespace: {ns}
+  labels: {{sealkit-e2e: "{suffix}"}}
+spec:
+  refreshInterval: 5s
+  secretStoreRef: {{name: aws, kind: SecretStore}}
+  target: {{name: db-creds}}
+  data:
+    - secretKey: password
+      remoteRef: {{key: e2e/db, property: password}}
+"#
+    );
+    cluster
+        .kubectl(&["apply", "-f", "-"], Some(&manifests))
+        .expect("apply store and ExternalSecret");
+    let (port, metrics_port) = (free_port(), free_port());
+    let args: Vec<String> = [
+        "--key-namespace",
+        &ns,
+        "--watch-namespace",
+        &ns,
+        "--selector",
+        &format!("sealkit-e2e={suffix}"),
+        "--key-size",
+        "2048",
+        "--leader-elect=false",
+        "--provider-cache-ttl",
+        "1s",
+        "--listen-addr",
+        &format!("127.0.0.1:{port}"),
+        "--listen-metrics-addr",
+        &format!("127.0.0.1:{metrics_port}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let log = std::env::temp_dir().join(format!("sealkit-e2e-{suffix}.log"));
+    let child = Command::new(controller_bin())
+        .args(&args)
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .stdout(std::fs::File::create(&log).expect("log"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("controller");
+    cluster.controller = Some(child);
+    let password = |c: &Cluster| -> Option<String> {
+        c.kubectl(
+            &[
+                "-n",
+                &ns,
+                "get",
+                "secret",
+                "db-creds",
+                "-o",
+                "jsonpath={.data.password}",
+            ],
+            None,
+        )
+        .ok()
+    };
+    let ready = |c: &Cluster| -> Option<String> {
+        c.kubectl(
+            &[
+                "-n",
+                &ns,
+                "get",
+                "externalsecret",
+                "db",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ],
+            None,
+        )
+        .ok()
+    };
+    // base64("from-aws-1"), base64("from-aws-2")
+    cluster.wait_for("the synced Secret", Duration::from_secs(90), || {
+        password(&cluster).filter(|p| p == "ZnJvbS1hd3MtMQ==")
+    });
+    moto.py(r#"sm.put_secret_value(SecretId="e2e/db", SecretString=json.dumps({"password": "from-aws-2"}))"#);
+    cluster.wait_for("the changed value", Duration::from_secs(60), || {
+        password(&cluster).filter(|p| p == "ZnJvbS1hd3MtMg==")
+    });
+    moto.stop();
+    cluster.wait_for(
+        "Ready=False while AWS is down",
+        Duration::from_secs(60),
+        || ready(&cluster).filter(|r| r == "False"),
+    );
+    assert_eq!(
+        password(&cluster).as_deref(),
+        Some("ZnJvbS1hd3MtMg=="),
+        "the last good Secret is kept"
+    );
+    let message = cluster
+        .kubectl(
+            &[
+                "-n",
+                &ns,
+                "get",
+                "externalsecret",
+                "db",
+                "-o",
+                "jsonpath={.status.conditions[0].message}",
+            ],
+            None,
+        )
+        .unwrap_or_default();
+    assert!(
+        !message.contains("from-aws") && !message.contains("testing"),
+        "{message}"
+    );
+    moto.restart();
+    moto.py(seed);
+    // Backoff after failures is capped at 5 minutes.
+    cluster.wait_for(
+        "Ready=True once AWS is back",
+        Duration::from_secs(400),
+        || ready(&cluster).filter(|r| r == "True"),
+    );
+}
