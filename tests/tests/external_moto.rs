@@ -330,3 +330,25 @@ async fn external_secret_syncs_survives_an_outage_and_recovers() {
     );
     assert_eq!(password(&api).as_deref(), Some("first-pw"));
 }
+
+/// `role`: the static credentials assume the role through STS (moto serves it too), and the
+/// assumed credentials read the secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assume_role_then_read() {
+    let Some(moto) = Moto::start() else { return };
+    moto.py(r#"sm.create_secret(Name="via-role", SecretString="role-value")"#);
+    let mut s = settings(&moto, "SecretsManager");
+    s.role = Some("arn:aws:iam::123456789012:role/sealkit-reader".into());
+    s.external_id = Some("e2e".into());
+    let metrics = Arc::new(Metrics::default());
+    let p = provider(
+        &s,
+        &AwsLimits::default(),
+        Arc::new(Limiters::default()),
+        metrics,
+    )
+    .await
+    .expect("provider");
+    let got = p.get_many(&[RemoteKey::current("via-role")]).await;
+    assert_eq!(text(&got[0].1), "role-value");
+}

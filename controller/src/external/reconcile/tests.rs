@@ -377,3 +377,52 @@ async fn one_batch_for_many_external_secrets() {
     );
     assert_eq!(value(&api, "es123", "a").as_deref(), Some("23"));
 }
+
+#[tokio::test]
+async fn template_from_config_map_and_errors_name_the_source() {
+    let (api, _provider, ctx) = setup();
+    locked(&api.config_maps).insert(
+        "app/tpl".into(),
+        BTreeMap::from([
+            (
+                "config.yaml".to_string(),
+                "db:\n  password: {{ .password | quote }}\n".to_string(),
+            ),
+            (
+                "labels".to_string(),
+                "tier: \"{{ .password | len }}\"".to_string(),
+            ),
+        ]),
+    );
+    let mut e = basic("templated");
+    e.spec.target = Some(
+        serde_json::from_value(serde_json::json!({"template": {"templateFrom": [
+            {"configMap": {"name": "tpl", "items": [{"key": "config.yaml"}]}}
+        ]}}))
+        .expect("target"),
+    );
+    reconcile(&e, &api, &ctx).await.expect("sync");
+    assert_eq!(
+        value(&api, "templated", "config.yaml").as_deref(),
+        Some("db:\n  password: \"pw-1\"\n")
+    );
+    assert_eq!(
+        value(&api, "templated", "password"),
+        None,
+        "Replace: only templated keys"
+    );
+    let mut bad = basic("bad-template");
+    bad.spec.target = Some(
+        serde_json::from_value(serde_json::json!({"template": {"templateFrom": [
+            {"configMap": {"name": "tpl", "items": [{"key": "labels", "templateAs": "KeysAndValues"}]}, "target": "Labels"}
+        ]}}))
+        .expect("target"),
+    );
+    assert!(reconcile(&bad, &api, &ctx).await.is_err());
+    let msg = ready_of(&api, "bad-template").2;
+    assert!(
+        msg.contains("templateFrom[0].configMap tpl/labels") && msg.contains("len"),
+        "{msg}"
+    );
+    assert!(!msg.contains("pw-1"));
+}
