@@ -1,9 +1,8 @@
 //! `sealkit-controller`: unseals SealedSecrets into Secrets, as a drop-in for Bitnami's
 //! sealed-secrets-controller (same CRD, key Secrets, HTTP endpoints and metric names).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use clap::Parser;
@@ -21,7 +20,7 @@ use sealkit_controller::metrics::Metrics;
 use sealkit_controller::unseal::keys::{
     KEY_ACTIVE, KEY_LABEL, load, needs_new_key, new_key_secret,
 };
-use sealkit_controller::unseal::reconcile::{Outcome, backoff, reconcile};
+use sealkit_controller::unseal::reconcile::{Failures, Outcome, reconcile};
 
 /// Unseals SealedSecrets (bitnami.com/v1alpha1) into Secrets.
 #[derive(Debug, Clone, Parser)]
@@ -104,7 +103,7 @@ struct ReconcileError(String);
 struct Ctx {
     api: KubeApi,
     state: Arc<AppState>,
-    failures: Mutex<HashMap<String, u32>>,
+    failures: Failures,
     resync: Duration,
 }
 
@@ -119,25 +118,14 @@ async fn reconcile_one(ss: Arc<SealedSecret>, ctx: Arc<Ctx>) -> Result<Action, R
     let outcome = reconcile(&ss, &ctx.api, &ctx.state)
         .await
         .map_err(ReconcileError)?;
-    if let Ok(mut f) = ctx.failures.lock() {
-        f.remove(&uid);
-    }
+    ctx.failures.succeeded(&uid);
     Ok(match outcome {
         Outcome::Done | Outcome::Failed => Action::requeue(jittered(ctx.resync)),
     })
 }
 
 fn error_policy(ss: Arc<SealedSecret>, err: &ReconcileError, ctx: Arc<Ctx>) -> Action {
-    let n = ctx
-        .failures
-        .lock()
-        .map(|mut f| {
-            let c = f.entry(ss.uid().unwrap_or_default()).or_insert(0);
-            *c += 1;
-            *c
-        })
-        .unwrap_or(1);
-    let wait = backoff(n, Duration::from_secs(300));
+    let wait = ctx.failures.failed(&ss.uid().unwrap_or_default());
     tracing::warn!(name = %ss.name_any(), namespace = ?ss.namespace(), error = %err, retry_in = ?wait, "reconcile failed");
     Action::requeue(wait)
 }
@@ -375,7 +363,7 @@ async fn main() -> std::process::ExitCode {
             args.kube_api_burst,
         ),
         state: state.clone(),
-        failures: Mutex::new(HashMap::new()),
+        failures: Failures::default(),
         resync: args.resync,
     });
     let gate = while_leading(

@@ -1,7 +1,6 @@
 //! The ExternalSecret controller loop (kube-runtime glue; the logic is in `reconcile`).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -14,7 +13,7 @@ use sealkit_api::ExternalSecret;
 
 use super::reconcile::{AwsFactory, Next, SyncContext, reconcile};
 use crate::kube_api::KubeApi;
-use crate::unseal::reconcile::backoff;
+use crate::unseal::reconcile::Failures;
 
 /// Settings of the loop.
 pub struct Settings {
@@ -27,7 +26,7 @@ pub struct Settings {
 struct Ctx {
     api: KubeApi,
     sync: SyncContext<AwsFactory>,
-    failures: Mutex<HashMap<String, u32>>,
+    failures: Failures,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,9 +35,7 @@ struct Failed(String);
 
 async fn reconcile_one(es: Arc<ExternalSecret>, ctx: Arc<Ctx>) -> Result<Action, Failed> {
     let next = reconcile(&es, &ctx.api, &ctx.sync).await.map_err(Failed)?;
-    if let Ok(mut f) = ctx.failures.lock() {
-        f.remove(&es.uid().unwrap_or_default());
-    }
+    ctx.failures.succeeded(&es.uid().unwrap_or_default());
     Ok(match next {
         Next::After(d) => Action::requeue(d),
         Next::Wait => Action::await_change(),
@@ -46,16 +43,7 @@ async fn reconcile_one(es: Arc<ExternalSecret>, ctx: Arc<Ctx>) -> Result<Action,
 }
 
 fn error_policy(es: Arc<ExternalSecret>, err: &Failed, ctx: Arc<Ctx>) -> Action {
-    let n = ctx
-        .failures
-        .lock()
-        .map(|mut f| {
-            let c = f.entry(es.uid().unwrap_or_default()).or_insert(0);
-            *c += 1;
-            *c
-        })
-        .unwrap_or(1);
-    let wait = backoff(n, Duration::from_secs(300));
+    let wait = ctx.failures.failed(&es.uid().unwrap_or_default());
     tracing::warn!(name = %es.name_any(), namespace = ?es.namespace(), error = %err, retry_in = ?wait, "ExternalSecret sync failed");
     Action::requeue(wait)
 }
@@ -79,7 +67,7 @@ pub async fn run(client: Client, api: KubeApi, sync: SyncContext<AwsFactory>, se
     let ctx = Arc::new(Ctx {
         api,
         sync,
-        failures: Mutex::new(HashMap::new()),
+        failures: Failures::default(),
     });
     let sweeper = {
         let ctx = ctx.clone();

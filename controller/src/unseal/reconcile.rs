@@ -203,6 +203,34 @@ pub fn backoff(failures: u32, cap: Duration) -> Duration {
     base.mul_f64(jitter)
 }
 
+/// Consecutive failures per object (by uid), for [`backoff`].
+#[derive(Default)]
+pub struct Failures(Mutex<std::collections::HashMap<String, u32>>);
+
+impl Failures {
+    /// Records a failure of `uid`; returns how long to wait before the next attempt (capped at
+    /// 5 minutes, jittered).
+    pub fn failed(&self, uid: &str) -> Duration {
+        let n = self
+            .0
+            .lock()
+            .map(|mut f| {
+                let c = f.entry(uid.to_string()).or_insert(0);
+                *c += 1;
+                *c
+            })
+            .unwrap_or(1);
+        backoff(n, Duration::from_secs(300))
+    }
+
+    /// Forgets the failures of `uid` after a success.
+    pub fn succeeded(&self, uid: &str) {
+        if let Ok(mut f) = self.0.lock() {
+            f.remove(uid);
+        }
+    }
+}
+
 /// An in-memory cluster: Secrets, SealedSecret statuses and Events, with failure injection.
 #[derive(Default)]
 pub struct MemoryApi {
