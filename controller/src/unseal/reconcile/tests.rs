@@ -211,6 +211,7 @@ fn backoff_is_capped_and_jittered() {
 struct Replica {
     api: Arc<MemoryApi>,
     writes: std::sync::atomic::AtomicU64,
+    leading: std::sync::atomic::AtomicBool,
 }
 
 impl Replica {
@@ -218,7 +219,11 @@ impl Replica {
         Arc::new(Replica {
             api: api.clone(),
             writes: Default::default(),
+            leading: Default::default(),
         })
+    }
+    fn leading(&self) -> bool {
+        self.leading.load(std::sync::atomic::Ordering::SeqCst)
     }
     fn writes(&self) -> u64 {
         self.writes.load(std::sync::atomic::Ordering::SeqCst)
@@ -272,7 +277,7 @@ async fn leader_hand_over_only_the_leader_writes() {
     let store = Arc::new(Mutex::new(vec![sealed_for(&st, "prod", "first")]));
     let replica = |lease: watch::Receiver<bool>| {
         let me = Replica::new(&cluster);
-        let (me2, st, store) = (me.clone(), st.clone(), store.clone());
+        let (me2, me3, st, store) = (me.clone(), me.clone(), st.clone(), store.clone());
         let task = tokio::spawn(async move {
             while_leading(
                 lease,
@@ -288,7 +293,10 @@ async fn leader_hand_over_only_the_leader_writes() {
                         }
                     }
                 },
-                |_| {},
+                move |leading| {
+                    me3.leading
+                        .store(leading, std::sync::atomic::Ordering::SeqCst)
+                },
             )
             .await
         });
@@ -305,7 +313,7 @@ async fn leader_hand_over_only_the_leader_writes() {
 
     // Hand-over: A loses the Lease, B gains it; a change made meanwhile is picked up by B.
     lease_a.send(false).expect("a");
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    eventually("A stops", || !a.leading()).await;
     let a_writes = a.writes();
     let mut newer = sealed_for(&st, "prod", "second");
     newer.metadata.generation = Some(2);
@@ -325,7 +333,7 @@ async fn leader_hand_over_only_the_leader_writes() {
 
     // And back: A leads again, B stops.
     lease_b.send(false).expect("b");
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    eventually("B stops", || !b.leading()).await;
     let b_writes = b.writes();
     lease_a.send(true).expect("a");
     cluster.secrets.lock().expect("lock").clear();
