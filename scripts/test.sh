@@ -77,3 +77,7 @@ fi
 
 say "quickstart demo"
 cargo run -q --locked -p sealkit-cli -- demo --bits 2048
+
+say "quickstart build of the example GitOps repository"
+cargo run -q --locked -p sealkit-cli -- build examples/gitops/apps/overlays/staging \
+  --age-key-file examples/gitops/keys/example.agekey >/dev/null

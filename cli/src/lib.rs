@@ -20,6 +20,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Reseal(a) => commands::reseal::run(&a),
         Command::Keygen(a) => commands::keygen::run(&a),
         Command::Sops(a) => commands::sops::run(a.command),
+        Command::Build(a) => commands::build::run(&a),
         Command::Demo(a) => commands::demo::run(&a),
         Command::Completions { shell } => {
             let mut cmd = args::command();

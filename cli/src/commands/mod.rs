@@ -1,5 +1,6 @@
 //! One module per subcommand, plus the helpers they share.
 
+pub mod build;
 pub mod demo;
 pub mod keygen;
 pub mod reseal;
