@@ -14,7 +14,9 @@ pub mod metrics;
 pub mod unseal;
 
 use kube::CustomResourceExt;
-use sealkit_api::{ClusterSecretStore, ExternalSecret, SealedSecret, SecretStore};
+use sealkit_api::{
+    ClusterSecretStore, ExternalSecret, GitRepository, Kustomization, SealedSecret, SecretStore,
+};
 
 /// Every CRD sealkit serves: (file name under `deploy/crds/`, YAML text).
 pub fn crds() -> Vec<(String, String)> {
@@ -24,6 +26,8 @@ pub fn crds() -> Vec<(String, String)> {
         ExternalSecret::crd(),
         SecretStore::crd(),
         ClusterSecretStore::crd(),
+        GitRepository::crd(),
+        Kustomization::crd(),
     ]
     .into_iter()
     .map(|crd| {

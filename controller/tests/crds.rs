@@ -148,11 +148,11 @@ fn upstream_crd(file: &str) -> Option<Value> {
     }
 }
 
-/// Our ESO CRDs serve a subset: every field we declare exists upstream with the same type, the
+/// Our ESO and Flux CRDs serve a subset: every field we declare exists upstream with the same type, the
 /// identity (group, names, scope, version) is upstream's, unknown fields are preserved (so ESO
 /// manifests are never rejected or pruned), and nothing needs a Kubernetes newer than 1.28.
 #[test]
-fn eso_crds_are_a_compatible_subset_of_upstream() {
+fn eso_and_flux_crds_are_a_compatible_subset_of_upstream() {
     for (ours_name, upstream_file) in [
         (
             "externalsecrets.external-secrets.io.yaml",
@@ -165,6 +165,14 @@ fn eso_crds_are_a_compatible_subset_of_upstream() {
         (
             "clustersecretstores.external-secrets.io.yaml",
             "external-secrets.io_clustersecretstores.yaml",
+        ),
+        (
+            "gitrepositories.source.toolkit.fluxcd.io.yaml",
+            "source.toolkit.fluxcd.io_gitrepositories.yaml",
+        ),
+        (
+            "kustomizations.kustomize.toolkit.fluxcd.io.yaml",
+            "kustomize.toolkit.fluxcd.io_kustomizations.yaml",
         ),
     ] {
         let Some(upstream) = upstream_crd(upstream_file) else {
@@ -260,5 +268,32 @@ fn eso_manifest_deserializes() {
             .and_then(|r| r.access_key_id_secret_ref)
             .map(|k| k.key),
         Some("id".into())
+    );
+}
+
+#[test]
+fn example_flux_manifests_deserialize() {
+    let text = std::fs::read_to_string(
+        root().join("examples/gitops/clusters/production/flux-system.yaml"),
+    )
+    .expect("example");
+    let docs = sealkit_keys::seal::manifest::parse_documents(&text).expect("parses");
+    let repo: sealkit_api::GitRepository =
+        serde_json::from_value(docs[0].value.clone()).expect("GitRepository");
+    assert_eq!(
+        repo.spec.reference.and_then(|r| r.branch).as_deref(),
+        Some("main")
+    );
+    let ks: sealkit_api::Kustomization =
+        serde_json::from_value(docs[1].value.clone()).expect("Kustomization");
+    assert_eq!(ks.spec.path.as_deref(), Some("./apps/overlays/production"));
+    assert!(ks.spec.prune);
+    assert_eq!(
+        ks.spec
+            .decryption
+            .and_then(|d| d.secret_ref)
+            .map(|r| r.name)
+            .as_deref(),
+        Some("sops-age")
     );
 }
