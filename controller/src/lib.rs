@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod external;
+pub mod gitops;
 pub mod http;
 pub mod kube_api;
 pub mod leader;

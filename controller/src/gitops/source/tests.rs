@@ -1,0 +1,249 @@
+//! Against real repositories made with the git CLI: file:// and `git daemon` on 127.0.0.1.
+
+use super::*;
+
+fn sh(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn commit(dir: &Path, file: &str, text: &str, msg: &str) -> String {
+    std::fs::write(dir.join(file), text).expect("write");
+    sh(dir, &["add", "-A"]);
+    sh(dir, &["commit", "-q", "-m", msg]);
+    sh(dir, &["rev-parse", "HEAD"])
+}
+
+fn new_repo() -> tempfile::TempDir {
+    let d = tempfile::tempdir().expect("tmp");
+    sh(d.path(), &["init", "-q", "-b", "main"]);
+    d
+}
+
+const T: Duration = Duration::from_secs(60);
+
+#[test]
+fn branch_fetch_no_work_when_unchanged_new_commits_and_force_push() {
+    let repo = new_repo();
+    let c1 = commit(repo.path(), "a.yaml", "one", "first");
+    let cache = tempfile::tempdir().expect("cache");
+    let url = format!("file://{}", repo.path().display());
+    let r = GitRef::Branch("main".into());
+    let f1 = fetch(&url, &r, &GitAuth::default(), cache.path(), T).expect("fetch");
+    assert_eq!(f1.revision, format!("main@sha1:{c1}"));
+    assert!(f1.fetched);
+    assert_eq!(
+        std::fs::read_to_string(f1.dir.join("a.yaml")).expect("file"),
+        "one"
+    );
+    assert!(!f1.dir.join(".git").exists());
+
+    let again = fetch(&url, &r, &GitAuth::default(), cache.path(), T).expect("fetch");
+    assert!(!again.fetched, "same commit: no fetch");
+    assert_eq!(again.dir, f1.dir);
+
+    let c2 = commit(repo.path(), "a.yaml", "two", "second");
+    let f2 = fetch(&url, &r, &GitAuth::default(), cache.path(), T).expect("fetch");
+    assert_eq!(f2.revision, format!("main@sha1:{c2}"));
+    assert_eq!(
+        std::fs::read_to_string(f2.dir.join("a.yaml")).expect("file"),
+        "two"
+    );
+    assert!(!f1.dir.exists(), "old artifacts are removed");
+
+    // Force-push: main moves to an unrelated history.
+    sh(repo.path(), &["checkout", "-q", "--orphan", "rewritten"]);
+    sh(repo.path(), &["rm", "-q", "-rf", "."]);
+    let c3 = commit(repo.path(), "b.yaml", "rewritten", "rewrite");
+    sh(repo.path(), &["branch", "-q", "-f", "main", "rewritten"]);
+    let f3 = fetch(&url, &r, &GitAuth::default(), cache.path(), T).expect("fetch");
+    assert_eq!(f3.commit, c3);
+    assert!(f3.dir.join("b.yaml").exists() && !f3.dir.join("a.yaml").exists());
+
+    let missing = fetch(
+        &url,
+        &GitRef::Branch("nope".into()),
+        &GitAuth::default(),
+        cache.path(),
+        T,
+    )
+    .unwrap_err();
+    assert!(missing.0.contains("branch \"nope\" not found"), "{missing}");
+}
+
+#[test]
+fn tags_semver_and_commits() {
+    let repo = new_repo();
+    let mut shas = Vec::new();
+    for v in ["1.0.0", "1.2.0", "2.0.0"] {
+        shas.push(commit(repo.path(), "v.txt", v, v));
+        sh(repo.path(), &["tag", "-a", &format!("v{v}"), "-m", v]);
+    }
+    let cache = tempfile::tempdir().expect("cache");
+    let url = format!("file://{}", repo.path().display());
+    let tag = fetch(
+        &url,
+        &GitRef::Tag("v1.0.0".into()),
+        &GitAuth::default(),
+        cache.path(),
+        T,
+    )
+    .expect("tag");
+    assert_eq!(
+        tag.revision,
+        format!("v1.0.0@sha1:{}", shas[0]),
+        "annotated tags resolve to their commit"
+    );
+    let semver = fetch(
+        &url,
+        &GitRef::Semver(">=1.0.0 <2.0.0".into()),
+        &GitAuth::default(),
+        cache.path(),
+        T,
+    )
+    .expect("semver");
+    assert_eq!(semver.revision, format!("v1.2.0@sha1:{}", shas[1]));
+    assert_eq!(
+        std::fs::read_to_string(semver.dir.join("v.txt")).expect("v"),
+        "1.2.0"
+    );
+    let none = fetch(
+        &url,
+        &GitRef::Semver(">=3.0.0".into()),
+        &GitAuth::default(),
+        cache.path(),
+        T,
+    )
+    .unwrap_err();
+    assert!(none.0.contains("no tag matches"), "{none}");
+    let old = fetch(
+        &url,
+        &GitRef::Commit {
+            sha: shas[0].clone(),
+            branch: Some("main".into()),
+        },
+        &GitAuth::default(),
+        cache.path(),
+        T,
+    )
+    .expect("commit on branch");
+    assert_eq!(
+        std::fs::read_to_string(old.dir.join("v.txt")).expect("v"),
+        "1.0.0"
+    );
+    assert_eq!(old.revision, format!("main@sha1:{}", shas[0]));
+}
+
+#[test]
+fn git_daemon_transport_and_unreachable_repositories() {
+    let repo = new_repo();
+    let c1 = commit(repo.path(), "a.yaml", "served", "first");
+    let served = tempfile::tempdir().expect("served");
+    sh(
+        served.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            &repo.path().display().to_string(),
+            "r.git",
+        ],
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let mut daemon = Command::new("git")
+        .args([
+            "daemon",
+            "--reuseaddr",
+            "--export-all",
+            "--listen=127.0.0.1",
+            &format!("--port={port}"),
+            &format!("--base-path={}", served.path().display()),
+            &served.path().display().to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("git daemon");
+    let url = format!("git://127.0.0.1:{port}/r.git");
+    let cache = tempfile::tempdir().expect("cache");
+    let mut result = Err(GitError("not tried".into()));
+    for _ in 0..100 {
+        result = fetch(
+            &url,
+            &GitRef::Branch("main".into()),
+            &GitAuth::default(),
+            cache.path(),
+            T,
+        );
+        if result.is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert_eq!(result.expect("fetch over git://").commit, c1);
+
+    let err = fetch(
+        "https://user:hunter2@127.0.0.1:1/nothing.git",
+        &GitRef::Branch("main".into()),
+        &GitAuth::default(),
+        cache.path(),
+        T,
+    )
+    .unwrap_err();
+    assert!(!err.0.contains("hunter2"), "{err}");
+    let err = fetch(
+        &format!("file://{}/missing", repo.path().display()),
+        &GitRef::Branch("main".into()),
+        &GitAuth::default(),
+        cache.path(),
+        T,
+    )
+    .unwrap_err();
+    assert!(err.0.contains("missing"), "{err}");
+    let ssh_without_hosts = GitAuth {
+        ssh_identity: Some("key".to_string().into()),
+        ..Default::default()
+    };
+    let err = fetch(
+        "ssh://git@127.0.0.1:1/r.git",
+        &GitRef::Branch("main".into()),
+        &ssh_without_hosts,
+        cache.path(),
+        T,
+    )
+    .unwrap_err();
+    assert!(err.0.contains("known_hosts"), "{err}");
+}
+
+#[test]
+fn redaction_and_ref_precedence() {
+    assert_eq!(
+        redact("fatal: https://u:p@host/x and ssh://git@h/y"),
+        "fatal: https://***@host/x and ssh://***@h/y"
+    );
+    let r = sealkit_api::GitRepositoryRef {
+        branch: Some("main".into()),
+        tag: Some("v1".into()),
+        ..Default::default()
+    };
+    assert_eq!(GitRef::from_spec(Some(&r)), GitRef::Tag("v1".into()));
+    assert_eq!(GitRef::from_spec(None), GitRef::Branch("master".into()));
+}
