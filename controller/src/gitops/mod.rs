@@ -2,4 +2,5 @@
 //! path, decrypt SOPS documents, server-side apply in stages, prune safely.
 
 pub mod apply;
+pub mod reconcile;
 pub mod source;

@@ -1,0 +1,380 @@
+//! The Kustomization reconciler end to end against a real Git repository (file://), the real
+//! `kubectl kustomize`, SOPS files of the example repository, and the in-memory cluster.
+
+use std::process::Command;
+use std::sync::Mutex;
+
+use super::*;
+use crate::gitops::apply::MemoryCluster;
+
+#[derive(Default)]
+struct Flux {
+    cluster: MemoryCluster,
+    repos: Mutex<BTreeMap<String, GitRepository>>,
+    kss: Mutex<BTreeMap<String, Kustomization>>,
+    secrets: Mutex<BTreeMap<String, BTreeMap<String, Vec<u8>>>>,
+    statuses: Mutex<BTreeMap<String, KustomizationStatus>>,
+    events: Mutex<Vec<String>>,
+}
+
+fn lk<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ApplyApi for Flux {
+    async fn namespaced(&self, a: &str, k: &str) -> Result<Option<bool>, String> {
+        self.cluster.namespaced(a, k).await
+    }
+    async fn get(&self, r: &ObjRef) -> Result<Option<Value>, String> {
+        self.cluster.get(r).await
+    }
+    async fn apply(&self, o: &Value, dry: bool, force: bool) -> Result<Value, String> {
+        self.cluster.apply(o, dry, force).await
+    }
+    async fn delete(&self, r: &ObjRef) -> Result<(), String> {
+        self.cluster.delete(r).await
+    }
+}
+
+impl FluxApi for Flux {
+    async fn git_repository(&self, ns: &str, name: &str) -> Result<Option<GitRepository>, String> {
+        Ok(lk(&self.repos).get(&format!("{ns}/{name}")).cloned())
+    }
+    async fn kustomization(&self, ns: &str, name: &str) -> Result<Option<Kustomization>, String> {
+        Ok(lk(&self.kss).get(&format!("{ns}/{name}")).cloned())
+    }
+    async fn secret_data(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+        Ok(lk(&self.secrets).get(&format!("{ns}/{name}")).cloned())
+    }
+    async fn config_map_data(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, String> {
+        Ok(None)
+    }
+    async fn set_status(&self, ks: &Kustomization, st: &KustomizationStatus) -> Result<(), String> {
+        lk(&self.statuses).insert(ks.name_any(), st.clone());
+        Ok(())
+    }
+    async fn event(&self, _: &Kustomization, _: bool, reason: &str, message: &str) {
+        lk(&self.events).push(format!("{reason}: {message}"));
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("dir").flatten() {
+        let (p, t) = (e.path(), to.join(e.file_name()));
+        if p.is_dir() {
+            copy_dir(&p, &t);
+        } else {
+            std::fs::copy(&p, &t).expect("copy");
+        }
+    }
+}
+
+fn commit_all(dir: &Path, msg: &str) {
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", msg]);
+}
+
+struct Setup {
+    repo: tempfile::TempDir,
+    _cache: tempfile::TempDir,
+    flux: Flux,
+    settings: GitopsSettings,
+}
+
+fn setup() -> Setup {
+    let repo = tempfile::tempdir().expect("repo");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/gitops"),
+        repo.path(),
+    );
+    git(repo.path(), &["init", "-q", "-b", "main"]);
+    commit_all(repo.path(), "example");
+    let flux = Flux {
+        cluster: MemoryCluster::new(),
+        ..Default::default()
+    };
+    let gr: GitRepository = serde_json::from_value(serde_json::json!({
+        "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+        "metadata": {"name": "gitops", "namespace": "flux-system"},
+        "spec": {"interval": "1m", "url": format!("file://{}", repo.path().display()), "ref": {"branch": "main"}}
+    }))
+    .expect("gr");
+    lk(&flux.repos).insert("flux-system/gitops".into(), gr);
+    let key = std::fs::read(repo.path().join("keys/example.agekey")).expect("key");
+    lk(&flux.secrets).insert(
+        "flux-system/sops-age".into(),
+        BTreeMap::from([("age.agekey".to_string(), key)]),
+    );
+    let cache = tempfile::tempdir().expect("cache");
+    let settings = GitopsSettings {
+        cache_dir: cache.path().to_path_buf(),
+    };
+    Setup {
+        repo,
+        _cache: cache,
+        flux,
+        settings,
+    }
+}
+
+fn ks(path: &str, extra: Value) -> Kustomization {
+    let mut spec = serde_json::json!({
+        "interval": "10m", "path": path, "prune": true,
+        "sourceRef": {"kind": "GitRepository", "name": "gitops"},
+        "decryption": {"provider": "sops", "secretRef": {"name": "sops-age"}}
+    });
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+        "metadata": {"name": "apps", "namespace": "flux-system", "generation": 1}, "spec": spec
+    }))
+    .expect("ks")
+}
+
+fn observed(f: &Flux, k: &Kustomization) -> Kustomization {
+    let mut k = k.clone();
+    k.status = lk(&f.statuses).get(&k.name_any()).cloned();
+    k
+}
+
+fn ready(f: &Flux) -> (String, String, String) {
+    let st = lk(&f.statuses).get("apps").cloned().expect("status");
+    let c = st
+        .conditions
+        .expect("conditions")
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("ready");
+    (c.status, c.reason, c.message)
+}
+
+#[tokio::test]
+async fn commit_applies_changes_prune_and_no_op_resync() {
+    let s = setup();
+    let k = ks("./apps/overlays/staging", serde_json::json!({}));
+    reconcile(&k, &s.flux, &s.settings).await.expect("first");
+    let (st, _, msg) = ready(&s.flux);
+    assert_eq!(st, "True", "{msg}");
+    assert!(msg.starts_with("Applied revision: main@sha1:"), "{msg}");
+    let secret = s
+        .flux
+        .cluster
+        .live("Secret", Some("podinfo-staging"), "db-credentials")
+        .expect("secret");
+    assert_eq!(
+        secret["stringData"]["DB_PASSWORD"], "example-staging-password-change-me",
+        "decrypted before apply"
+    );
+    assert!(secret.get("sops").is_none());
+    assert!(
+        s.flux
+            .cluster
+            .live("SealedSecret", Some("podinfo-staging"), "api-token")
+            .is_some()
+    );
+    assert_eq!(
+        s.flux
+            .cluster
+            .live("Deployment", Some("podinfo-staging"), "podinfo")
+            .expect("dep")["spec"]["replicas"],
+        1
+    );
+    for e in lk(&s.flux.events).iter() {
+        assert!(!e.contains("password-change-me"), "{e}");
+    }
+
+    // No change: zero writes.
+    let writes = s.flux.cluster.writes();
+    reconcile(&observed(&s.flux, &k), &s.flux, &s.settings)
+        .await
+        .expect("resync");
+    assert_eq!(
+        s.flux.cluster.writes(),
+        writes,
+        "a no-op resync writes nothing"
+    );
+
+    // Replicas changed in Git.
+    let kz = s
+        .repo
+        .path()
+        .join("apps/overlays/staging/kustomization.yaml");
+    let text = std::fs::read_to_string(&kz)
+        .expect("read")
+        .replace("value: 1", "value: 2");
+    std::fs::write(&kz, text.replace("  - api-token.sealed.yaml\n", "")).expect("write");
+    commit_all(s.repo.path(), "two replicas, no api token");
+    reconcile(&observed(&s.flux, &k), &s.flux, &s.settings)
+        .await
+        .expect("update");
+    assert_eq!(
+        s.flux
+            .cluster
+            .live("Deployment", Some("podinfo-staging"), "podinfo")
+            .expect("dep")["spec"]["replicas"],
+        2
+    );
+    assert!(
+        s.flux
+            .cluster
+            .live("SealedSecret", Some("podinfo-staging"), "api-token")
+            .is_none(),
+        "removed from Git: pruned"
+    );
+
+    // Drift: a hand edit is reverted on the next interval.
+    lk(&s.flux.cluster.objects).values_mut().for_each(|v| {
+        if v["kind"] == "Deployment" {
+            v["spec"]["replicas"] = 9.into();
+        }
+    });
+    reconcile(&observed(&s.flux, &k), &s.flux, &s.settings)
+        .await
+        .expect("drift");
+    assert_eq!(
+        s.flux
+            .cluster
+            .live("Deployment", Some("podinfo-staging"), "podinfo")
+            .expect("dep")["spec"]["replicas"],
+        2
+    );
+}
+
+#[tokio::test]
+async fn failures_apply_nothing_and_prune_nothing() {
+    let s = setup();
+    let k = ks("./apps/overlays/staging", serde_json::json!({}));
+    reconcile(&k, &s.flux, &s.settings).await.expect("first");
+    let before = lk(&s.flux.cluster.objects).len();
+
+    // An empty render never prunes.
+    std::fs::write(
+        s.repo
+            .path()
+            .join("apps/overlays/staging/kustomization.yaml"),
+        "resources: []\n",
+    )
+    .expect("write");
+    commit_all(s.repo.path(), "empty");
+    assert!(
+        reconcile(&observed(&s.flux, &k), &s.flux, &s.settings)
+            .await
+            .is_err()
+    );
+    assert_eq!(ready(&s.flux).1, "PruneFailed");
+    assert!(ready(&s.flux).2.contains("render is empty"));
+    assert_eq!(lk(&s.flux.cluster.objects).len(), before);
+    git(s.repo.path(), &["revert", "--no-edit", "HEAD"]);
+
+    // Without the decryption key: nothing applied, the old objects stay.
+    lk(&s.flux.secrets).clear();
+    let writes = s.flux.cluster.writes();
+    assert!(
+        reconcile(&observed(&s.flux, &k), &s.flux, &s.settings)
+            .await
+            .is_err()
+    );
+    assert_eq!(ready(&s.flux).1, "DecryptionFailed");
+    assert_eq!(s.flux.cluster.writes(), writes);
+
+    // Invalid YAML in Git: named, nothing applied.
+    let s2 = setup();
+    std::fs::write(
+        s2.repo.path().join("apps/base/podinfo/service.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: [\n",
+    )
+    .expect("write");
+    commit_all(s2.repo.path(), "broken");
+    assert!(reconcile(&k, &s2.flux, &s2.settings).await.is_err());
+    let (_, reason, msg) = ready(&s2.flux);
+    assert_eq!(reason, "BuildFailed");
+    assert!(msg.contains("kustomize"), "{msg}");
+    assert_eq!(s2.flux.cluster.writes(), 0);
+
+    // Unreachable repository and a missing path.
+    lk(&s2.flux.repos)
+        .get_mut("flux-system/gitops")
+        .expect("gr")
+        .spec
+        .url = "file:///nonexistent/repo".into();
+    assert!(reconcile(&k, &s2.flux, &s2.settings).await.is_err());
+    assert_eq!(ready(&s2.flux).1, "ArtifactFailed");
+    let s3 = setup();
+    assert!(
+        reconcile(&ks("./nope", serde_json::json!({})), &s3.flux, &s3.settings)
+            .await
+            .is_err()
+    );
+    assert!(ready(&s3.flux).2.contains("does not exist"));
+}
+
+#[tokio::test]
+async fn depends_on_substitution_and_plain_directories() {
+    let s = setup();
+    let waiting = ks(
+        "./apps/overlays/staging",
+        serde_json::json!({"dependsOn": [{"name": "infra"}]}),
+    );
+    assert!(matches!(
+        reconcile(&waiting, &s.flux, &s.settings).await,
+        Ok(Next::After(_))
+    ));
+    assert_eq!(ready(&s.flux).1, "DependencyNotReady");
+    assert_eq!(s.flux.cluster.writes(), 0);
+
+    std::fs::create_dir_all(s.repo.path().join("plain")).expect("mkdir");
+    std::fs::write(
+        s.repo.path().join("plain/cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  region: ${region}\n  tier: ${tier:=gold}\n  literal: $${kept}\n",
+    )
+    .expect("write");
+    commit_all(s.repo.path(), "plain");
+    let k = ks(
+        "./plain",
+        serde_json::json!({"targetNamespace": "team-a", "postBuild": {"substitute": {"region": "eu-west-1"}}}),
+    );
+    reconcile(&k, &s.flux, &s.settings).await.expect("plain");
+    let cm = s
+        .flux
+        .cluster
+        .live("ConfigMap", Some("team-a"), "settings")
+        .expect("cm");
+    assert_eq!(
+        cm["data"],
+        serde_json::json!({"region": "eu-west-1", "tier": "gold", "literal": "${kept}"})
+    );
+    let mut v = serde_json::json!({"a": "${missing}"});
+    assert!(
+        substitute(&mut v, &BTreeMap::new())
+            .unwrap_err()
+            .contains("missing")
+    );
+}
