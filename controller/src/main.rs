@@ -94,6 +94,12 @@ struct Args {
     /// Requests per second for AWS Parameter Store reads (default quota: 40).
     #[arg(long, default_value_t = 20.0)]
     aws_ssm_qps: f64,
+    /// Run the GitOps sync loop (Flux GitRepository + Kustomization) when its CRDs are installed.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    gitops: bool,
+    /// Where fetched Git revisions are kept (an emptyDir in the Deployment).
+    #[arg(long, default_value = "/tmp/sealkit-gitops")]
+    gitops_cache_dir: std::path::PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -236,6 +242,42 @@ async fn external_secrets(client: &Client, args: &Args, state: &AppState) {
         run::Settings {
             namespace: args.watch_namespace.clone(),
             selector: args.selector.clone(),
+        },
+    )
+    .await;
+}
+
+/// The GitOps loop, when enabled and the Kustomization CRD is served; otherwise waits forever.
+async fn gitops(client: &Client, args: &Args) {
+    use sealkit_controller::gitops::{reconcile::GitopsSettings, run};
+    if !args.gitops {
+        return std::future::pending().await;
+    }
+    let probe = Api::<sealkit_api::Kustomization>::all(client.clone())
+        .list(&ListParams::default().limit(1))
+        .await;
+    if let Err(kube::Error::Api(e)) = &probe
+        && e.code == 404
+    {
+        tracing::info!("the Kustomization CRD is not installed: the GitOps loop is off");
+        return std::future::pending().await;
+    }
+    if let Err(e) = std::fs::create_dir_all(&args.gitops_cache_dir) {
+        tracing::error!(dir = %args.gitops_cache_dir.display(), error = %e, "cannot create the GitOps cache directory: the GitOps loop is off");
+        return std::future::pending().await;
+    }
+    tracing::info!("starting the GitOps sync loop");
+    let api = run::KubeFlux::new(
+        client.clone(),
+        &args.field_manager,
+        args.kube_api_qps,
+        args.kube_api_burst,
+    );
+    run::run(
+        client.clone(),
+        api,
+        GitopsSettings {
+            cache_dir: args.gitops_cache_dir.clone(),
         },
     )
     .await;
@@ -398,7 +440,12 @@ async fn main() -> std::process::ExitCode {
                             tracing::debug!(error = %e, "controller event");
                         }
                     });
-                futures::future::join(unseal, external_secrets(&client, &args, &state)).await;
+                futures::future::join3(
+                    unseal,
+                    external_secrets(&client, &args, &state),
+                    gitops(&client, &args),
+                )
+                .await;
             }
         },
         |leading| {

@@ -168,7 +168,12 @@ fn text(b: &[u8]) -> SecretString {
     )
 }
 
-async fn git_auth<A: FluxApi>(api: &A, ns: &str, repo: &GitRepository) -> Result<GitAuth, String> {
+/// Credentials from a GitRepository's `secretRef`.
+pub(crate) async fn git_auth<A: FluxApi>(
+    api: &A,
+    ns: &str,
+    repo: &GitRepository,
+) -> Result<GitAuth, String> {
     let Some(r) = &repo.spec.secret_ref else {
         return Ok(GitAuth::default());
     };

@@ -1,0 +1,429 @@
+//! The thin kube layer of the sync loop: server-side apply of any kind through discovery and
+//! `DynamicObject`, reads of sources, Secrets and ConfigMaps, status and Events; and the two
+//! controllers (GitRepository status, Kustomization apply) with their watches.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::{ApiResource, Scope};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use sealkit_api::{GitRepository, Kustomization, KustomizationStatus};
+use serde_json::Value;
+
+use super::apply::{ApplyApi, ObjRef};
+use super::reconcile::{FluxApi, GitopsSettings, Next, reconcile};
+use super::source::{self, GitRef};
+use crate::kube_api::Throttle;
+
+/// The cluster, for the sync loop.
+pub struct KubeFlux {
+    client: Client,
+    manager: String,
+    recorder: Recorder,
+    throttle: Throttle,
+    kinds: Mutex<HashMap<(String, String), (ApiResource, bool)>>,
+}
+
+impl KubeFlux {
+    /// A client writing as `manager`.
+    pub fn new(client: Client, manager: &str, qps: f64, burst: u32) -> Self {
+        KubeFlux {
+            recorder: Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: manager.to_string(),
+                    instance: std::env::var("POD_NAME").ok(),
+                },
+            ),
+            client,
+            manager: manager.into(),
+            throttle: Throttle::new(qps, burst),
+            kinds: Mutex::default(),
+        }
+    }
+
+    async fn resource(
+        &self,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<Option<(ApiResource, bool)>, String> {
+        let key = (api_version.to_string(), kind.to_string());
+        if let Some(hit) = self.kinds.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(Some(hit));
+        }
+        let (group, version) = match api_version.split_once('/') {
+            Some((g, v)) => (g, v),
+            None => ("", api_version),
+        };
+        self.throttle.acquire().await;
+        let found = match kube::discovery::pinned_kind(
+            &self.client,
+            &GroupVersionKind::gvk(group, version, kind),
+        )
+        .await
+        {
+            Ok((ar, caps)) => Some((ar, caps.scope == Scope::Namespaced)),
+            Err(kube::Error::Api(e)) if e.code == 404 => None,
+            Err(e) => return Err(e.to_string()),
+        };
+        // Misses are not cached: a CRD applied in stage 1 is served moments later.
+        if let Some(f) = &found
+            && let Ok(mut m) = self.kinds.lock()
+        {
+            m.insert(key, f.clone());
+        }
+        Ok(found)
+    }
+
+    async fn dynamic(&self, r: &ObjRef) -> Result<Api<DynamicObject>, String> {
+        let (ar, namespaced) =
+            self.resource(&r.api_version(), &r.kind)
+                .await?
+                .ok_or_else(|| {
+                    format!(
+                        "the API server does not serve {} {}",
+                        r.api_version(),
+                        r.kind
+                    )
+                })?;
+        Ok(match (&r.namespace, namespaced) {
+            (Some(ns), true) => Api::namespaced_with(self.client.clone(), ns, &ar),
+            _ => Api::all_with(self.client.clone(), &ar),
+        })
+    }
+}
+
+impl ApplyApi for KubeFlux {
+    async fn namespaced(&self, api_version: &str, kind: &str) -> Result<Option<bool>, String> {
+        Ok(self.resource(api_version, kind).await?.map(|(_, n)| n))
+    }
+
+    async fn get(&self, r: &ObjRef) -> Result<Option<Value>, String> {
+        let api = match self.dynamic(r).await {
+            Ok(a) => a,
+            // A kind that is gone (CRD deleted) has no live objects.
+            Err(_) => return Ok(None),
+        };
+        self.throttle.acquire().await;
+        let obj = api.get_opt(&r.name).await.map_err(|e| e.to_string())?;
+        obj.map(|o| serde_json::to_value(o).map_err(|e| e.to_string()))
+            .transpose()
+    }
+
+    async fn apply(&self, obj: &Value, dry_run: bool, force: bool) -> Result<Value, String> {
+        let r = ObjRef::of(obj);
+        let api = self.dynamic(&r).await?;
+        let mut params = PatchParams::apply(&self.manager).force();
+        if dry_run {
+            params = params.dry_run();
+        }
+        self.throttle.acquire().await;
+        let res = api.patch(&r.name, &params, &Patch::Apply(obj)).await;
+        let res = match res {
+            Err(kube::Error::Api(e)) if force && !dry_run && e.message.contains("immutable") => {
+                // spec.force: recreate an object whose immutable fields changed.
+                api.delete(&r.name, &DeleteParams::foreground())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                api.patch(&r.name, &params, &Patch::Apply(obj)).await
+            }
+            other => other,
+        };
+        let out = res.map_err(|e| e.to_string())?;
+        serde_json::to_value(out).map_err(|e| e.to_string())
+    }
+
+    async fn delete(&self, r: &ObjRef) -> Result<(), String> {
+        let api = self.dynamic(r).await?;
+        self.throttle.acquire().await;
+        match api.delete(&r.name, &DeleteParams::background()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+impl FluxApi for KubeFlux {
+    async fn git_repository(&self, ns: &str, name: &str) -> Result<Option<GitRepository>, String> {
+        self.throttle.acquire().await;
+        Api::<GitRepository>::namespaced(self.client.clone(), ns)
+            .get_opt(name)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn kustomization(&self, ns: &str, name: &str) -> Result<Option<Kustomization>, String> {
+        self.throttle.acquire().await;
+        Api::<Kustomization>::namespaced(self.client.clone(), ns)
+            .get_opt(name)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn secret_data(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+        self.throttle.acquire().await;
+        let s = Api::<Secret>::namespaced(self.client.clone(), ns)
+            .get_opt(name)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(s.map(|s| {
+            s.data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect()
+        }))
+    }
+
+    async fn config_map_data(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, String> {
+        self.throttle.acquire().await;
+        let c = Api::<ConfigMap>::namespaced(self.client.clone(), ns)
+            .get_opt(name)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(c.map(|c| c.data.unwrap_or_default()))
+    }
+
+    async fn set_status(
+        &self,
+        ks: &Kustomization,
+        status: &KustomizationStatus,
+    ) -> Result<(), String> {
+        self.throttle.acquire().await;
+        let body = serde_json::json!({
+            "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
+            "kind": "Kustomization",
+            "status": status,
+        });
+        Api::<Kustomization>::namespaced(self.client.clone(), &ks.namespace().unwrap_or_default())
+            .patch_status(
+                &ks.name_any(),
+                &PatchParams::apply(&self.manager).force(),
+                &Patch::Apply(&body),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn event(&self, ks: &Kustomization, warning: bool, reason: &str, message: &str) {
+        self.throttle.acquire().await;
+        let ev = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            note: Some(message.chars().take(1024).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &ks.object_ref(&())).await {
+            tracing::warn!(error = %e, "cannot record an Event");
+        }
+    }
+}
+
+struct Ctx {
+    api: KubeFlux,
+    settings: GitopsSettings,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Failed(String);
+
+fn interval(s: &str, default: Duration) -> Duration {
+    humantime::parse_duration(s).unwrap_or(default)
+}
+
+async fn reconcile_ks(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Action, Failed> {
+    Ok(
+        match reconcile(&ks, &ctx.api, &ctx.settings)
+            .await
+            .map_err(Failed)?
+        {
+            Next::After(d) => Action::requeue(d),
+            Next::Wait => Action::await_change(),
+        },
+    )
+}
+
+fn ks_error(ks: Arc<Kustomization>, err: &Failed, _: Arc<Ctx>) -> Action {
+    let every = interval(&ks.spec.interval, Duration::from_secs(600));
+    let retry = ks
+        .spec
+        .retry_interval
+        .as_deref()
+        .map_or(every, |r| interval(r, every));
+    tracing::warn!(name = %ks.name_any(), namespace = ?ks.namespace(), error = %err, retry_in = ?retry, "Kustomization failed");
+    Action::requeue(retry)
+}
+
+async fn reconcile_repo(repo: Arc<GitRepository>, ctx: Arc<Ctx>) -> Result<Action, Failed> {
+    let every = interval(&repo.spec.interval, Duration::from_secs(60));
+    if repo.spec.suspend == Some(true) {
+        return Ok(Action::await_change());
+    }
+    let ns = repo.namespace().unwrap_or_default();
+    let auth = super::reconcile::git_auth(&ctx.api, &ns, &repo)
+        .await
+        .map_err(Failed)?;
+    let (url, r) = (
+        repo.spec.url.clone(),
+        GitRef::from_spec(repo.spec.reference.as_ref()),
+    );
+    let cache = ctx.settings.cache_dir.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        source::fetch(&url, &r, &auth, &cache, Duration::from_secs(60))
+    })
+    .await
+    .map_err(|e| Failed(e.to_string()))?;
+    let mut status = repo.status.clone().unwrap_or_default();
+    status.observed_generation = repo.metadata.generation;
+    let now =
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    let (ok, reason, message) = match &res {
+        Ok(f) => {
+            status.artifact = Some(sealkit_api::Artifact {
+                revision: f.revision.clone(),
+                path: f.dir.display().to_string(),
+                url: format!("file://{}", f.dir.display()),
+                last_update_time: Some(now.clone()),
+            });
+            (
+                true,
+                "Succeeded",
+                format!("stored artifact for revision '{}'", f.revision),
+            )
+        }
+        Err(e) => (false, "GitOperationFailed", e.0.clone()),
+    };
+    let prev = status.conditions.clone().unwrap_or_default();
+    let st = if ok { "True" } else { "False" };
+    let last = prev
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == st)
+        .map_or(now, |c| c.last_transition_time.clone());
+    status.conditions = Some(vec![
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: "Ready".into(),
+            status: st.into(),
+            reason: reason.into(),
+            message: message.clone(),
+            observed_generation: repo.metadata.generation,
+            last_transition_time: last,
+        },
+    ]);
+    if repo.status.as_ref() != Some(&status) {
+        let body = serde_json::json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "status": status});
+        ctx.api.throttle.acquire().await;
+        Api::<GitRepository>::namespaced(ctx.api.client.clone(), &ns)
+            .patch_status(
+                &repo.name_any(),
+                &PatchParams::apply(&ctx.api.manager).force(),
+                &Patch::Apply(&body),
+            )
+            .await
+            .map_err(|e| Failed(e.to_string()))?;
+    }
+    match res {
+        Ok(_) => Ok(Action::requeue(every)),
+        Err(e) => Err(Failed(e.0)),
+    }
+}
+
+fn repo_error(repo: Arc<GitRepository>, err: &Failed, _: Arc<Ctx>) -> Action {
+    let every = interval(&repo.spec.interval, Duration::from_secs(60));
+    tracing::warn!(name = %repo.name_any(), namespace = ?repo.namespace(), error = %err, "GitRepository fetch failed");
+    Action::requeue(every)
+}
+
+/// Runs the GitRepository and Kustomization controllers until their streams end.
+pub async fn run(client: Client, api: KubeFlux, settings: GitopsSettings) {
+    let ctx = Arc::new(Ctx { api, settings });
+    let kss = Api::<Kustomization>::all(client.clone());
+    let repos = Api::<GitRepository>::all(client.clone());
+    let controller = Controller::new(kss.clone(), watcher::Config::default());
+    let store = controller.store();
+    let store2 = store.clone();
+    let ks_loop = controller
+        // A new revision of a source wakes the Kustomizations that follow it.
+        .watches(
+            repos.clone(),
+            watcher::Config::default(),
+            move |repo: GitRepository| {
+                let (ns, name) = (repo.namespace().unwrap_or_default(), repo.name_any());
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|k| {
+                        k.spec.source_ref.kind == "GitRepository"
+                            && k.spec.source_ref.name == name
+                            && k.spec
+                                .source_ref
+                                .namespace
+                                .clone()
+                                .unwrap_or_else(|| k.namespace().unwrap_or_default())
+                                == ns
+                    })
+                    .map(|k| ObjectRef::from_obj(&*k))
+                    .collect::<Vec<_>>()
+            },
+        )
+        // A dependency turning Ready wakes its dependents (no polling).
+        .watches(
+            kss,
+            watcher::Config::default(),
+            move |dep: Kustomization| {
+                let (ns, name) = (dep.namespace().unwrap_or_default(), dep.name_any());
+                store2
+                    .state()
+                    .into_iter()
+                    .filter(|k| {
+                        k.spec.depends_on.iter().flatten().any(|d| {
+                            d.name == name
+                                && d.namespace
+                                    .clone()
+                                    .unwrap_or_else(|| k.namespace().unwrap_or_default())
+                                    == ns
+                        })
+                    })
+                    .map(|k| ObjectRef::from_obj(&*k))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .run(reconcile_ks, ks_error, ctx.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "Kustomization controller event");
+            }
+        });
+    let repo_loop = Controller::new(repos, watcher::Config::default())
+        .run(reconcile_repo, repo_error, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "GitRepository controller event");
+            }
+        });
+    futures::future::join(ks_loop, repo_loop).await;
+}
