@@ -43,6 +43,10 @@ pub enum Command {
     /// decrypted, Secret values masked.
     #[command(after_help = BUILD_EXAMPLES)]
     Build(BuildArgs),
+    /// Compare a GitOps path with the cluster (server-side dry-run); Secret values masked, but a
+    /// changed value still shows as changed. Exit 0 no difference, 1 differences, >1 error.
+    #[command(after_help = DIFF_EXAMPLES)]
+    Diff(DiffArgs),
     /// Run the quickstart: make a key pair, seal the example Secrets, recover them.
     Demo(DemoArgs),
     /// Print shell completions.
@@ -284,6 +288,41 @@ pub struct BuildArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "yaml")]
     pub format: OutputFormat,
+}
+
+const DIFF_EXAMPLES: &str = "\
+Examples:
+  # What would change if this overlay were applied now?
+  SOPS_AGE_KEY_FILE=key.txt sealkit diff apps/overlays/production
+  # In CI: fail the job when the cluster has drifted from Git
+  sealkit diff --context prod clusters/prod || echo drift
+
+Exit codes: 0 no difference, 1 differences found, 2 the path cannot be rendered or decrypted,
+3 the cluster cannot be reached or refused the dry-run.";
+
+/// `sealkit diff`.
+#[derive(Debug, Clone, Args)]
+pub struct DiffArgs {
+    /// The directory (or file) to compare.
+    pub path: PathBuf,
+    /// Source root (default: the nearest directory upwards with .git, .sops.yaml or .sourceignore).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// age identity file(s), in addition to the SOPS_AGE_* sources.
+    #[arg(long = "age-key-file", value_name = "FILE")]
+    pub age_key_files: Vec<PathBuf>,
+    /// Namespace for namespaced objects that name none (default: the kubeconfig context's).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Path to a kubeconfig (default: KUBECONFIG, then ~/.kube/config).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<String>,
+    /// Kubeconfig context.
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Server-side-apply field manager for the dry-run (the controller's).
+    #[arg(long, default_value = "sealkit")]
+    pub field_manager: String,
 }
 
 /// `sealkit demo`.

@@ -23,14 +23,14 @@ pub struct Target<'a> {
     pub name: &'a str,
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::io_at("cannot start the async runtime", &e))
 }
 
-async fn client(t: &Target<'_>) -> Result<Client, CliError> {
+pub(crate) async fn client(t: &Target<'_>) -> Result<Client, CliError> {
     let options = KubeConfigOptions {
         context: t.context.map(str::to_string),
         ..Default::default()

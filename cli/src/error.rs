@@ -76,6 +76,12 @@ impl CliError {
         self.message.is_empty()
     }
 
+    /// The same error with another exit code (e.g. `sealkit diff` reserves 1 for "differences").
+    pub fn with_code(mut self, code: u8) -> Self {
+        self.code = code;
+        self
+    }
+
     /// Adds a hint line.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());

@@ -21,6 +21,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Keygen(a) => commands::keygen::run(&a),
         Command::Sops(a) => commands::sops::run(a.command),
         Command::Build(a) => commands::build::run(&a),
+        Command::Diff(a) => commands::diff::run(&a),
         Command::Demo(a) => commands::demo::run(&a),
         Command::Completions { shell } => {
             let mut cmd = args::command();

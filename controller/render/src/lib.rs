@@ -395,6 +395,27 @@ fn substitute(built: &mut Value, plain: &Value, path: &str) -> Result<(), String
     Ok(())
 }
 
+/// An object without the fields the API server owns (`status`, `metadata.managedFields`,
+/// `resourceVersion`, `generation`, `uid`, `creationTimestamp`), for comparing desired with live.
+pub fn comparable(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        for k in [
+            "managedFields",
+            "resourceVersion",
+            "generation",
+            "uid",
+            "creationTimestamp",
+        ] {
+            m.remove(k);
+        }
+    }
+    if let Some(m) = v.as_object_mut() {
+        m.remove("status");
+    }
+    v
+}
+
 /// Whether a value still holds SOPS ciphertext.
 pub fn contains_enc(v: &Value) -> bool {
     match v {

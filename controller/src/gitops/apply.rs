@@ -167,25 +167,7 @@ fn stage(v: &Value) -> u8 {
     }
 }
 
-/// Fields the API server owns: ignored when comparing desired with live.
-fn comparable(v: &Value) -> Value {
-    let mut v = v.clone();
-    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        for k in [
-            "managedFields",
-            "resourceVersion",
-            "generation",
-            "uid",
-            "creationTimestamp",
-        ] {
-            m.remove(k);
-        }
-    }
-    if let Some(m) = v.as_object_mut() {
-        m.remove("status");
-    }
-    v
-}
+use sealkit_render::comparable;
 
 /// Options of one apply.
 #[derive(Debug, Clone, Default)]

@@ -2,6 +2,6 @@
 //! path, decrypt SOPS documents, server-side apply in stages, prune safely.
 
 pub mod apply;
-pub mod run;
 pub mod reconcile;
+pub mod run;
 pub mod source;

@@ -1,0 +1,163 @@
+//! `sealkit diff` against a stand-in API server on 127.0.0.1 that serves discovery, GETs of live
+//! objects and server-side-apply dry-runs (echoing the applied object, as an API server does
+//! for fields it has no defaults for). The e2e suite runs the same command against a real one.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+use sealkit_tests::{run, sealkit_bin};
+
+type Live = Arc<Mutex<BTreeMap<String, String>>>;
+
+fn fake_api(live: Live, seen: Arc<Mutex<Vec<String>>>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let mut len = 0usize;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            let _ = reader.read_exact(&mut body);
+            let mut parts = line.split_whitespace();
+            let method = parts.next().unwrap_or("").to_string();
+            let target = parts.next().unwrap_or("").to_string();
+            seen.lock()
+                .expect("lock")
+                .push(format!("{method} {target}"));
+            let path = target.split('?').next().unwrap_or("").to_string();
+            let (status, text) = if path == "/api/v1" {
+                ("200 OK", r#"{"kind":"APIResourceList","groupVersion":"v1","resources":[
+                    {"name":"configmaps","singularName":"configmap","namespaced":true,"kind":"ConfigMap","verbs":["get","patch"]},
+                    {"name":"secrets","singularName":"secret","namespaced":true,"kind":"Secret","verbs":["get","patch"]},
+                    {"name":"namespaces","singularName":"namespace","namespaced":false,"kind":"Namespace","verbs":["get","patch"]}]}"#.to_string())
+            } else if method == "GET" {
+                match live.lock().expect("lock").get(&path) {
+                    Some(obj) => ("200 OK", obj.clone()),
+                    None => ("404 Not Found", r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404,"message":"not found"}"#.to_string()),
+                }
+            } else if method == "PATCH" && target.contains("dryRun=All") {
+                ("200 OK", String::from_utf8_lossy(&body).into_owned())
+            } else {
+                (
+                    "400 Bad Request",
+                    r#"{"kind":"Status","code":400,"message":"unexpected"}"#.to_string(),
+                )
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                text.len()
+            );
+        }
+    });
+    url
+}
+
+fn setup(dir: &std::path::Path, url: &str) -> String {
+    let kc = dir.join("kubeconfig");
+    std::fs::write(&kc, format!("apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: fake\n  cluster: {{server: \"{url}\"}}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: u, namespace: app}}\nusers:\n- name: u\n  user: {{token: t}}\n")).expect("kc");
+    let m = dir.join("manifests");
+    std::fs::create_dir_all(&m).expect("mkdir");
+    std::fs::write(m.join("a.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: same\ndata:\n  k: v\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: drifted\ndata:\n  k: wanted\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: creds\nstringData:\n  password: new-password-value\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: brand-new\ndata:\n  k: v\n").expect("m");
+    kc.display().to_string()
+}
+
+fn diff(kc: &str, path: &std::path::Path) -> std::process::Output {
+    run(
+        std::process::Command::new(sealkit_bin())
+            .args(["diff", &path.display().to_string()])
+            .env("KUBECONFIG", kc)
+            .env("HOME", path),
+        b"",
+    )
+}
+
+#[test]
+fn differences_are_shown_masked_and_set_the_exit_code() {
+    let live: Live = Arc::default();
+    let seen = Arc::default();
+    let url = fake_api(live.clone(), Arc::clone(&seen));
+    let dir = tempfile::tempdir().expect("tmp");
+    let kc = setup(dir.path(), &url);
+    {
+        let mut l = live.lock().expect("lock");
+        l.insert("/api/v1/namespaces/app/configmaps/same".into(), r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"same","namespace":"app","uid":"1","resourceVersion":"9"},"data":{"k":"v"}}"#.into());
+        l.insert("/api/v1/namespaces/app/configmaps/drifted".into(), r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"drifted","namespace":"app"},"data":{"k":"edited"}}"#.into());
+        l.insert("/api/v1/namespaces/app/secrets/creds".into(), r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"creds","namespace":"app"},"stringData":{"password":"old-password-value"}}"#.into());
+    }
+    let out = diff(&kc, &dir.path().join("manifests"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("ConfigMap app/drifted drifted")
+            && text.contains("-  k: edited")
+            && text.contains("+  k: wanted"),
+        "{text}"
+    );
+    assert!(text.contains("ConfigMap app/brand-new created"), "{text}");
+    assert!(!text.contains("app/same"), "{text}");
+    assert!(
+        text.contains("Secret app/creds drifted") && text.contains("hmac:"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("password-value"),
+        "values never printed: {text}"
+    );
+    assert!(
+        seen.lock()
+            .expect("lock")
+            .iter()
+            .any(|r| r.starts_with("PATCH") && r.contains("fieldManager=sealkit"))
+    );
+
+    // Everything in sync: exit 0, nothing printed.
+    {
+        let mut l = live.lock().expect("lock");
+        l.insert("/api/v1/namespaces/app/configmaps/drifted".into(), r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"drifted","namespace":"app"},"data":{"k":"wanted"}}"#.into());
+        l.insert("/api/v1/namespaces/app/secrets/creds".into(), r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"creds","namespace":"app"},"stringData":{"password":"new-password-value"}}"#.into());
+        l.insert("/api/v1/namespaces/app/configmaps/brand-new".into(), r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"brand-new","namespace":"app"},"data":{"k":"v"}}"#.into());
+    }
+    let out = diff(&kc, &dir.path().join("manifests"));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(out.stdout.is_empty());
+
+    // Errors: a render failure is 2, an unreachable cluster 3.
+    std::fs::write(dir.path().join("manifests/bad.yaml"), "kind: [\n").expect("bad");
+    assert_eq!(
+        diff(&kc, &dir.path().join("manifests")).status.code(),
+        Some(2)
+    );
+    std::fs::remove_file(dir.path().join("manifests/bad.yaml")).expect("rm");
+    let dead = setup(dir.path(), "http://127.0.0.1:1");
+    assert_eq!(
+        diff(&dead, &dir.path().join("manifests")).status.code(),
+        Some(3)
+    );
+}
