@@ -607,5 +607,72 @@ async fn run<A: FluxApi>(
     Ok(None)
 }
 
+/// An in-memory cluster for the sync loop: [`MemoryCluster`](super::apply::MemoryCluster) plus
+/// sources, Kustomizations, Secrets, statuses and Events.
+#[derive(Default)]
+pub struct MemoryFlux {
+    /// Applied objects.
+    pub cluster: super::apply::MemoryCluster,
+    /// GitRepositories by `ns/name`.
+    pub repos: std::sync::Mutex<BTreeMap<String, GitRepository>>,
+    /// Kustomizations by `ns/name`.
+    pub kss: std::sync::Mutex<BTreeMap<String, Kustomization>>,
+    /// Secret data by `ns/name`.
+    pub secrets: std::sync::Mutex<BTreeMap<String, BTreeMap<String, Vec<u8>>>>,
+    /// Statuses by Kustomization name.
+    pub statuses: std::sync::Mutex<BTreeMap<String, KustomizationStatus>>,
+    /// Events as `reason: message`.
+    pub events: std::sync::Mutex<Vec<String>>,
+}
+
+fn lk<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ApplyApi for MemoryFlux {
+    async fn namespaced(&self, a: &str, k: &str) -> Result<Option<bool>, String> {
+        self.cluster.namespaced(a, k).await
+    }
+    async fn get(&self, r: &ObjRef) -> Result<Option<Value>, String> {
+        self.cluster.get(r).await
+    }
+    async fn apply(&self, o: &Value, dry: bool, force: bool) -> Result<Value, String> {
+        self.cluster.apply(o, dry, force).await
+    }
+    async fn delete(&self, r: &ObjRef) -> Result<(), String> {
+        self.cluster.delete(r).await
+    }
+}
+
+impl FluxApi for MemoryFlux {
+    async fn git_repository(&self, ns: &str, name: &str) -> Result<Option<GitRepository>, String> {
+        Ok(lk(&self.repos).get(&format!("{ns}/{name}")).cloned())
+    }
+    async fn kustomization(&self, ns: &str, name: &str) -> Result<Option<Kustomization>, String> {
+        Ok(lk(&self.kss).get(&format!("{ns}/{name}")).cloned())
+    }
+    async fn secret_data(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+        Ok(lk(&self.secrets).get(&format!("{ns}/{name}")).cloned())
+    }
+    async fn config_map_data(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, String> {
+        Ok(None)
+    }
+    async fn set_status(&self, ks: &Kustomization, st: &KustomizationStatus) -> Result<(), String> {
+        lk(&self.statuses).insert(ks.name_any(), st.clone());
+        Ok(())
+    }
+    async fn event(&self, _: &Kustomization, _: bool, reason: &str, message: &str) {
+        lk(&self.events).push(format!("{reason}: {message}"));
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -2,68 +2,14 @@
 //! `kubectl kustomize`, SOPS files of the example repository, and the in-memory cluster.
 
 use std::process::Command;
-use std::sync::Mutex;
 
 use super::*;
 use crate::gitops::apply::MemoryCluster;
 
-#[derive(Default)]
-struct Flux {
-    cluster: MemoryCluster,
-    repos: Mutex<BTreeMap<String, GitRepository>>,
-    kss: Mutex<BTreeMap<String, Kustomization>>,
-    secrets: Mutex<BTreeMap<String, BTreeMap<String, Vec<u8>>>>,
-    statuses: Mutex<BTreeMap<String, KustomizationStatus>>,
-    events: Mutex<Vec<String>>,
-}
+type Flux = MemoryFlux;
 
-fn lk<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+fn lk<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl ApplyApi for Flux {
-    async fn namespaced(&self, a: &str, k: &str) -> Result<Option<bool>, String> {
-        self.cluster.namespaced(a, k).await
-    }
-    async fn get(&self, r: &ObjRef) -> Result<Option<Value>, String> {
-        self.cluster.get(r).await
-    }
-    async fn apply(&self, o: &Value, dry: bool, force: bool) -> Result<Value, String> {
-        self.cluster.apply(o, dry, force).await
-    }
-    async fn delete(&self, r: &ObjRef) -> Result<(), String> {
-        self.cluster.delete(r).await
-    }
-}
-
-impl FluxApi for Flux {
-    async fn git_repository(&self, ns: &str, name: &str) -> Result<Option<GitRepository>, String> {
-        Ok(lk(&self.repos).get(&format!("{ns}/{name}")).cloned())
-    }
-    async fn kustomization(&self, ns: &str, name: &str) -> Result<Option<Kustomization>, String> {
-        Ok(lk(&self.kss).get(&format!("{ns}/{name}")).cloned())
-    }
-    async fn secret_data(
-        &self,
-        ns: &str,
-        name: &str,
-    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
-        Ok(lk(&self.secrets).get(&format!("{ns}/{name}")).cloned())
-    }
-    async fn config_map_data(
-        &self,
-        _: &str,
-        _: &str,
-    ) -> Result<Option<BTreeMap<String, String>>, String> {
-        Ok(None)
-    }
-    async fn set_status(&self, ks: &Kustomization, st: &KustomizationStatus) -> Result<(), String> {
-        lk(&self.statuses).insert(ks.name_any(), st.clone());
-        Ok(())
-    }
-    async fn event(&self, _: &Kustomization, _: bool, reason: &str, message: &str) {
-        lk(&self.events).push(format!("{reason}: {message}"));
-    }
 }
 
 fn git(dir: &Path, args: &[&str]) {
