@@ -279,6 +279,8 @@ async fn gitops(client: &Client, args: &Args) {
         GitopsSettings {
             cache_dir: args.gitops_cache_dir.clone(),
         },
+        args.watch_namespace.clone(),
+        args.selector.clone(),
     )
     .await;
 }

@@ -900,3 +900,323 @@ spec:
         || ready(&cluster).filter(|r| r == "True"),
     );
 }
+
+fn git_in(dir: &std::path::Path, args: &[&str]) {
+    let ok = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "e2e")
+        .env("GIT_AUTHOR_EMAIL", "e2e@example.com")
+        .env("GIT_COMMITTER_NAME", "e2e")
+        .env("GIT_COMMITTER_EMAIL", "e2e@example.com")
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "git {args:?}");
+}
+
+/// The GitOps loop against the cluster, following a file:// repository on this host (the
+/// controller runs here): commit applied (SOPS Secret decrypted), replicas changed in Git, a
+/// file deleted and pruned, an empty render refused, a hand edit reverted, `git revert` rolled
+/// back, and a Kustomization of Kustomizations converging. Skipped on clusters that run Flux
+/// (it would reconcile the same objects).
+#[test]
+fn gitops_loop_follows_the_repository() {
+    let Some(kubeconfig) = std::env::var_os("SEALKIT_E2E_KUBECONFIG").map(PathBuf::from) else {
+        eprintln!(
+            "skipped: set SEALKIT_E2E_KUBECONFIG to a kubeconfig to run the e2e suite against that cluster"
+        );
+        return;
+    };
+    let suffix = format!("git{:x}", std::process::id());
+    let ns = format!("sealkit-e2e-{suffix}");
+    let target = format!("sealkit-e2e-{suffix}-app");
+    let mut cluster = Cluster {
+        kubeconfig,
+        namespaces: vec![ns.clone(), target.clone()],
+        controller: None,
+    };
+    if cluster
+        .kubectl(
+            &[
+                "get",
+                "deployment",
+                "-A",
+                "-l",
+                "app.kubernetes.io/part-of=flux",
+            ],
+            None,
+        )
+        .is_ok_and(|o| !o.trim().is_empty())
+        || cluster
+            .kubectl(&["get", "namespace", "flux-system"], None)
+            .is_ok()
+    {
+        eprintln!(
+            "skipped: this cluster runs Flux, which would reconcile the test's Kustomizations too"
+        );
+        return;
+    }
+    for crd in [
+        "gitrepositories.source.toolkit.fluxcd.io.yaml",
+        "kustomizations.kustomize.toolkit.fluxcd.io.yaml",
+    ] {
+        let path = workspace().join("deploy/crds").join(crd);
+        cluster
+            .kubectl(
+                &["apply", "--server-side", "-f", &path.display().to_string()],
+                None,
+            )
+            .expect("CRD");
+    }
+    cluster.wait_for("the Kustomization CRD", Duration::from_secs(60), || {
+        cluster
+            .kubectl(&["get", "kustomizations", "-A"], None)
+            .ok()
+            .map(|_| ())
+    });
+    cluster
+        .kubectl(&["create", "namespace", &ns], None)
+        .expect("namespace");
+
+    // The repository: an app with a SOPS Secret, made with the example age key.
+    let repo = tempfile::tempdir().expect("repo");
+    let r = repo.path();
+    std::fs::create_dir_all(r.join("app")).expect("mkdir");
+    std::fs::write(
+        r.join("app/cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  mode: gitops\n",
+    )
+    .expect("w");
+    std::fs::write(
+        r.join("app/extra.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\ndata:\n  k: v\n",
+    )
+    .expect("w");
+    std::fs::write(r.join("app/deploy.yaml"), "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n        - name: web\n          image: registry.k8s.io/pause:3.9\n").expect("w");
+    let key = workspace().join("examples/gitops/keys/example.agekey");
+    let recipient = std::fs::read_to_string(&key)
+        .expect("key")
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: ").map(str::to_string))
+        .expect("recipient");
+    std::fs::write(r.join("app/secret.yaml"), "apiVersion: v1\nkind: Secret\nmetadata:\n  name: creds\nstringData:\n  password: from-git-sops\n").expect("w");
+    let enc = sealkit_tests::run(
+        Command::new(sealkit_bin())
+            .args([
+                "sops",
+                "encrypt",
+                "--age",
+                &recipient,
+                "--encrypted-regex",
+                "^(data|stringData)$",
+                "-i",
+                "app/secret.yaml",
+            ])
+            .current_dir(r),
+        b"",
+    );
+    assert!(
+        enc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&enc.stderr)
+    );
+    git_in(r, &["init", "-q", "-b", "main"]);
+    git_in(r, &["add", "-A"]);
+    git_in(r, &["commit", "-q", "-m", "app"]);
+
+    let agekey = std::fs::read_to_string(&key).expect("key");
+    let manifests = format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: sops-age, namespace: {ns}}}
+stringData:
+  age.agekey: |
+{key}
+---
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata: {{name: repo, namespace: {ns}, labels: {{sealkit-e2e: "{suffix}"}}}}
+spec:
+  interval: 5s
+  url: file://{url}
+  ref: {{branch: main}}
+---
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {{name: app, namespace: {ns}, labels: {{sealkit-e2e: "{suffix}"}}}}
+spec:
+  interval: 5s
+  path: ./app
+  prune: true
+  targetNamespace: {target}
+  sourceRef: {{kind: GitRepository, name: repo}}
+  decryption: {{provider: sops, secretRef: {{name: sops-age}}}}
+"#,
+        key = agekey
+            .lines()
+            .map(|l| format!("    {l}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        url = r.display(),
+    );
+    cluster
+        .kubectl(&["create", "namespace", &target], None)
+        .expect("target namespace");
+    cluster
+        .kubectl(&["apply", "-f", "-"], Some(&manifests))
+        .expect("apply Flux objects");
+    let (port, metrics_port) = (free_port(), free_port());
+    let cache = tempfile::tempdir().expect("cache");
+    let args: Vec<String> = [
+        "--key-namespace",
+        &ns,
+        "--watch-namespace",
+        &ns,
+        "--selector",
+        &format!("sealkit-e2e={suffix}"),
+        "--key-size",
+        "2048",
+        "--leader-elect=false",
+        "--external-secrets=false",
+        "--gitops-cache-dir",
+        &cache.path().display().to_string(),
+        "--listen-addr",
+        &format!("127.0.0.1:{port}"),
+        "--listen-metrics-addr",
+        &format!("127.0.0.1:{metrics_port}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    cluster.controller = Some(start_controller(&cluster, &suffix, &args));
+    let get = |c: &Cluster, what: &[&str]| -> Option<String> {
+        let mut a = vec!["-n", &target, "get"];
+        a.extend_from_slice(what);
+        c.kubectl(&a, None).ok()
+    };
+    let ready_message = |c: &Cluster| {
+        c.kubectl(
+            &[
+                "-n",
+                &ns,
+                "get",
+                "kustomization",
+                "app",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].message}",
+            ],
+            None,
+        )
+        .unwrap_or_default()
+    };
+    cluster.wait_for("the app applied", Duration::from_secs(120), || {
+        get(
+            &cluster,
+            &["deployment", "web", "-o", "jsonpath={.spec.replicas}"],
+        )
+        .filter(|r| r == "1")
+    });
+    // base64("from-git-sops")
+    assert_eq!(
+        get(
+            &cluster,
+            &["secret", "creds", "-o", "jsonpath={.data.password}"]
+        )
+        .as_deref(),
+        Some("ZnJvbS1naXQtc29wcw==")
+    );
+
+    // Replicas changed in Git; a file deleted.
+    let d = std::fs::read_to_string(r.join("app/deploy.yaml"))
+        .expect("r")
+        .replace("replicas: 1", "replicas: 2");
+    std::fs::write(r.join("app/deploy.yaml"), d).expect("w");
+    std::fs::remove_file(r.join("app/extra.yaml")).expect("rm");
+    git_in(r, &["commit", "-q", "-am", "two replicas, no extra"]);
+    cluster.wait_for("replicas 2", Duration::from_secs(90), || {
+        get(
+            &cluster,
+            &["deployment", "web", "-o", "jsonpath={.spec.replicas}"],
+        )
+        .filter(|r| r == "2")
+    });
+    cluster.wait_for("extra pruned", Duration::from_secs(90), || {
+        get(&cluster, &["configmap", "extra"])
+            .is_none()
+            .then_some(())
+    });
+
+    // kubectl edit: reverted.
+    cluster
+        .kubectl(
+            &[
+                "-n",
+                &target,
+                "patch",
+                "configmap",
+                "settings",
+                "--type=merge",
+                "-p",
+                r#"{"data":{"mode":"edited"}}"#,
+            ],
+            None,
+        )
+        .expect("edit");
+    cluster.wait_for("the edit reverted", Duration::from_secs(90), || {
+        get(
+            &cluster,
+            &["configmap", "settings", "-o", "jsonpath={.data.mode}"],
+        )
+        .filter(|m| m == "gitops")
+    });
+
+    // An empty render is refused; nothing is deleted.
+    git_in(r, &["rm", "-q", "-r", "app"]);
+    std::fs::create_dir_all(r.join("app")).expect("mkdir");
+    std::fs::write(r.join("app/README.md"), "nothing here\n").expect("w");
+    git_in(r, &["add", "-A"]);
+    git_in(r, &["commit", "-q", "-m", "oops: empty"]);
+    cluster.wait_for("the empty render refused", Duration::from_secs(90), || {
+        ready_message(&cluster)
+            .contains("render is empty")
+            .then_some(())
+    });
+    assert!(
+        get(&cluster, &["deployment", "web"]).is_some(),
+        "nothing pruned"
+    );
+
+    // git revert: back to two replicas and the settings.
+    git_in(r, &["revert", "--no-edit", "HEAD"]);
+    cluster.wait_for("Ready after the revert", Duration::from_secs(90), || {
+        ready_message(&cluster)
+            .starts_with("Applied revision")
+            .then_some(())
+    });
+
+    // A Kustomization of Kustomizations: the parent applies a child that applies a ConfigMap.
+    std::fs::create_dir_all(r.join("children")).expect("mkdir");
+    std::fs::create_dir_all(r.join("child-app")).expect("mkdir");
+    std::fs::write(
+        r.join("child-app/cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-child\ndata:\n  k: v\n",
+    )
+    .expect("w");
+    std::fs::write(
+        r.join("children/child.yaml"),
+        format!("apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: child\n  namespace: {ns}\n  labels:\n    sealkit-e2e: \"{suffix}\"\nspec:\n  interval: 5s\n  path: ./child-app\n  prune: true\n  targetNamespace: {target}\n  sourceRef:\n    kind: GitRepository\n    name: repo\n"),
+    )
+    .expect("w");
+    git_in(r, &["add", "-A"]);
+    git_in(r, &["commit", "-q", "-m", "app of apps"]);
+    let parent = format!(
+        "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {{name: parent, namespace: {ns}, labels: {{sealkit-e2e: \"{suffix}\"}}}}\nspec:\n  interval: 5s\n  path: ./children\n  prune: true\n  sourceRef: {{kind: GitRepository, name: repo}}\n"
+    );
+    cluster
+        .kubectl(&["apply", "-f", "-"], Some(&parent))
+        .expect("parent");
+    cluster.wait_for("the child's ConfigMap", Duration::from_secs(120), || {
+        get(&cluster, &["configmap", "from-child"]).map(|_| ())
+    });
+}

@@ -359,11 +359,29 @@ fn repo_error(repo: Arc<GitRepository>, err: &Failed, _: Arc<Ctx>) -> Action {
 }
 
 /// Runs the GitRepository and Kustomization controllers until their streams end.
-pub async fn run(client: Client, api: KubeFlux, settings: GitopsSettings) {
+///
+/// `namespace` limits both kinds to one namespace; `selector` filters them by label (so a
+/// sealkit controller can run beside Flux on objects of its own).
+pub async fn run(
+    client: Client,
+    api: KubeFlux,
+    settings: GitopsSettings,
+    namespace: Option<String>,
+    selector: Option<String>,
+) {
     let ctx = Arc::new(Ctx { api, settings });
-    let kss = Api::<Kustomization>::all(client.clone());
-    let repos = Api::<GitRepository>::all(client.clone());
-    let controller = Controller::new(kss.clone(), watcher::Config::default());
+    let (kss, repos) = match &namespace {
+        Some(ns) => (
+            Api::<Kustomization>::namespaced(client.clone(), ns),
+            Api::<GitRepository>::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let watch = match &selector {
+        Some(sel) => watcher::Config::default().labels(sel),
+        None => watcher::Config::default(),
+    };
+    let controller = Controller::new(kss.clone(), watch.clone());
     let store = controller.store();
     let store2 = store.clone();
     let ks_loop = controller
@@ -418,7 +436,7 @@ pub async fn run(client: Client, api: KubeFlux, settings: GitopsSettings) {
                 tracing::debug!(error = %e, "Kustomization controller event");
             }
         });
-    let repo_loop = Controller::new(repos, watcher::Config::default())
+    let repo_loop = Controller::new(repos, watch)
         .run(reconcile_repo, repo_error, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
