@@ -337,7 +337,12 @@ async fn main() -> std::process::ExitCode {
         );
         return std::process::ExitCode::from(3);
     }
-    tokio::spawn(serve(args.listen_addr, router(state.clone())));
+    let app = router(state.clone()).merge(sealkit_controller::gitops::webhook::router(
+        sealkit_controller::gitops::webhook::KubeHook {
+            client: client.clone(),
+        },
+    ));
+    tokio::spawn(serve(args.listen_addr, app));
     tokio::spawn(serve(
         args.listen_metrics_addr,
         metrics_router(state.clone()),

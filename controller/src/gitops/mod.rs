@@ -5,3 +5,4 @@ pub mod apply;
 pub mod reconcile;
 pub mod run;
 pub mod source;
+pub mod webhook;
