@@ -50,6 +50,11 @@ pub struct GitRepositorySpec {
     /// Stop fetching.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspend: Option<bool>,
+    /// Fields sealkit does not support (`include`, `verify`, `recurseSubmodules`, …), kept so
+    /// they can be reported in status.
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: BTreeMap<String, serde_json::Value>,
 }
 
 /// `spec.ref`.
@@ -182,6 +187,11 @@ pub struct KustomizationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "any_list")]
     pub images: Option<Vec<serde_json::Value>>,
+    /// Fields sealkit does not support (`serviceAccountName`, `kubeConfig`, `components`, …),
+    /// kept so they can be reported in status.
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: BTreeMap<String, serde_json::Value>,
 }
 
 /// `sourceRef`.

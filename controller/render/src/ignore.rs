@@ -79,10 +79,14 @@ impl SourceIgnore {
         Ok(SourceIgnore { rules })
     }
 
-    /// Reads `root/.sourceignore` (none: only `.git/`).
-    pub fn load(root: &Path) -> Result<Self, RenderError> {
+    /// Reads `root/.sourceignore` (none: only `.git/`), plus `extra` patterns.
+    pub fn load(root: &Path, extra: Option<&str>) -> Result<Self, RenderError> {
         let path = root.join(".sourceignore");
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut text = std::fs::read_to_string(&path).unwrap_or_default();
+        if let Some(e) = extra {
+            text.push('\n');
+            text.push_str(e);
+        }
         Self::parse(&text).map_err(|message| RenderError::Syntax {
             path: path.display().to_string(),
             message,

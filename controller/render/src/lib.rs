@@ -42,6 +42,8 @@ pub struct Options {
     pub identities: Option<AgeIdentities>,
     /// The kustomize command (default `kubectl kustomize`); the directory is appended.
     pub kustomize: Vec<String>,
+    /// Extra `.sourceignore` patterns (a GitRepository's `spec.ignore`).
+    pub extra_ignore: Option<String>,
 }
 
 impl Default for Options {
@@ -53,6 +55,7 @@ impl Default for Options {
                 .map(|s| s.split_whitespace().map(str::to_string).collect())
                 .filter(|v: &Vec<String>| !v.is_empty())
                 .unwrap_or_else(|| vec!["kubectl".into(), "kustomize".into()]),
+            extra_ignore: None,
         }
     }
 }
@@ -450,7 +453,7 @@ fn validate(o: &Object) -> Result<(), RenderError> {
 
 /// Renders `path` (a directory or a file under `root`).
 pub fn render(root: &Path, path: &Path, opts: &Options) -> Result<Vec<Object>, RenderError> {
-    let ignore = SourceIgnore::load(root)?;
+    let ignore = SourceIgnore::load(root, opts.extra_ignore.as_deref())?;
     if !path.exists() {
         return Err(io(path, "no such file or directory"));
     }

@@ -450,6 +450,24 @@ async fn run<A: FluxApi>(
             ));
         }
     }
+    // Fields we would otherwise silently ignore.
+    let fields: Vec<String> = ks
+        .spec
+        .unsupported
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, _)| format!("spec.{k}"))
+        .collect();
+    if !fields.is_empty() {
+        return Err(Failure {
+            reason: "UnsupportedField",
+            message: format!(
+                "{} not supported by sealkit: remove it or reconcile this Kustomization with Flux",
+                fields.join(", ")
+            ),
+            stalled: true,
+        });
+    }
     // Source.
     let src = &ks.spec.source_ref;
     if src.kind != "GitRepository" {
@@ -473,6 +491,23 @@ async fn run<A: FluxApi>(
                 format!("GitRepository '{sns}/{}' not found", src.name),
             )
         })?;
+    if !repo.spec.unsupported.is_empty() {
+        let fields: Vec<String> = repo
+            .spec
+            .unsupported
+            .keys()
+            .map(|k| format!("spec.{k}"))
+            .collect();
+        return Err(Failure {
+            reason: "ArtifactFailed",
+            message: format!(
+                "GitRepository '{sns}/{}': {} not supported by sealkit",
+                src.name,
+                fields.join(", ")
+            ),
+            stalled: true,
+        });
+    }
     let auth = git_auth(api, &sns, &repo)
         .await
         .map_err(|e| failure("ArtifactFailed", e))?;
@@ -502,9 +537,11 @@ async fn run<A: FluxApi>(
         .map_err(|e| failure("BuildFailed", e))?;
     let path = render_path(&fetched.dir, ks).map_err(|e| failure("BuildFailed", e))?;
     let root = fetched.dir.clone();
+    let ignore = repo.spec.ignore.clone();
     let objects = tokio::task::spawn_blocking(move || {
         let opts = sealkit_render::Options {
             identities: ids,
+            extra_ignore: ignore,
             ..Default::default()
         };
         sealkit_render::render(&root, &path, &opts)

@@ -347,7 +347,14 @@ async fn reconcile_repo(repo: Arc<GitRepository>, ctx: Arc<Ctx>) -> Result<Actio
             .map_err(|e| Failed(e.to_string()))?;
     }
     match res {
-        Ok(_) => Ok(Action::requeue(every)),
+        // Up to +10 % so repositories with the same interval do not fetch in lockstep.
+        Ok(_) => {
+            let mut r = [0u8; 1];
+            let _ = aws_lc_rs::rand::fill(&mut r);
+            Ok(Action::requeue(
+                every.mul_f64(1.0 + f64::from(r[0]) / 2550.0),
+            ))
+        }
         Err(e) => Err(Failed(e.0)),
     }
 }

@@ -324,3 +324,72 @@ async fn depends_on_substitution_and_plain_directories() {
             .contains("missing")
     );
 }
+
+#[tokio::test]
+async fn unsupported_fields_are_reported_not_ignored_and_spec_ignore_applies() {
+    let s = setup();
+    let k = ks(
+        "./apps/overlays/staging",
+        serde_json::json!({"serviceAccountName": "deployer"}),
+    );
+    assert!(
+        matches!(reconcile(&k, &s.flux, &s.settings).await, Ok(Next::Wait)),
+        "stalled: no retry storm"
+    );
+    let (st, reason, msg) = ready(&s.flux);
+    assert_eq!(
+        (st.as_str(), reason.as_str()),
+        ("False", "UnsupportedField")
+    );
+    assert!(msg.contains("spec.serviceAccountName"), "{msg}");
+    assert_eq!(s.flux.cluster.writes(), 0);
+
+    lk(&s.flux.repos)
+        .get_mut("flux-system/gitops")
+        .expect("gr")
+        .spec
+        .unsupported
+        .insert("recurseSubmodules".into(), serde_json::json!(true));
+    let k = ks("./apps/overlays/staging", serde_json::json!({}));
+    assert!(matches!(
+        reconcile(&k, &s.flux, &s.settings).await,
+        Ok(Next::Wait)
+    ));
+    assert!(ready(&s.flux).2.contains("spec.recurseSubmodules"));
+
+    // spec.ignore: extra .sourceignore patterns.
+    let s2 = setup();
+    std::fs::create_dir_all(s2.repo.path().join("plain")).expect("mkdir");
+    for n in ["keep", "skip"] {
+        std::fs::write(
+            s2.repo.path().join(format!("plain/{n}.yaml")),
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {n}\n"),
+        )
+        .expect("write");
+    }
+    commit_all(s2.repo.path(), "plain");
+    lk(&s2.flux.repos)
+        .get_mut("flux-system/gitops")
+        .expect("gr")
+        .spec
+        .ignore = Some("skip.yaml\n".into());
+    reconcile(
+        &ks("./plain", serde_json::json!({"targetNamespace": "t"})),
+        &s2.flux,
+        &s2.settings,
+    )
+    .await
+    .expect("plain");
+    assert!(
+        s2.flux
+            .cluster
+            .live("ConfigMap", Some("t"), "keep")
+            .is_some()
+    );
+    assert!(
+        s2.flux
+            .cluster
+            .live("ConfigMap", Some("t"), "skip")
+            .is_none()
+    );
+}

@@ -247,3 +247,90 @@ fn redaction_and_ref_precedence() {
     assert_eq!(GitRef::from_spec(Some(&r)), GitRef::Tag("v1".into()));
     assert_eq!(GitRef::from_spec(None), GitRef::Branch("master".into()));
 }
+
+#[test]
+fn http_basic_and_bearer_auth_through_git_http_backend() {
+    let repo = new_repo();
+    let c1 = commit(repo.path(), "a.yaml", "private", "first");
+    let served = tempfile::tempdir().expect("served");
+    sh(
+        served.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            &repo.path().display().to_string(),
+            "r.git",
+        ],
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let peer = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/peers/git_http.py");
+    let mut server = Command::new("python3")
+        .arg(&peer)
+        .args([
+            &port.to_string(),
+            &served.path().display().to_string(),
+            "alice",
+            "pa55word",
+            "tok-123",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("http://127.0.0.1:{port}/r.git");
+    let cache = tempfile::tempdir().expect("cache");
+    let main = GitRef::Branch("main".into());
+    let none = fetch(&url, &main, &GitAuth::default(), cache.path(), T);
+    let wrong = fetch(
+        &url,
+        &main,
+        &GitAuth {
+            basic: Some(("alice".into(), "nope".to_string().into())),
+            ..Default::default()
+        },
+        cache.path(),
+        T,
+    );
+    let basic = fetch(
+        &url,
+        &main,
+        &GitAuth {
+            basic: Some(("alice".into(), "pa55word".to_string().into())),
+            ..Default::default()
+        },
+        cache.path(),
+        T,
+    );
+    let cache2 = tempfile::tempdir().expect("cache");
+    let bearer = fetch(
+        &url,
+        &main,
+        &GitAuth {
+            bearer: Some("tok-123".to_string().into()),
+            ..Default::default()
+        },
+        cache2.path(),
+        T,
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    let e = none.unwrap_err();
+    assert!(
+        e.0.contains("401") || e.0.to_lowercase().contains("authentication"),
+        "{e}"
+    );
+    let e = wrong.unwrap_err();
+    assert!(!e.0.contains("pa55word") && !e.0.contains("nope"), "{e}");
+    assert_eq!(basic.expect("basic auth").commit, c1);
+    assert_eq!(bearer.expect("bearer auth").commit, c1);
+}
