@@ -108,21 +108,7 @@ impl ClusterApi for KubeApi {
         ss: &SealedSecret,
         status: &SealedSecretStatus,
     ) -> Result<(), String> {
-        self.throttle.acquire().await;
-        let body = serde_json::json!({
-            "apiVersion": "bitnami.com/v1alpha1",
-            "kind": "SealedSecret",
-            "status": status,
-        });
-        Api::<SealedSecret>::namespaced(self.client.clone(), &ss.namespace().unwrap_or_default())
-            .patch_status(
-                &ss.name_any(),
-                &PatchParams::apply(&self.manager).force(),
-                &Patch::Apply(&body),
-            )
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        self.patch_status(ss, status).await
     }
 
     async fn event(&self, ss: &SealedSecret, note: EventNote) {
@@ -138,7 +124,7 @@ impl ClusterApi for KubeApi {
 }
 
 impl KubeApi {
-    async fn publish(
+    pub(crate) async fn publish(
         &self,
         obj: k8s_openapi::api::core::v1::ObjectReference,
         warning: bool,
@@ -163,7 +149,51 @@ impl KubeApi {
         }
     }
 
-    async fn get_opt<K>(&self, api: Api<K>, name: &str) -> Result<Option<K>, String>
+    /// Server-side apply of `status` to a namespaced custom resource.
+    pub(crate) async fn patch_status<K>(
+        &self,
+        obj: &K,
+        status: &impl serde::Serialize,
+    ) -> Result<(), String>
+    where
+        K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        self.throttle.acquire().await;
+        let body = serde_json::json!({
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
+            "status": status,
+        });
+        Api::<K>::namespaced(self.client.clone(), &obj.namespace().unwrap_or_default())
+            .patch_status(
+                &obj.name_any(),
+                &PatchParams::apply(&self.manager).force(),
+                &Patch::Apply(&body),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The client.
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The field manager.
+    pub(crate) fn manager(&self) -> &str {
+        &self.manager
+    }
+
+    /// Waits for a request token.
+    pub(crate) async fn acquire(&self) {
+        self.throttle.acquire().await;
+    }
+
+    pub(crate) async fn get_opt<K>(&self, api: Api<K>, name: &str) -> Result<Option<K>, String>
     where
         K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
@@ -225,21 +255,7 @@ impl SyncApi for KubeApi {
         es: &ExternalSecret,
         status: &ExternalSecretStatus,
     ) -> Result<(), String> {
-        self.throttle.acquire().await;
-        let body = serde_json::json!({
-            "apiVersion": "external-secrets.io/v1",
-            "kind": "ExternalSecret",
-            "status": status,
-        });
-        Api::<ExternalSecret>::namespaced(self.client.clone(), &es.namespace().unwrap_or_default())
-            .patch_status(
-                &es.name_any(),
-                &PatchParams::apply(&self.manager).force(),
-                &Patch::Apply(&body),
-            )
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        self.patch_status(es, status).await
     }
 
     async fn event(&self, es: &ExternalSecret, warning: bool, reason: &str, message: &str) {

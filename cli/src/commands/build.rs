@@ -67,20 +67,35 @@ pub fn render_error(e: RenderError) -> CliError {
     }
 }
 
-/// Runs `sealkit build`.
-pub fn run(args: &BuildArgs) -> Result<(), CliError> {
-    let root = match &args.root {
+/// Renders `path` (under `root`, or the root found from it) with the identities of the
+/// environment and `key_files`. `render_code` overrides the exit code of render failures.
+pub fn render_path(
+    path: &Path,
+    root: Option<&Path>,
+    key_files: &[PathBuf],
+    render_code: Option<u8>,
+) -> Result<Vec<sealkit_render::Object>, CliError> {
+    let recode = |e: CliError| match render_code {
+        Some(c) => e.with_code(c),
+        None => e,
+    };
+    let root = match root {
         Some(r) => std::fs::canonicalize(r)
             .map_err(|e| CliError::io_at(&format!("cannot open --root {}", r.display()), &e))?,
-        None => find_root(&args.path),
+        None => find_root(path),
     };
-    let path = std::fs::canonicalize(&args.path)
-        .map_err(|e| CliError::io_at(&format!("cannot open {}", args.path.display()), &e))?;
+    let canonical = std::fs::canonicalize(path)
+        .map_err(|e| CliError::io_at(&format!("cannot open {}", path.display()), &e))?;
     let opts = Options {
-        identities: identities(&args.age_key_files)?,
+        identities: identities(key_files).map_err(recode)?,
         ..Default::default()
     };
-    let mut objects = render(&root, &path, &opts).map_err(render_error)?;
+    render(&root, &canonical, &opts).map_err(|e| recode(render_error(e)))
+}
+
+/// Runs `sealkit build`.
+pub fn run(args: &BuildArgs) -> Result<(), CliError> {
+    let mut objects = render_path(&args.path, args.root.as_deref(), &args.age_key_files, None)?;
     if !args.show_secrets {
         for o in &mut objects {
             mask_secret(&mut o.value, None);

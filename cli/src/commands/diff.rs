@@ -9,10 +9,10 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::Scope;
 use sealkit_keys::seal::manifest::yaml_body;
-use sealkit_render::{Options, comparable, mask::mask_secret, render};
+use sealkit_render::{comparable, mask::mask_secret};
 use serde_json::Value;
 
-use super::build::{find_root, identities, render_error};
+use super::build::render_path;
 use crate::args::DiffArgs;
 use crate::cluster::{Target, client, runtime};
 use crate::error::CliError;
@@ -57,19 +57,12 @@ fn shown(v: &Value, key: &[u8]) -> String {
 
 /// Runs `sealkit diff`.
 pub fn run(args: &DiffArgs) -> Result<(), CliError> {
-    let root = match &args.root {
-        Some(r) => std::fs::canonicalize(r)
-            .map_err(|e| CliError::io_at(&format!("cannot open --root {}", r.display()), &e))?,
-        None => find_root(&args.path),
-    };
-    let path = std::fs::canonicalize(&args.path)
-        .map_err(|e| CliError::io_at(&format!("cannot open {}", args.path.display()), &e))?;
-    let opts = Options {
-        identities: identities(&args.age_key_files).map_err(|e| e.with_code(EXIT_RENDER))?,
-        ..Default::default()
-    };
-    let objects =
-        render(&root, &path, &opts).map_err(|e| render_error(e).with_code(EXIT_RENDER))?;
+    let objects = render_path(
+        &args.path,
+        args.root.as_deref(),
+        &args.age_key_files,
+        Some(EXIT_RENDER),
+    )?;
     let namespace = args
         .namespace
         .clone()

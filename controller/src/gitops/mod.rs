@@ -6,3 +6,6 @@ pub mod reconcile;
 pub mod run;
 pub mod source;
 pub mod webhook;
+
+#[cfg(test)]
+mod testutil;

@@ -12,7 +12,6 @@ use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{ApiResource, Scope};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
@@ -22,14 +21,11 @@ use serde_json::Value;
 use super::apply::{ApplyApi, ObjRef};
 use super::reconcile::{FluxApi, GitopsSettings, Next, reconcile};
 use super::source::{self, GitRef};
-use crate::kube_api::Throttle;
+use crate::kube_api::KubeApi;
 
 /// The cluster, for the sync loop.
 pub struct KubeFlux {
-    client: Client,
-    manager: String,
-    recorder: Recorder,
-    throttle: Throttle,
+    base: KubeApi,
     kinds: Mutex<HashMap<(String, String), (ApiResource, bool)>>,
 }
 
@@ -37,16 +33,7 @@ impl KubeFlux {
     /// A client writing as `manager`.
     pub fn new(client: Client, manager: &str, qps: f64, burst: u32) -> Self {
         KubeFlux {
-            recorder: Recorder::new(
-                client.clone(),
-                Reporter {
-                    controller: manager.to_string(),
-                    instance: std::env::var("POD_NAME").ok(),
-                },
-            ),
-            client,
-            manager: manager.into(),
-            throttle: Throttle::new(qps, burst),
+            base: KubeApi::new(client, manager, qps, burst),
             kinds: Mutex::default(),
         }
     }
@@ -64,9 +51,9 @@ impl KubeFlux {
             Some((g, v)) => (g, v),
             None => ("", api_version),
         };
-        self.throttle.acquire().await;
+        self.base.acquire().await;
         let found = match kube::discovery::pinned_kind(
-            &self.client,
+            self.base.client(),
             &GroupVersionKind::gvk(group, version, kind),
         )
         .await
@@ -96,8 +83,8 @@ impl KubeFlux {
                     )
                 })?;
         Ok(match (&r.namespace, namespaced) {
-            (Some(ns), true) => Api::namespaced_with(self.client.clone(), ns, &ar),
-            _ => Api::all_with(self.client.clone(), &ar),
+            (Some(ns), true) => Api::namespaced_with(self.base.client().clone(), ns, &ar),
+            _ => Api::all_with(self.base.client().clone(), &ar),
         })
     }
 }
@@ -113,7 +100,7 @@ impl ApplyApi for KubeFlux {
             // A kind that is gone (CRD deleted) has no live objects.
             Err(_) => return Ok(None),
         };
-        self.throttle.acquire().await;
+        self.base.acquire().await;
         let obj = api.get_opt(&r.name).await.map_err(|e| e.to_string())?;
         obj.map(|o| serde_json::to_value(o).map_err(|e| e.to_string()))
             .transpose()
@@ -122,11 +109,11 @@ impl ApplyApi for KubeFlux {
     async fn apply(&self, obj: &Value, dry_run: bool, force: bool) -> Result<Value, String> {
         let r = ObjRef::of(obj);
         let api = self.dynamic(&r).await?;
-        let mut params = PatchParams::apply(&self.manager).force();
+        let mut params = PatchParams::apply(self.base.manager()).force();
         if dry_run {
             params = params.dry_run();
         }
-        self.throttle.acquire().await;
+        self.base.acquire().await;
         let res = api.patch(&r.name, &params, &Patch::Apply(obj)).await;
         let res = match res {
             Err(kube::Error::Api(e)) if force && !dry_run && e.message.contains("immutable") => {
@@ -144,7 +131,7 @@ impl ApplyApi for KubeFlux {
 
     async fn delete(&self, r: &ObjRef) -> Result<(), String> {
         let api = self.dynamic(r).await?;
-        self.throttle.acquire().await;
+        self.base.acquire().await;
         match api.delete(&r.name, &DeleteParams::background()).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
@@ -155,19 +142,15 @@ impl ApplyApi for KubeFlux {
 
 impl FluxApi for KubeFlux {
     async fn git_repository(&self, ns: &str, name: &str) -> Result<Option<GitRepository>, String> {
-        self.throttle.acquire().await;
-        Api::<GitRepository>::namespaced(self.client.clone(), ns)
-            .get_opt(name)
+        self.base
+            .get_opt(Api::namespaced(self.base.client().clone(), ns), name)
             .await
-            .map_err(|e| e.to_string())
     }
 
     async fn kustomization(&self, ns: &str, name: &str) -> Result<Option<Kustomization>, String> {
-        self.throttle.acquire().await;
-        Api::<Kustomization>::namespaced(self.client.clone(), ns)
-            .get_opt(name)
+        self.base
+            .get_opt(Api::namespaced(self.base.client().clone(), ns), name)
             .await
-            .map_err(|e| e.to_string())
     }
 
     async fn secret_data(
@@ -175,8 +158,8 @@ impl FluxApi for KubeFlux {
         ns: &str,
         name: &str,
     ) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
-        self.throttle.acquire().await;
-        let s = Api::<Secret>::namespaced(self.client.clone(), ns)
+        self.base.acquire().await;
+        let s = Api::<Secret>::namespaced(self.base.client().clone(), ns)
             .get_opt(name)
             .await
             .map_err(|e| e.to_string())?;
@@ -194,8 +177,8 @@ impl FluxApi for KubeFlux {
         ns: &str,
         name: &str,
     ) -> Result<Option<BTreeMap<String, String>>, String> {
-        self.throttle.acquire().await;
-        let c = Api::<ConfigMap>::namespaced(self.client.clone(), ns)
+        self.base.acquire().await;
+        let c = Api::<ConfigMap>::namespaced(self.base.client().clone(), ns)
             .get_opt(name)
             .await
             .map_err(|e| e.to_string())?;
@@ -207,39 +190,14 @@ impl FluxApi for KubeFlux {
         ks: &Kustomization,
         status: &KustomizationStatus,
     ) -> Result<(), String> {
-        self.throttle.acquire().await;
-        let body = serde_json::json!({
-            "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
-            "kind": "Kustomization",
-            "status": status,
-        });
-        Api::<Kustomization>::namespaced(self.client.clone(), &ks.namespace().unwrap_or_default())
-            .patch_status(
-                &ks.name_any(),
-                &PatchParams::apply(&self.manager).force(),
-                &Patch::Apply(&body),
-            )
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        self.base.patch_status(ks, status).await
     }
 
     async fn event(&self, ks: &Kustomization, warning: bool, reason: &str, message: &str) {
-        self.throttle.acquire().await;
-        let ev = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.into(),
-            note: Some(message.chars().take(1024).collect()),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&ev, &ks.object_ref(&())).await {
-            tracing::warn!(error = %e, "cannot record an Event");
-        }
+        let note: String = message.chars().take(1024).collect();
+        self.base
+            .publish(ks.object_ref(&()), warning, reason, note, "Reconcile")
+            .await;
     }
 }
 
@@ -336,11 +294,11 @@ async fn reconcile_repo(repo: Arc<GitRepository>, ctx: Arc<Ctx>) -> Result<Actio
     ]);
     if repo.status.as_ref() != Some(&status) {
         let body = serde_json::json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "status": status});
-        ctx.api.throttle.acquire().await;
-        Api::<GitRepository>::namespaced(ctx.api.client.clone(), &ns)
+        ctx.api.base.acquire().await;
+        Api::<GitRepository>::namespaced(ctx.api.base.client().clone(), &ns)
             .patch_status(
                 &repo.name_any(),
-                &PatchParams::apply(&ctx.api.manager).force(),
+                &PatchParams::apply(ctx.api.base.manager()).force(),
                 &Patch::Apply(&body),
             )
             .await

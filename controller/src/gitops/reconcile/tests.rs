@@ -1,32 +1,15 @@
 //! The Kustomization reconciler end to end against a real Git repository (file://), the real
 //! `kubectl kustomize`, SOPS files of the example repository, and the in-memory cluster.
 
-use std::process::Command;
 
 use super::*;
 use crate::gitops::apply::MemoryCluster;
+use crate::gitops::testutil::{commit_all, git};
 
 type Flux = MemoryFlux;
 
 fn lk<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -39,11 +22,6 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(&p, &t).expect("copy");
         }
     }
-}
-
-fn commit_all(dir: &Path, msg: &str) {
-    git(dir, &["add", "-A"]);
-    git(dir, &["commit", "-q", "-m", msg]);
 }
 
 struct Setup {
