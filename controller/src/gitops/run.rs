@@ -262,12 +262,15 @@ async fn reconcile_repo(repo: Arc<GitRepository>, ctx: Arc<Ctx>) -> Result<Actio
         k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
     let (ok, reason, message) = match &res {
         Ok(f) => {
-            status.artifact = Some(sealkit_api::Artifact {
-                revision: f.revision.clone(),
-                path: f.dir.display().to_string(),
-                url: format!("file://{}", f.dir.display()),
-                last_update_time: Some(now.clone()),
-            });
+            // Only a new revision changes the artifact (and so wakes the Kustomizations).
+            if status.artifact.as_ref().map(|a| &a.revision) != Some(&f.revision) {
+                status.artifact = Some(sealkit_api::Artifact {
+                    revision: f.revision.clone(),
+                    path: f.dir.display().to_string(),
+                    url: format!("file://{}", f.dir.display()),
+                    last_update_time: Some(now.clone()),
+                });
+            }
             (
                 true,
                 "Succeeded",

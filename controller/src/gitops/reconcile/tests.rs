@@ -1,7 +1,6 @@
 //! The Kustomization reconciler end to end against a real Git repository (file://), the real
 //! `kubectl kustomize`, SOPS files of the example repository, and the in-memory cluster.
 
-
 use super::*;
 use crate::gitops::apply::MemoryCluster;
 use crate::gitops::testutil::{commit_all, git};
