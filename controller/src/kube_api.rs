@@ -178,6 +178,35 @@ impl KubeApi {
             .map_err(|e| e.to_string())
     }
 
+    /// Server-side apply of `status` to a cluster-scoped custom resource.
+    pub(crate) async fn patch_cluster_status<K>(
+        &self,
+        obj: &K,
+        status: &impl serde::Serialize,
+    ) -> Result<(), String>
+    where
+        K: kube::Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        self.throttle.acquire().await;
+        let body = serde_json::json!({
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
+            "status": status,
+        });
+        Api::<K>::all(self.client.clone())
+            .patch_status(
+                &obj.name_any(),
+                &PatchParams::apply(&self.manager).force(),
+                &Patch::Apply(&body),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     /// The client.
     pub(crate) fn client(&self) -> &Client {
         &self.client

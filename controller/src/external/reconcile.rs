@@ -502,9 +502,27 @@ pub async fn resolve_store<A: SyncApi>(
             )));
         }
     };
-    let aws = aws_of(&provider, &id)?;
+    store_from_provider(api, &provider, id, Some(&creds_ns)).await
+}
+
+/// Turns a store's provider block into AWS settings, reading its credentials. With
+/// `creds_ns: None` (a ClusterSecretStore validated on its own) references without a namespace
+/// are not read.
+pub async fn store_from_provider<A: SyncApi>(
+    api: &A,
+    provider: &StoreProvider,
+    id: String,
+    creds_ns: Option<&str>,
+) -> Result<ResolvedStore, SyncError> {
+    let aws = aws_of(provider, &id)?;
     if aws.region.is_empty() {
         return Err(err(format!("{id}: provider.aws.region is required")));
+    }
+    if !matches!(aws.service.as_str(), "SecretsManager" | "ParameterStore") {
+        return Err(err(format!(
+            "{id}: provider.aws.service {:?} is not supported (use SecretsManager or ParameterStore)",
+            aws.service
+        )));
     }
     let credentials = match aws.auth.as_ref().and_then(|a| a.secret_ref.as_ref()) {
         None => None,
@@ -517,22 +535,31 @@ pub async fn resolve_store<A: SyncApi>(
                     "{id}: auth.secretRef needs accessKeyIDSecretRef and secretAccessKeySecretRef"
                 )));
             };
-            use sealkit_keys::secret::ExposeSecret;
-            let access_key_id = read_key(api, &id, "accessKeyIDSecretRef", kid, &creds_ns)
-                .await?
-                .expose_secret()
-                .to_string();
-            let secret_access_key =
-                read_key(api, &id, "secretAccessKeySecretRef", sak, &creds_ns).await?;
-            let session_token = match &sr.session_token_secret_ref {
-                Some(t) => Some(read_key(api, &id, "sessionTokenSecretRef", t, &creds_ns).await?),
-                None => None,
+            let resolvable = |k: &sealkit_api::SecretKeySelector| {
+                creds_ns.is_some() || k.namespace.as_deref().is_some_and(|n| !n.is_empty())
             };
-            Some(super::aws::StaticCredentials {
-                access_key_id,
-                secret_access_key,
-                session_token,
-            })
+            if !resolvable(kid) || !resolvable(sak) {
+                // Referent authentication: resolved in each ExternalSecret's namespace.
+                None
+            } else {
+                let ns = creds_ns.unwrap_or_default();
+                use sealkit_keys::secret::ExposeSecret;
+                let access_key_id = read_key(api, &id, "accessKeyIDSecretRef", kid, ns)
+                    .await?
+                    .expose_secret()
+                    .to_string();
+                let secret_access_key =
+                    read_key(api, &id, "secretAccessKeySecretRef", sak, ns).await?;
+                let session_token = match &sr.session_token_secret_ref {
+                    Some(t) => Some(read_key(api, &id, "sessionTokenSecretRef", t, ns).await?),
+                    None => None,
+                };
+                Some(super::aws::StaticCredentials {
+                    access_key_id,
+                    secret_access_key,
+                    session_token,
+                })
+            }
         }
     };
     Ok(ResolvedStore {
@@ -547,6 +574,28 @@ pub async fn resolve_store<A: SyncApi>(
             endpoint: None,
         },
     })
+}
+
+/// The `Ready` status a store should have: its provider block is supported and its credentials
+/// can be read. (No call to AWS: a store is checked by the ExternalSecrets that use it.)
+pub async fn store_status<A: SyncApi>(
+    api: &A,
+    provider: &StoreProvider,
+    id: String,
+    creds_ns: Option<&str>,
+    previous: Option<&sealkit_api::SecretStoreStatus>,
+) -> sealkit_api::SecretStoreStatus {
+    let (ok, reason, message) = match store_from_provider(api, provider, id, creds_ns).await {
+        Ok(_) => (true, "Valid", "store validated".to_string()),
+        Err(e) => (false, "InvalidProviderConfig", e.message),
+    };
+    let prev = previous
+        .and_then(|p| p.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
+    sealkit_api::SecretStoreStatus {
+        conditions: Some(vec![condition(ok, reason, &message, prev)]),
+        capabilities: Some("ReadOnly".into()),
+    }
 }
 
 async fn template_sources<A: SyncApi>(

@@ -9,9 +9,9 @@ use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use sealkit_api::ExternalSecret;
+use sealkit_api::{ClusterSecretStore, ExternalSecret, SecretStore};
 
-use super::reconcile::{AwsFactory, Next, SyncContext, reconcile};
+use super::reconcile::{AwsFactory, Next, SyncContext, reconcile, store_status};
 use crate::kube_api::KubeApi;
 use crate::unseal::reconcile::Failures;
 
@@ -46,6 +46,56 @@ fn error_policy(es: Arc<ExternalSecret>, err: &Failed, ctx: Arc<Ctx>) -> Action 
     let wait = ctx.failures.failed(&es.uid().unwrap_or_default());
     tracing::warn!(name = %es.name_any(), namespace = ?es.namespace(), error = %err, retry_in = ?wait, "ExternalSecret sync failed");
     Action::requeue(wait)
+}
+
+async fn reconcile_store(store: Arc<SecretStore>, ctx: Arc<Ctx>) -> Result<Action, Failed> {
+    let ns = store.namespace().unwrap_or_default();
+    let id = format!("SecretStore {ns}/{}", store.name_any());
+    let status = store_status(
+        &ctx.api,
+        &store.spec.provider,
+        id,
+        Some(&ns),
+        store.status.as_ref(),
+    )
+    .await;
+    if store.status.as_ref() != Some(&status) {
+        ctx.api
+            .patch_status(&*store, &status)
+            .await
+            .map_err(Failed)?;
+    }
+    Ok(Action::requeue(STORE_REQUEUE))
+}
+
+async fn reconcile_cluster_store(
+    store: Arc<ClusterSecretStore>,
+    ctx: Arc<Ctx>,
+) -> Result<Action, Failed> {
+    let id = format!("ClusterSecretStore {}", store.name_any());
+    let status = store_status(
+        &ctx.api,
+        &store.spec.provider,
+        id,
+        None,
+        store.status.as_ref(),
+    )
+    .await;
+    if store.status.as_ref() != Some(&status) {
+        ctx.api
+            .patch_cluster_status(&*store, &status)
+            .await
+            .map_err(Failed)?;
+    }
+    Ok(Action::requeue(STORE_REQUEUE))
+}
+
+/// Stores are checked again this often (ESO's `--store-requeue-interval`).
+const STORE_REQUEUE: Duration = Duration::from_secs(300);
+
+fn store_error<K>(_: Arc<K>, err: &Failed, _: Arc<Ctx>) -> Action {
+    tracing::warn!(error = %err, "cannot write a store's status");
+    Action::requeue(Duration::from_secs(60))
 }
 
 /// Runs the ExternalSecret controller until the stream ends.
@@ -86,8 +136,31 @@ pub async fn run(client: Client, api: KubeApi, sync: SyncContext<AwsFactory>, se
                 tracing::debug!(error = %e, "ExternalSecret controller event");
             }
         });
+    let stores = match &settings.namespace {
+        Some(ns) => Api::<SecretStore>::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let store_loop = Controller::new(stores, watcher::Config::default())
+        .run(reconcile_store, store_error, ctx.clone())
+        .for_each(|_| async {});
+    // ClusterSecretStores are cluster-wide: only a controller that watches every namespace
+    // reports on them.
+    let cluster_store_loop = async {
+        if settings.namespace.is_none() {
+            Controller::new(
+                Api::<ClusterSecretStore>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .run(reconcile_cluster_store, store_error, ctx.clone())
+            .for_each(|_| async {})
+            .await;
+        }
+        std::future::pending::<()>().await
+    };
     tokio::select! {
         () = controller => {},
         () = sweeper => {},
+        () = store_loop => {},
+        () = cluster_store_loop => {},
     }
 }

@@ -426,3 +426,79 @@ async fn template_from_config_map_and_errors_name_the_source() {
     );
     assert!(!msg.contains("pw-1"));
 }
+
+#[tokio::test]
+async fn store_status_is_truthful() {
+    let (api, _provider, _ctx) = setup();
+    let store = locked(&api.stores).get("app/aws").cloned().expect("store");
+    let ok = store_status(
+        &api,
+        &store.spec.provider,
+        "SecretStore app/aws".into(),
+        Some("app"),
+        None,
+    )
+    .await;
+    let c = &ok.conditions.as_ref().expect("conditions")[0];
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_deref()),
+        ("True", Some("Valid"))
+    );
+    // Same answer again: the same status (no write), transition time kept.
+    let again = store_status(
+        &api,
+        &store.spec.provider,
+        "SecretStore app/aws".into(),
+        Some("app"),
+        Some(&ok),
+    )
+    .await;
+    assert_eq!(again, ok);
+
+    let vault: StoreProvider =
+        serde_json::from_value(serde_json::json!({"vault": {"server": "https://v"}})).expect("p");
+    let bad = store_status(
+        &api,
+        &vault,
+        "SecretStore app/vault".into(),
+        Some("app"),
+        Some(&ok),
+    )
+    .await;
+    let c = &bad.conditions.as_ref().expect("conditions")[0];
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_deref()),
+        ("False", Some("InvalidProviderConfig"))
+    );
+    assert!(
+        c.message
+            .as_deref()
+            .unwrap_or("")
+            .contains("provider vault is not supported")
+    );
+
+    locked(&api.secrets).remove("app/awssm");
+    let missing = store_status(
+        &api,
+        &store.spec.provider,
+        "SecretStore app/aws".into(),
+        Some("app"),
+        None,
+    )
+    .await;
+    let msg = missing.conditions.as_ref().expect("c")[0]
+        .message
+        .clone()
+        .unwrap_or_default();
+    assert!(msg.contains("Secret app/awssm does not exist"), "{msg}");
+    // A ClusterSecretStore whose refs name no namespace resolves them per ExternalSecret.
+    let referent = store_status(
+        &api,
+        &store.spec.provider,
+        "ClusterSecretStore aws".into(),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(referent.conditions.as_ref().expect("c")[0].status, "True");
+}
