@@ -75,6 +75,13 @@ pub enum Next {
     Wait,
 }
 
+/// Up to +5 %, so Kustomizations with the same interval do not apply in lockstep.
+fn jittered(d: Duration) -> Duration {
+    let mut r = [0u8; 1];
+    let _ = aws_lc_rs::rand::fill(&mut r);
+    d.mul_f64(1.0 + f64::from(r[0]) / 5100.0)
+}
+
 fn duration(s: Option<&str>, default: Duration) -> Duration {
     s.filter(|s| !s.is_empty())
         .and_then(|s| humantime::parse_duration(s).ok())
@@ -375,7 +382,7 @@ pub async fn reconcile<A: FluxApi>(
             Ok(Next::After(if healthy.is_some() {
                 Duration::from_secs(10).min(interval)
             } else {
-                interval
+                jittered(interval)
             }))
         }
         Err(f) => {

@@ -502,3 +502,100 @@ async fn store_status_is_truthful() {
     .await;
     assert_eq!(referent.conditions.as_ref().expect("c")[0].status, "True");
 }
+
+#[tokio::test]
+async fn identical_finds_share_one_listing() {
+    let (api, provider, ctx) = setup();
+    for i in 0..30 {
+        provider.put(&format!("team/s{i}"), "v");
+    }
+    let objects: Vec<ExternalSecret> = (0..100)
+        .map(|i| {
+            es(
+                &format!("f{i}"),
+                serde_json::json!({"secretStoreRef": {"name": "aws"}, "dataFrom": [{"find": {"path": "team/"}}]}),
+            )
+        })
+        .collect();
+    let before = *locked(&provider.calls);
+    let results = futures::future::join_all(objects.iter().map(|e| reconcile(e, &api, &ctx))).await;
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(
+        *locked(&provider.calls) - before,
+        1,
+        "100 identical finds, one listing"
+    );
+    assert_eq!(value(&api, "f42", "team_s7").as_deref(), Some("v"));
+}
+
+#[test]
+fn refresh_policies() {
+    let now = SystemTime::now();
+    let mut e = basic("p");
+    let synced = |e: &mut ExternalSecret, ago: u64| {
+        e.status = Some(ExternalSecretStatus {
+            refresh_time: Some(Time(
+                k8s_openapi::jiff::Timestamp::from_second(
+                    (now - Duration::from_secs(ago))
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .expect("t")
+                        .as_secs() as i64,
+                )
+                .expect("ts"),
+            )),
+            synced_resource_version: Some(synced_resource_version(e)),
+            conditions: Some(vec![StatusCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                ..Default::default()
+            }]),
+            binding: None,
+        });
+    };
+    let mut data = BTreeMap::new();
+    data.insert("k".to_string(), ByteString(b"v".to_vec()));
+    let secret = Secret {
+        metadata: ObjectMeta {
+            labels: Some(BTreeMap::from([(
+                MANAGED_LABEL.to_string(),
+                "true".to_string(),
+            )])),
+            annotations: Some(BTreeMap::from([(
+                DATA_HASH_ANNOTATION.to_string(),
+                sync::data_hash(&data),
+            )])),
+            ..Default::default()
+        },
+        data: Some(data),
+        ..Default::default()
+    };
+    // Periodic: due after the interval, not before.
+    synced(&mut e, 10);
+    assert!(!due(&e, Some(&secret), now).expect("due").0);
+    synced(&mut e, 3700);
+    assert!(due(&e, Some(&secret), now).expect("due").0);
+    // OnChange: never by time, but on a metadata change.
+    e.spec.refresh_policy = Some("OnChange".into());
+    assert!(!due(&e, Some(&secret), now).expect("due").0);
+    e.metadata.labels = Some(BTreeMap::from([("force".to_string(), "1".to_string())]));
+    assert!(due(&e, Some(&secret), now).expect("due").0);
+    // CreatedOnce: not even then, unless the Secret is gone.
+    e.spec.refresh_policy = Some("CreatedOnce".into());
+    assert!(!due(&e, Some(&secret), now).expect("due").0);
+    assert!(due(&e, None, now).expect("due").0);
+    // refreshInterval 0: once, then only on change.
+    e.spec.refresh_policy = None;
+    e.spec.refresh_interval = Some("0".into());
+    synced(&mut e, 999_999);
+    assert_eq!(
+        due(&e, Some(&secret), now).expect("due"),
+        (false, Next::Wait)
+    );
+    e.spec.refresh_interval = Some("soon".into());
+    assert!(
+        due(&e, Some(&secret), now)
+            .unwrap_err()
+            .message
+            .contains("refreshInterval")
+    );
+}
