@@ -128,9 +128,7 @@ async fn main() {
         }))
         .expect("ks");
         let cache = tempfile::tempdir().expect("cache");
-        let settings = GitopsSettings {
-            cache_dir: cache.path().to_path_buf(),
-        };
+        let settings = GitopsSettings::new(cache.path().to_path_buf());
         let t = Instant::now();
         reconcile(&ks, &flux, &settings).await.expect("first");
         let first = t.elapsed();

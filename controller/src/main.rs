@@ -248,7 +248,7 @@ async fn external_secrets(client: &Client, args: &Args, state: &AppState) {
 }
 
 /// The GitOps loop, when enabled and the Kustomization CRD is served; otherwise waits forever.
-async fn gitops(client: &Client, args: &Args) {
+async fn gitops(client: &Client, args: &Args, state: &AppState) {
     use sealkit_controller::gitops::{reconcile::GitopsSettings, run};
     if !args.gitops {
         return std::future::pending().await;
@@ -278,6 +278,7 @@ async fn gitops(client: &Client, args: &Args) {
         api,
         GitopsSettings {
             cache_dir: args.gitops_cache_dir.clone(),
+            metrics: state.metrics.clone(),
         },
         args.watch_namespace.clone(),
         args.selector.clone(),
@@ -450,7 +451,7 @@ async fn main() -> std::process::ExitCode {
                 futures::future::join3(
                     unseal,
                     external_secrets(&client, &args, &state),
-                    gitops(&client, &args),
+                    gitops(&client, &args, &state),
                 )
                 .await;
             }

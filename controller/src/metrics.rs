@@ -47,6 +47,13 @@ pub struct SyncLabels {
     pub result: String,
 }
 
+/// `{action}` of an applied object.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    /// `created`, `configured`, `unchanged`, `pruned`.
+    pub action: String,
+}
+
 /// `{revision}` of the build.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
@@ -74,6 +81,10 @@ pub struct Metrics {
     pub external_syncs: Family<SyncLabels, Counter>,
     /// `sealkit_externalsecret_reconcile_duration_seconds`.
     pub external_reconcile_duration: Histogram,
+    /// `sealkit_kustomization_reconcile_duration_seconds`.
+    pub gitops_reconcile_duration: Histogram,
+    /// `sealkit_gitops_objects_total{action}`.
+    pub gitops_objects: Family<ActionLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -88,6 +99,18 @@ impl Default for Metrics {
         let provider_calls = Family::<ProviderCallLabels, Counter>::default();
         let external_syncs = Family::<SyncLabels, Counter>::default();
         let external_reconcile_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        let gitops_reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let gitops_objects = Family::<ActionLabels, Counter>::default();
+        registry.register(
+            "sealkit_kustomization_reconcile_duration_seconds",
+            "Time of one Kustomization reconcile (fetch, render, apply, prune, health)",
+            gitops_reconcile_duration.clone(),
+        );
+        registry.register(
+            "sealkit_gitops_objects",
+            "Objects handled by the GitOps loop, by action",
+            gitops_objects.clone(),
+        );
         registry.register(
             "sealkit_provider_api_calls",
             "Calls to external secret providers",
@@ -148,6 +171,8 @@ impl Default for Metrics {
             provider_calls,
             external_syncs,
             external_reconcile_duration,
+            gitops_reconcile_duration,
+            gitops_objects,
         }
     }
 }

@@ -60,10 +60,22 @@ pub trait FluxApi: ApplyApi {
 }
 
 /// Shared settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct GitopsSettings {
     /// Where fetched revisions are kept.
     pub cache_dir: PathBuf,
+    /// Metrics.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+}
+
+impl GitopsSettings {
+    /// Settings with fresh metrics.
+    pub fn new(cache_dir: PathBuf) -> Self {
+        GitopsSettings {
+            cache_dir,
+            metrics: Default::default(),
+        }
+    }
 }
 
 /// When to come back.
@@ -343,7 +355,13 @@ pub async fn reconcile<A: FluxApi>(
     let prev_conds = prev.conditions.clone().unwrap_or_default();
     let mut status = prev.clone();
     status.observed_generation = Some(generation);
-    match run(ks, api, settings, &mut status).await {
+    let started = std::time::Instant::now();
+    let result = run(ks, api, settings, &mut status).await;
+    settings
+        .metrics
+        .gitops_reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    match result {
         Ok(healthy) => {
             let rev = status.last_applied_revision.clone().unwrap_or_default();
             let (ready, reason, msg) = match &healthy {
@@ -576,6 +594,15 @@ async fn run<A: FluxApi>(
     let prepared = apply::prepare(api, values, &opts)
         .await
         .map_err(|e| failure("ReconciliationFailed", e.0))?;
+    let count = |action: &str, n: usize| {
+        settings
+            .metrics
+            .gitops_objects
+            .get_or_create(&crate::metrics::ActionLabels {
+                action: action.into(),
+            })
+            .inc_by(n as u64);
+    };
     let mut report = apply::apply_all(api, &prepared, &opts)
         .await
         .map_err(|e| failure("ReconciliationFailed", e.0))?;
@@ -599,6 +626,10 @@ async fn run<A: FluxApi>(
             return Err(failure("PruneFailed", e.0));
         }
     }
+    count("created", report.created.len());
+    count("configured", report.configured.len());
+    count("unchanged", report.unchanged);
+    count("pruned", report.pruned.len());
     status.inventory = Some(sealkit_api::Inventory {
         entries: report.inventory.clone(),
     });

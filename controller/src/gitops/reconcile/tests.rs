@@ -55,9 +55,7 @@ fn setup() -> Setup {
         BTreeMap::from([("age.agekey".to_string(), key)]),
     );
     let cache = tempfile::tempdir().expect("cache");
-    let settings = GitopsSettings {
-        cache_dir: cache.path().to_path_buf(),
-    };
+    let settings = GitopsSettings::new(cache.path().to_path_buf());
     Setup {
         repo,
         _cache: cache,
@@ -133,6 +131,11 @@ async fn commit_applies_changes_prune_and_no_op_resync() {
     for e in lk(&s.flux.events).iter() {
         assert!(!e.contains("password-change-me"), "{e}");
     }
+
+    let metrics = s.settings.metrics.encode();
+    assert!(metrics.contains("sealkit_gitops_objects_total{action=\"created\"} 5"), "{metrics}");
+    assert!(metrics.contains("sealkit_kustomization_reconcile_duration_seconds_count 1"), "{metrics}");
+    assert!(!metrics.contains("password"), "no values in metrics");
 
     // No change: zero writes.
     let writes = s.flux.cluster.writes();
