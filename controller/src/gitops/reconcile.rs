@@ -372,6 +372,26 @@ pub async fn reconcile<A: FluxApi>(
                 ),
                 Some(h) => (false, "HealthCheckFailed", h.clone()),
             };
+            // How long the objects have been unhealthy (since Healthy turned False).
+            let timeout = duration(ks.spec.timeout.as_deref(), interval);
+            let unhealthy_for = prev_conds
+                .iter()
+                .find(|c| c.type_ == "Healthy" && c.status == "False")
+                .and_then(|c| {
+                    let since = c.last_transition_time.0.as_second();
+                    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+                    u64::try_from(now - since).ok()
+                })
+                .map(Duration::from_secs);
+            let timed_out = healthy.is_some() && unhealthy_for.is_some_and(|d| d >= timeout);
+            let msg = if timed_out {
+                format!(
+                    "health check timed out after {}: {msg}",
+                    humantime::format_duration(timeout)
+                )
+            } else {
+                msg
+            };
             status.conditions = Some(vec![
                 cond("Ready", ready, reason, &msg, generation, &prev_conds),
                 cond(
@@ -397,7 +417,9 @@ pub async fn reconcile<A: FluxApi>(
                 cond("Stalled", false, "Succeeded", "", generation, &prev_conds),
             ]);
             api.set_status(ks, &status).await?;
-            Ok(Next::After(if healthy.is_some() {
+            Ok(Next::After(if timed_out {
+                retry
+            } else if healthy.is_some() {
                 Duration::from_secs(10).min(interval)
             } else {
                 jittered(interval)

@@ -133,8 +133,14 @@ async fn commit_applies_changes_prune_and_no_op_resync() {
     }
 
     let metrics = s.settings.metrics.encode();
-    assert!(metrics.contains("sealkit_gitops_objects_total{action=\"created\"} 5"), "{metrics}");
-    assert!(metrics.contains("sealkit_kustomization_reconcile_duration_seconds_count 1"), "{metrics}");
+    assert!(
+        metrics.contains("sealkit_gitops_objects_total{action=\"created\"} 5"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sealkit_kustomization_reconcile_duration_seconds_count 1"),
+        "{metrics}"
+    );
     assert!(!metrics.contains("password"), "no values in metrics");
 
     // No change: zero writes.
@@ -372,4 +378,43 @@ async fn unsupported_fields_are_reported_not_ignored_and_spec_ignore_applies() {
             .live("ConfigMap", Some("t"), "skip")
             .is_none()
     );
+}
+
+#[tokio::test]
+async fn wait_reports_health_and_times_out() {
+    let s = setup();
+    let k = ks(
+        "./apps/overlays/staging",
+        serde_json::json!({"wait": true, "timeout": "1s"}),
+    );
+    assert!(
+        matches!(reconcile(&k, &s.flux, &s.settings).await, Ok(Next::After(d)) if d <= Duration::from_secs(10))
+    );
+    let (st, reason, msg) = ready(&s.flux);
+    assert_eq!(
+        (st.as_str(), reason.as_str()),
+        ("False", "HealthCheckFailed")
+    );
+    assert!(msg.contains("Deployment podinfo-staging/podinfo"), "{msg}");
+    std::thread::sleep(Duration::from_millis(1100));
+    reconcile(&observed(&s.flux, &k), &s.flux, &s.settings)
+        .await
+        .expect("again");
+    assert!(
+        ready(&s.flux)
+            .2
+            .starts_with("health check timed out after 1s"),
+        "{:?}",
+        ready(&s.flux)
+    );
+    // The Deployment becomes available: Ready.
+    lk(&s.flux.cluster.objects).values_mut().for_each(|v| {
+        if v["kind"] == "Deployment" {
+            v["status"] = serde_json::json!({"observedGeneration": 0, "updatedReplicas": 1, "availableReplicas": 1});
+        }
+    });
+    reconcile(&observed(&s.flux, &k), &s.flux, &s.settings)
+        .await
+        .expect("healthy");
+    assert_eq!(ready(&s.flux).0, "True");
 }
