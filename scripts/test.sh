@@ -15,6 +15,7 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
 command -v age >/dev/null 2>&1 || missing+=(age)
+command -v git >/dev/null 2>&1 || missing+=(git)
 if ((${#missing[@]})); then
   echo "installing with apt: ${missing[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
@@ -42,6 +43,10 @@ export SEALKIT_MOTO_SERVER="$moto_venv/bin/moto_server" SEALKIT_MOTO_PYTHON="$mo
 export SEALKIT_REQUIRE_PEERS=1
 echo "moto: $("$SEALKIT_MOTO_PYTHON" -c 'import moto; print(moto.__version__)')"
 echo "openssl: $(openssl version)"
+echo "git: $(git --version)"
+# kustomize rendering (render and GitOps tests) uses `kubectl kustomize`, as the controller does.
+command -v kubectl >/dev/null 2>&1 || { echo "kubectl is required (kustomize rendering); install it from https://dl.k8s.io"; exit 3; }
+echo "kubectl: $(kubectl version --client 2>/dev/null | head -1)"
 echo "age: $(age --version)"
 echo "python peer: $("$SEALKIT_PYTHON" -c 'import cryptography,sys; print(sys.executable, "cryptography", cryptography.__version__)')"
 
