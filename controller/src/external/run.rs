@@ -128,7 +128,7 @@ pub async fn run(client: Client, api: KubeApi, sync: SyncContext<AwsFactory>, se
             }
         }
     };
-    let controller = Controller::new(es_api, watch)
+    let controller = Controller::new(es_api, watch.clone())
         .owns(secrets, owned)
         .run(reconcile_one, error_policy, ctx.clone())
         .for_each(|res| async move {
@@ -140,7 +140,7 @@ pub async fn run(client: Client, api: KubeApi, sync: SyncContext<AwsFactory>, se
         Some(ns) => Api::<SecretStore>::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let store_loop = Controller::new(stores, watcher::Config::default())
+    let store_loop = Controller::new(stores, watch.clone())
         .run(reconcile_store, store_error, ctx.clone())
         .for_each(|_| async {});
     // ClusterSecretStores are cluster-wide: only a controller that watches every namespace
@@ -149,7 +149,7 @@ pub async fn run(client: Client, api: KubeApi, sync: SyncContext<AwsFactory>, se
         if settings.namespace.is_none() {
             Controller::new(
                 Api::<ClusterSecretStore>::all(client.clone()),
-                watcher::Config::default(),
+                watch.clone(),
             )
             .run(reconcile_cluster_store, store_error, ctx.clone())
             .for_each(|_| async {})
