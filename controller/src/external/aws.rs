@@ -582,3 +582,26 @@ impl Provider for ParameterStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn buckets_are_per_identity_and_api() {
+        let l = Limiters::default();
+        let start = std::time::Instant::now();
+        // 2 per second, burst 2: the third call on one key waits about half a second...
+        for _ in 0..3 {
+            l.acquire("creds-a|us-east-1|BatchGetSecretValue".into(), 2.0)
+                .await;
+        }
+        let one_key = start.elapsed();
+        assert!(one_key >= Duration::from_millis(400), "{one_key:?}");
+        // ...while another API or other credentials get buckets of their own.
+        l.acquire("creds-a|us-east-1|ListSecrets".into(), 2.0).await;
+        l.acquire("creds-b|us-east-1|BatchGetSecretValue".into(), 2.0)
+            .await;
+        assert_eq!(l.buckets.lock().map(|b| b.len()).unwrap_or(0), 3);
+    }
+}

@@ -599,3 +599,26 @@ fn refresh_policies() {
             .contains("refreshInterval")
     );
 }
+
+#[tokio::test]
+async fn throttling_keeps_the_secret_and_says_so() {
+    let (api, provider, ctx) = setup();
+    let e = basic("db");
+    reconcile(&e, &api, &ctx).await.expect("sync");
+    *locked(&provider.fail) = Some(FetchError::Throttled(
+        "ThrottlingException: Rate exceeded".into(),
+    ));
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let mut again = observed(&api, &e);
+    again.metadata.labels = Some(BTreeMap::from([("force".to_string(), "1".to_string())]));
+    assert!(
+        reconcile(&again, &api, &ctx).await.is_err(),
+        "an error: retried with backoff"
+    );
+    assert_eq!(value(&api, "db", "password").as_deref(), Some("pw-1"));
+    assert!(
+        ready_of(&api, "db").2.contains("throttled by the provider"),
+        "{:?}",
+        ready_of(&api, "db")
+    );
+}

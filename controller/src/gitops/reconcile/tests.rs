@@ -418,3 +418,41 @@ async fn wait_reports_health_and_times_out() {
         .expect("healthy");
     assert_eq!(ready(&s.flux).0, "True");
 }
+
+#[tokio::test]
+async fn an_api_error_mid_apply_prunes_nothing() {
+    let s = setup();
+    let k = ks("./apps/overlays/staging", serde_json::json!({}));
+    reconcile(&k, &s.flux, &s.settings).await.expect("first");
+    // Remove the SealedSecret from Git and make Deployments fail to apply.
+    let kz = s
+        .repo
+        .path()
+        .join("apps/overlays/staging/kustomization.yaml");
+    let text = std::fs::read_to_string(&kz)
+        .expect("read")
+        .replace("  - api-token.sealed.yaml\n", "");
+    std::fs::write(&kz, text.replace("value: 1", "value: 4")).expect("write");
+    commit_all(s.repo.path(), "drop the token, four replicas");
+    *s.flux.cluster.fail_kind.lock().expect("lock") = Some("Deployment".into());
+    let err = reconcile(&observed(&s.flux, &k), &s.flux, &s.settings)
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("Deployment podinfo-staging/podinfo") && err.contains("admission webhook"),
+        "{err}"
+    );
+    assert_eq!(ready(&s.flux).1, "ReconciliationFailed");
+    assert!(
+        s.flux
+            .cluster
+            .live("SealedSecret", Some("podinfo-staging"), "api-token")
+            .is_some(),
+        "nothing pruned after a failed apply"
+    );
+    assert!(
+        lk(&s.flux.events)
+            .iter()
+            .any(|e| e.starts_with("ReconciliationFailed") && e.contains("podinfo"))
+    );
+}
