@@ -174,9 +174,11 @@ pub fn substitute(v: &mut Value, vars: &BTreeMap<String, String>) -> Result<(), 
     if v["metadata"]["annotations"]["kustomize.toolkit.fluxcd.io/substitute"] == "disabled" {
         return Ok(());
     }
-    let re = regex::Regex::new(r"(\$)?\$\{([A-Za-z_][A-Za-z0-9_]*)(?::=([^}]*))?\}")
-        .expect("static regex");
-    walk(v, vars, &re)
+    static RE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"(\$)?\$\{([A-Za-z_][A-Za-z0-9_]*)(?::=([^}]*))?\}")
+            .expect("static regex")
+    });
+    walk(v, vars, &RE)
 }
 
 fn text(b: &[u8]) -> SecretString {

@@ -109,8 +109,10 @@ pub struct Fetched {
 
 /// Removes `user:password@` from URLs in a message.
 pub fn redact(msg: &str) -> String {
-    let re = regex::Regex::new(r"(?i)([a-z][a-z0-9+.-]*://)[^/@\s]+@").expect("static regex");
-    re.replace_all(msg, "${1}***@").into_owned()
+    static RE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"(?i)([a-z][a-z0-9+.-]*://)[^/@\s]+@").expect("static regex")
+    });
+    RE.replace_all(msg, "${1}***@").into_owned()
 }
 
 struct Env {
