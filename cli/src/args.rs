@@ -39,12 +39,13 @@ pub enum Command {
     /// SOPS-compatible file encryption with age (sops' subcommands and flags).
     #[command(after_help = SOPS_EXAMPLES)]
     Sops(SopsArgs),
-    /// Render a GitOps path (plain YAML or kustomize) as the controller would, SOPS Secrets
-    /// decrypted, Secret values masked.
+    /// Render a GitOps path as the controller would (kustomize, SOPS), Secret values masked.
     #[command(after_help = BUILD_EXAMPLES)]
     Build(BuildArgs),
-    /// Compare a GitOps path with the cluster (server-side dry-run); Secret values masked, but a
-    /// changed value still shows as changed. Exit 0 no difference, 1 differences, >1 error.
+    /// Compare a GitOps path with the cluster (server-side dry-run, Secret values masked).
+    ///
+    /// A changed Secret value still shows as changed (keyed hash). Exit 0 no difference,
+    /// 1 differences, >1 error.
     #[command(after_help = DIFF_EXAMPLES)]
     Diff(DiffArgs),
     /// Run the quickstart: make a key pair, seal the example Secrets, recover them.
