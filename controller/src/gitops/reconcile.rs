@@ -560,22 +560,47 @@ async fn run<A: FluxApi>(
     let auth = git_auth(api, &sns, &repo)
         .await
         .map_err(|e| failure("ArtifactFailed", e))?;
-    let (url, gref) = (
-        repo.spec.url.clone(),
-        GitRef::from_spec(repo.spec.reference.as_ref()),
-    );
-    let timeout = duration(repo.spec.timeout.as_deref(), Duration::from_secs(60));
-    let cache = settings.cache_dir.clone();
-    let fetched =
-        tokio::task::spawn_blocking(move || source::fetch(&url, &gref, &auth, &cache, timeout))
-            .await
-            .map_err(|e| failure("ArtifactFailed", e.to_string()))?
-            .map_err(|e| {
-                failure(
-                    "ArtifactFailed",
-                    format!("GitRepository '{sns}/{}': {e}", src.name),
-                )
-            })?;
+    // The source loop's artifact, when it is current and on this replica's disk: no second
+    // `ls-remote` (a new revision wakes this Kustomization). Otherwise fetch here.
+    let current = repo
+        .status
+        .as_ref()
+        .filter(|st| st.observed_generation == repo.metadata.generation)
+        .and_then(|st| st.artifact.as_ref())
+        .filter(|a| {
+            let dir = Path::new(&a.path);
+            dir.starts_with(&settings.cache_dir) && dir.join(".sealkit-complete").is_file()
+        });
+    let fetched = match current {
+        Some(a) => source::Fetched {
+            revision: a.revision.clone(),
+            commit: a
+                .revision
+                .rsplit(':')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            dir: PathBuf::from(&a.path),
+            fetched: false,
+        },
+        None => {
+            let (url, gref) = (
+                repo.spec.url.clone(),
+                GitRef::from_spec(repo.spec.reference.as_ref()),
+            );
+            let timeout = duration(repo.spec.timeout.as_deref(), Duration::from_secs(60));
+            let cache = settings.cache_dir.clone();
+            tokio::task::spawn_blocking(move || source::fetch(&url, &gref, &auth, &cache, timeout))
+                .await
+                .map_err(|e| failure("ArtifactFailed", e.to_string()))?
+                .map_err(|e| {
+                    failure(
+                        "ArtifactFailed",
+                        format!("GitRepository '{sns}/{}': {e}", src.name),
+                    )
+                })?
+        }
+    };
     status.last_attempted_revision = Some(fetched.revision.clone());
     // Render, decrypt, substitute.
     let ids = identities(api, ks)

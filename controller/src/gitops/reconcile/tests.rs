@@ -456,3 +456,65 @@ async fn an_api_error_mid_apply_prunes_nothing() {
             .any(|e| e.starts_with("ReconciliationFailed") && e.contains("podinfo"))
     );
 }
+
+#[tokio::test]
+async fn uses_the_source_loops_artifact_without_fetching_again() {
+    let s = setup();
+    let k = ks("./apps/overlays/staging", serde_json::json!({}));
+    reconcile(&k, &s.flux, &s.settings)
+        .await
+        .expect("first (fetches)");
+    let rev = lk(&s.flux.statuses)
+        .get("apps")
+        .and_then(|st| st.last_applied_revision.clone())
+        .expect("rev");
+    // Where the fetch put it, as the GitRepository loop would report it.
+    let dir = std::fs::read_dir(
+        s.settings
+            .cache_dir
+            .read_dir()
+            .expect("cache")
+            .flatten()
+            .next()
+            .expect("repo")
+            .path()
+            .join("artifacts"),
+    )
+    .expect("artifacts")
+    .flatten()
+    .next()
+    .expect("artifact")
+    .path();
+    {
+        let mut repos = lk(&s.flux.repos);
+        let gr = repos.get_mut("flux-system/gitops").expect("gr");
+        gr.status = Some(sealkit_api::GitRepositoryStatus {
+            observed_generation: gr.metadata.generation,
+            conditions: None,
+            artifact: Some(sealkit_api::Artifact {
+                revision: rev.clone(),
+                path: dir.display().to_string(),
+                url: String::new(),
+                last_update_time: None,
+            }),
+        });
+        // Unreachable now: only the artifact can serve this reconcile.
+        gr.spec.url = "file:///nonexistent".into();
+    }
+    reconcile(&observed(&s.flux, &k), &s.flux, &s.settings)
+        .await
+        .expect("from the artifact");
+    assert_eq!(ready(&s.flux).2, format!("Applied revision: {rev}"));
+    // A stale artifact (spec changed since) is not trusted.
+    lk(&s.flux.repos)
+        .get_mut("flux-system/gitops")
+        .expect("gr")
+        .metadata
+        .generation = Some(2);
+    assert!(
+        reconcile(&observed(&s.flux, &k), &s.flux, &s.settings)
+            .await
+            .is_err()
+    );
+    assert_eq!(ready(&s.flux).1, "ArtifactFailed");
+}
