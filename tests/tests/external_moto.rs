@@ -132,6 +132,10 @@ print(v2["VersionId"])
         .await
         .expect("find by tag");
     assert_eq!(by_tag.len(), 12, "odd-numbered secrets");
+    let (lists, batches) = (
+        calls(&metrics, "ListSecrets"),
+        calls(&metrics, "BatchGetSecretValue"),
+    );
     let by_name = sm
         .find(&FindQuery {
             path: Some("app/".into()),
@@ -144,6 +148,9 @@ print(v2["VersionId"])
         by_name.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
         ["app/s10", "app/s11", "app/s12", "app/s13", "app/s14"]
     );
+    // By path: BatchGetSecretValue with a name filter (25 matches = 2 pages of 20), no listing.
+    assert_eq!(calls(&metrics, "ListSecrets"), lists);
+    assert_eq!(calls(&metrics, "BatchGetSecretValue") - batches, 2);
     let bad = sm
         .find(&FindQuery {
             name_regexp: Some("(".into()),

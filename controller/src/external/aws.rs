@@ -333,6 +333,62 @@ impl SecretsManager {
         (k.clone(), r)
     }
 
+    async fn batch_by_path(
+        &self,
+        path: &str,
+        q: &FindQuery,
+    ) -> Result<Vec<(String, SecretValue)>, FetchError> {
+        use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
+        let re = compile(q.name_regexp.as_deref())?;
+        let filter = Filter::builder()
+            .key(FilterNameStringType::Name)
+            .values(path)
+            .build();
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            self.meter.before("BatchGetSecretValue", self.qps).await;
+            let res = self
+                .client
+                .batch_get_secret_value()
+                .filters(filter.clone())
+                .max_results(20)
+                .set_next_token(token.take())
+                .send()
+                .await;
+            let page = match res {
+                Ok(p) => {
+                    self.meter.after(SM, "BatchGetSecretValue", "success");
+                    p
+                }
+                Err(e) => {
+                    let err = classify("BatchGetSecretValue", &e);
+                    self.meter.after(SM, "BatchGetSecretValue", err.class());
+                    return Err(err);
+                }
+            };
+            for v in page.secret_values() {
+                let Some(name) = v.name() else { continue };
+                // The name filter matches prefixes of words; the exact check is ours.
+                if !matches(q, re.as_ref(), name, None) {
+                    continue;
+                }
+                let value = match (v.secret_string(), v.secret_binary()) {
+                    (Some(s), _) => SecretValue::new(s.as_bytes().to_vec()),
+                    (None, Some(b)) => SecretValue::new(b.as_ref().to_vec()),
+                    (None, None) => continue,
+                };
+                out.push((name.to_string(), value));
+            }
+            match page.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
     async fn list(&self, q: &FindQuery) -> Result<Vec<String>, FetchError> {
         use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
         let re = compile(q.name_regexp.as_deref())?;
@@ -432,6 +488,11 @@ impl Provider for SecretsManager {
         query: &'a FindQuery,
     ) -> BoxFut<'a, Result<Vec<(String, SecretValue)>, FetchError>> {
         Box::pin(async move {
+            // By path alone: BatchGetSecretValue with a name filter returns the values directly
+            // (20 per call). Tags need ListSecrets, whose entries carry the tags for an exact match.
+            if let (Some(path), true) = (&query.path, query.tags.is_empty()) {
+                return self.batch_by_path(path, query).await;
+            }
             let names = self.list(query).await?;
             let keys: Vec<RemoteKey> = names.into_iter().map(RemoteKey::current).collect();
             let mut out = Vec::new();
