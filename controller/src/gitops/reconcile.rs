@@ -571,6 +571,15 @@ async fn run<A: FluxApi>(
             let dir = Path::new(&a.path);
             dir.starts_with(&settings.cache_dir) && dir.join(".sealkit-complete").is_file()
         });
+    if repo.spec.suspend == Some(true) && current.is_none() {
+        return Err(failure(
+            "ArtifactFailed",
+            format!(
+                "GitRepository '{sns}/{}' is suspended and has no artifact on this replica",
+                src.name
+            ),
+        ));
+    }
     let fetched = match current {
         Some(a) => source::Fetched {
             revision: a.revision.clone(),

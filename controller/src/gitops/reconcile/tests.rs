@@ -505,6 +505,20 @@ async fn uses_the_source_loops_artifact_without_fetching_again() {
         .await
         .expect("from the artifact");
     assert_eq!(ready(&s.flux).2, format!("Applied revision: {rev}"));
+    // A suspended source is not fetched: its last artifact is used while it is there.
+    lk(&s.flux.repos)
+        .get_mut("flux-system/gitops")
+        .expect("gr")
+        .spec
+        .suspend = Some(true);
+    reconcile(&observed(&s.flux, &k), &s.flux, &s.settings)
+        .await
+        .expect("suspended source");
+    lk(&s.flux.repos)
+        .get_mut("flux-system/gitops")
+        .expect("gr")
+        .spec
+        .suspend = None;
     // A stale artifact (spec changed since) is not trusted.
     lk(&s.flux.repos)
         .get_mut("flux-system/gitops")
