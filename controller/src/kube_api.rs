@@ -161,21 +161,8 @@ impl KubeApi {
             + serde::de::DeserializeOwned
             + std::fmt::Debug,
     {
-        self.throttle.acquire().await;
-        let body = serde_json::json!({
-            "apiVersion": K::api_version(&()),
-            "kind": K::kind(&()),
-            "status": status,
-        });
-        Api::<K>::namespaced(self.client.clone(), &obj.namespace().unwrap_or_default())
-            .patch_status(
-                &obj.name_any(),
-                &PatchParams::apply(&self.manager).force(),
-                &Patch::Apply(&body),
-            )
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        let api = Api::<K>::namespaced(self.client.clone(), &obj.namespace().unwrap_or_default());
+        self.apply_status(api, &obj.name_any(), status).await
     }
 
     /// Server-side apply of `status` to a cluster-scoped custom resource.
@@ -190,21 +177,33 @@ impl KubeApi {
             + serde::de::DeserializeOwned
             + std::fmt::Debug,
     {
+        self.apply_status(Api::<K>::all(self.client.clone()), &obj.name_any(), status)
+            .await
+    }
+
+    async fn apply_status<K>(
+        &self,
+        api: Api<K>,
+        name: &str,
+        status: &impl serde::Serialize,
+    ) -> Result<(), String>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
         self.throttle.acquire().await;
         let body = serde_json::json!({
             "apiVersion": K::api_version(&()),
             "kind": K::kind(&()),
             "status": status,
         });
-        Api::<K>::all(self.client.clone())
-            .patch_status(
-                &obj.name_any(),
-                &PatchParams::apply(&self.manager).force(),
-                &Patch::Apply(&body),
-            )
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        api.patch_status(
+            name,
+            &PatchParams::apply(&self.manager).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
     }
 
     /// The client.
