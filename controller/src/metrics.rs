@@ -54,6 +54,28 @@ pub struct ActionLabels {
     pub action: String,
 }
 
+/// `{name, namespace, condition, status}` of an ExternalSecret condition (ESO's labels).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EsConditionLabels {
+    /// ExternalSecret name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// `Ready`.
+    pub condition: String,
+    /// `True` or `False`.
+    pub status: String,
+}
+
+/// `{name, namespace}` of an object.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObjectLabels {
+    /// Name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+}
+
 /// `{revision}` of the build.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
@@ -81,6 +103,12 @@ pub struct Metrics {
     pub external_syncs: Family<SyncLabels, Counter>,
     /// `sealkit_externalsecret_reconcile_duration_seconds`.
     pub external_reconcile_duration: Histogram,
+    /// ESO's `externalsecret_status_condition{name,namespace,condition,status}`.
+    pub external_condition: Family<EsConditionLabels, Gauge>,
+    /// ESO's `externalsecret_sync_calls_total{name,namespace}`.
+    pub eso_sync_calls: Family<ObjectLabels, Counter>,
+    /// ESO's `externalsecret_sync_calls_error{name,namespace}` (exposed with `_total`).
+    pub eso_sync_errors: Family<ObjectLabels, Counter>,
     /// `sealkit_kustomization_reconcile_duration_seconds`.
     pub gitops_reconcile_duration: Histogram,
     /// `sealkit_gitops_objects_total{action}`.
@@ -99,6 +127,26 @@ impl Default for Metrics {
         let provider_calls = Family::<ProviderCallLabels, Counter>::default();
         let external_syncs = Family::<SyncLabels, Counter>::default();
         let external_reconcile_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        let external_condition = Family::<EsConditionLabels, Gauge>::default();
+        let eso_sync_calls = Family::<ObjectLabels, Counter>::default();
+        let eso_sync_errors = Family::<ObjectLabels, Counter>::default();
+        registry.register(
+            "externalsecret_status_condition",
+            "ExternalSecret conditions (ESO's metric)",
+            external_condition.clone(),
+        );
+        registry.register(
+            "externalsecret_sync_calls",
+            "ExternalSecret reconciles (ESO's metric)",
+            eso_sync_calls.clone(),
+        );
+        // OpenMetrics counters end in `_total`: ESO's `externalsecret_sync_calls_error` is
+        // exposed as `externalsecret_sync_calls_error_total`.
+        registry.register(
+            "externalsecret_sync_calls_error",
+            "ExternalSecret reconcile errors (ESO's metric)",
+            eso_sync_errors.clone(),
+        );
         let gitops_reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         let gitops_objects = Family::<ActionLabels, Counter>::default();
         registry.register(
@@ -171,6 +219,9 @@ impl Default for Metrics {
             provider_calls,
             external_syncs,
             external_reconcile_duration,
+            external_condition,
+            eso_sync_calls,
+            eso_sync_errors,
             gitops_reconcile_duration,
             gitops_objects,
         }

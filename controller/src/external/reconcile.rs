@@ -746,12 +746,25 @@ fn condition(
 
 async fn write_status<A: SyncApi>(
     api: &A,
+    metrics: &Metrics,
     es: &ExternalSecret,
     ok: bool,
     reason: &str,
     message: &str,
     synced_now: bool,
 ) -> Result<(), String> {
+    // ESO's `externalsecret_status_condition`: 1 for the current status, 0 for the other.
+    for (value, current) in [("True", ok), ("False", !ok)] {
+        metrics
+            .external_condition
+            .get_or_create(&crate::metrics::EsConditionLabels {
+                name: es.name_any(),
+                namespace: es.namespace().unwrap_or_default(),
+                condition: "Ready".into(),
+                status: value.into(),
+            })
+            .set(i64::from(current));
+    }
     let previous = es.status.clone().unwrap_or_default();
     let prev_ready = ready(es);
     let mut status = previous.clone();
@@ -797,6 +810,15 @@ pub async fn reconcile<A: SyncApi, F: ProviderFactory>(
             result: result.into(),
         })
         .inc();
+    // ESO's per-object counters, for existing dashboards.
+    let object = crate::metrics::ObjectLabels {
+        name: es.name_any(),
+        namespace: es.namespace().unwrap_or_default(),
+    };
+    ctx.metrics.eso_sync_calls.get_or_create(&object).inc();
+    if r.is_err() {
+        ctx.metrics.eso_sync_errors.get_or_create(&object).inc();
+    }
     r.map(|(n, _)| n)
 }
 
@@ -810,7 +832,16 @@ async fn reconcile_inner<A: SyncApi, F: ProviderFactory>(
     let existing = api.get_secret(&ns, &name).await?;
     let fail = async |msg: &str| -> Result<(Next, bool), String> {
         api.event(es, true, "UpdateFailed", msg).await;
-        write_status(api, es, false, "SecretSyncedError", msg, false).await?;
+        write_status(
+            api,
+            &ctx.metrics,
+            es,
+            false,
+            "SecretSyncedError",
+            msg,
+            false,
+        )
+        .await?;
         Err(msg.to_string())
     };
     let (is_due, next) = match due(es, existing.as_ref(), SystemTime::now()) {
@@ -818,7 +849,16 @@ async fn reconcile_inner<A: SyncApi, F: ProviderFactory>(
         // Bad spec: status says why; no retry storm (the object must change).
         Err(e) => {
             api.event(es, true, "UpdateFailed", &e.message).await;
-            write_status(api, es, false, "SecretSyncedError", &e.message, false).await?;
+            write_status(
+                api,
+                &ctx.metrics,
+                es,
+                false,
+                "SecretSyncedError",
+                &e.message,
+                false,
+            )
+            .await?;
             return Ok((Next::Wait, false));
         }
     };
@@ -852,7 +892,7 @@ async fn reconcile_inner<A: SyncApi, F: ProviderFactory>(
                 e.message
             );
             api.event(es, false, "Deleted", &msg).await;
-            write_status(api, es, false, "SecretDeleted", &msg, true).await?;
+            write_status(api, &ctx.metrics, es, false, "SecretDeleted", &msg, true).await?;
             return Ok((next, true));
         }
         // The last good Secret stays as it is.
@@ -861,6 +901,7 @@ async fn reconcile_inner<A: SyncApi, F: ProviderFactory>(
     if creation == "None" {
         write_status(
             api,
+            &ctx.metrics,
             es,
             true,
             "SecretSynced",
@@ -947,7 +988,16 @@ async fn reconcile_inner<A: SyncApi, F: ProviderFactory>(
         return fail(&format!("cannot write Secret {ns}/{name}: {e}")).await;
     }
     api.event(es, false, "Updated", "Updated Secret").await;
-    write_status(api, es, true, "SecretSynced", "secret synced", true).await?;
+    write_status(
+        api,
+        &ctx.metrics,
+        es,
+        true,
+        "SecretSynced",
+        "secret synced",
+        true,
+    )
+    .await?;
     Ok((next, true))
 }
 

@@ -122,6 +122,13 @@ async fn create_skip_refresh_and_keep_last_good() {
     assert_eq!(s.metadata.owner_references.as_ref().map(Vec::len), Some(1));
     assert_eq!(s.type_.as_deref(), Some("Opaque"));
 
+    let metrics = ctx.metrics.encode();
+    assert!(
+        metrics.contains(r#"externalsecret_status_condition{name="db",namespace="app",condition="Ready",status="True"} 1"#)
+            && metrics.contains(r#"externalsecret_status_condition{name="db",namespace="app",condition="Ready",status="False"} 0"#),
+        "{metrics}"
+    );
+
     // Nothing due: no provider call, no write.
     let calls = *locked(&provider.calls);
     let writes = *locked(&api.writes);
