@@ -204,19 +204,31 @@ async fn refresh_keys(
     Ok(())
 }
 
-/// The ExternalSecret loop, when enabled and its CRD is served; otherwise waits forever.
-async fn external_secrets(client: &Client, args: &Args, state: &AppState) {
-    use sealkit_controller::external::{aws::AwsLimits, cache::Fetcher, reconcile, run};
-    if !args.external_secrets {
-        return std::future::pending().await;
-    }
-    let probe = Api::<sealkit_api::ExternalSecret>::all(client.clone())
+/// Whether the API server serves `K` (its CRD is installed); says which loop stays off if not.
+async fn served<K>(client: &Client, loop_name: &str) -> bool
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let probe = Api::<K>::all(client.clone())
         .list(&ListParams::default().limit(1))
         .await;
     if let Err(kube::Error::Api(e)) = &probe
         && e.code == 404
     {
-        tracing::info!("the ExternalSecret CRD is not installed: the syncer is off");
+        tracing::info!(
+            "the {} CRD is not installed: {loop_name} is off",
+            K::kind(&())
+        );
+        return false;
+    }
+    true
+}
+
+/// The ExternalSecret loop, when enabled and its CRD is served; otherwise waits forever.
+async fn external_secrets(client: &Client, args: &Args, state: &AppState) {
+    use sealkit_controller::external::{aws::AwsLimits, cache::Fetcher, reconcile, run};
+    if !args.external_secrets || !served::<sealkit_api::ExternalSecret>(client, "the syncer").await
+    {
         return std::future::pending().await;
     }
     let limits = AwsLimits {
@@ -250,16 +262,7 @@ async fn external_secrets(client: &Client, args: &Args, state: &AppState) {
 /// The GitOps loop, when enabled and the Kustomization CRD is served; otherwise waits forever.
 async fn gitops(client: &Client, args: &Args, state: &AppState) {
     use sealkit_controller::gitops::{reconcile::GitopsSettings, run};
-    if !args.gitops {
-        return std::future::pending().await;
-    }
-    let probe = Api::<sealkit_api::Kustomization>::all(client.clone())
-        .list(&ListParams::default().limit(1))
-        .await;
-    if let Err(kube::Error::Api(e)) = &probe
-        && e.code == 404
-    {
-        tracing::info!("the Kustomization CRD is not installed: the GitOps loop is off");
+    if !args.gitops || !served::<sealkit_api::Kustomization>(client, "the GitOps loop").await {
         return std::future::pending().await;
     }
     if let Err(e) = std::fs::create_dir_all(&args.gitops_cache_dir) {

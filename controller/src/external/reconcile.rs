@@ -936,21 +936,9 @@ async fn reconcile_inner<A: SyncApi, F: ProviderFactory>(
         .iter()
         .map(|(k, v)| (k.clone(), ByteString(v.to_vec())))
         .collect();
-    let mut labels = target
-        .template
-        .as_ref()
-        .and_then(|t| t.metadata.as_ref())
-        .and_then(|m| m.labels.clone())
-        .unwrap_or_default();
-    labels.extend(rendered.labels);
+    let mut labels = rendered.labels;
     labels.insert(MANAGED_LABEL.into(), "true".into());
-    let mut annotations = target
-        .template
-        .as_ref()
-        .and_then(|t| t.metadata.as_ref())
-        .and_then(|m| m.annotations.clone())
-        .unwrap_or_default();
-    annotations.extend(rendered.annotations);
+    let mut annotations = rendered.annotations;
     let hash = if creation == "Merge" {
         // Our keys merged into someone else's Secret: the hash covers the result.
         let mut all = existing

@@ -305,7 +305,8 @@ pub fn build(
     Ok(data)
 }
 
-/// What a template produces.
+/// What a template produces: data, and the Secret's labels and annotations
+/// (`template.metadata`, then `templateFrom` entries targeting them).
 #[derive(Debug, Default)]
 pub struct Rendered {
     /// Secret data.
@@ -348,7 +349,12 @@ pub fn render(
         )));
     }
     let templated = t.data.as_ref().is_some_and(|d| !d.is_empty()) || !sources.is_empty();
-    let mut out = Rendered::default();
+    let meta = t.metadata.clone().unwrap_or_default();
+    let mut out = Rendered {
+        labels: meta.labels.unwrap_or_default(),
+        annotations: meta.annotations.unwrap_or_default(),
+        ..Default::default()
+    };
     match t.merge_policy.as_deref().unwrap_or("Replace") {
         "Replace" if templated => {}
         "Replace" | "Merge" => out.data = fetched.clone(),

@@ -557,9 +557,6 @@ async fn run<A: FluxApi>(
             stalled: true,
         });
     }
-    let auth = git_auth(api, &sns, &repo)
-        .await
-        .map_err(|e| failure("ArtifactFailed", e))?;
     // The source loop's artifact, when it is current and on this replica's disk: no second
     // `ls-remote` (a new revision wakes this Kustomization). Otherwise fetch here.
     let current = repo
@@ -593,6 +590,9 @@ async fn run<A: FluxApi>(
             fetched: false,
         },
         None => {
+            let auth = git_auth(api, &sns, &repo)
+                .await
+                .map_err(|e| failure("ArtifactFailed", e))?;
             let (url, gref) = (
                 repo.spec.url.clone(),
                 GitRef::from_spec(repo.spec.reference.as_ref()),

@@ -162,8 +162,14 @@ fn templates_replace_or_merge_and_template_from() {
             text: "owner: \"{{ .user }}\"".into(),
         },
     ];
-    let s = spec(serde_json::json!({"target": {"template": {}}}));
+    let s =
+        spec(serde_json::json!({"target": {"template": {"metadata": {"labels": {"team": "a"}}}}}));
     let r = render(&s, fetched, &sources).expect("render");
+    assert_eq!(
+        r.labels.get("team").map(String::as_str),
+        Some("a"),
+        "template.metadata labels"
+    );
     assert_eq!(text(&r.data, "config.ini"), "[db]\nuser=app");
     assert_eq!(r.annotations.get("owner").map(String::as_str), Some("app"));
 }
