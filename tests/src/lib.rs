@@ -270,3 +270,52 @@ impl Drop for Moto {
         self.stop();
     }
 }
+
+/// One HTTP response of a [`serve_http`] handler: status line (`"200 OK"`), content type, body.
+pub type Reply = (&'static str, &'static str, String);
+
+/// A stand-in HTTP/1.1 server on 127.0.0.1 (one request per connection) for tests that need an
+/// API server's answers; `handler(method, target, body)` answers each request. Every request
+/// line is logged in the returned list. Returns the base URL.
+pub fn serve_http(
+    handler: impl Fn(&str, &str, &[u8]) -> Reply + Send + 'static,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            let mut len = 0usize;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            let _ = reader.read_exact(&mut body);
+            let mut parts = request_line.split_whitespace();
+            let method = parts.next().unwrap_or("").to_string();
+            let target = parts.next().unwrap_or("").to_string();
+            log.lock().expect("lock").push(format!("{method} {target}"));
+            let (status, ctype, text) = handler(&method, &target, &body);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                text.len()
+            );
+        }
+    });
+    (url, seen)
+}

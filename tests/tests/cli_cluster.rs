@@ -3,11 +3,9 @@
 //! paths kubeseal uses. It checks the exact paths, so the same commands reach upstream's
 //! controller through a real API server.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
-use sealkit_tests::{ok, run, sealkit_bin, shared_key};
+use sealkit_tests::{ok, run, sealkit_bin, serve_http, shared_key};
 
 struct FakeApi {
     url: String,
@@ -15,68 +13,35 @@ struct FakeApi {
 }
 
 fn fake_api(cert: String) -> FakeApi {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let mut reader = BufReader::new(conn.try_clone().expect("clone"));
-            let mut request_line = String::new();
-            if reader.read_line(&mut request_line).is_err() {
-                continue;
-            }
-            let mut len = 0usize;
-            loop {
-                let mut h = String::new();
-                if reader.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
-                    break;
-                }
-                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0u8; len];
-            let _ = reader.read_exact(&mut body);
-            let mut parts = request_line.split_whitespace();
-            let method = parts.next().unwrap_or("").to_string();
-            let path = parts.next().unwrap_or("").to_string();
-            log.lock().expect("lock").push(format!("{method} {path}"));
-            let svc = "/api/v1/namespaces/kube-system/services/sealed-secrets-controller";
-            let proxy =
-                "/api/v1/namespaces/kube-system/services/http:sealed-secrets-controller:http/proxy";
-            let (status, ctype, text) = if path == svc {
-                (
-                    "200 OK",
-                    "application/json",
-                    r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"sealed-secrets-controller","namespace":"kube-system"},"spec":{"ports":[{"name":"http","port":8080}]}}"#.to_string(),
-                )
-            } else if path == format!("{proxy}/v1/cert.pem") {
-                ("200 OK", "application/x-pem-file", cert.clone())
-            } else if path == format!("{proxy}/v1/verify") {
-                if String::from_utf8_lossy(&body).contains("\"good\"") {
-                    ("200 OK", "text/plain", String::new())
-                } else {
-                    (
-                        "409 Conflict",
-                        "text/plain",
-                        "no key could decrypt secret (password)".to_string(),
-                    )
-                }
-            } else if path == format!("{proxy}/v1/rotate") {
-                let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                v["metadata"]["resourceVersion"] = "42".into();
-                v["spec"]["encryptedData"]["password"] = "AgRotated==".into();
-                ("200 OK", "application/json", v.to_string())
+    let (url, seen) = serve_http(move |_method, path, body| {
+        let svc = "/api/v1/namespaces/kube-system/services/sealed-secrets-controller";
+        let proxy =
+            "/api/v1/namespaces/kube-system/services/http:sealed-secrets-controller:http/proxy";
+        if path == svc {
+            (
+                "200 OK",
+                "application/json",
+                r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"sealed-secrets-controller","namespace":"kube-system"},"spec":{"ports":[{"name":"http","port":8080}]}}"#.to_string(),
+            )
+        } else if path == format!("{proxy}/v1/cert.pem") {
+            ("200 OK", "application/x-pem-file", cert.clone())
+        } else if path == format!("{proxy}/v1/verify") {
+            if String::from_utf8_lossy(body).contains("\"good\"") {
+                ("200 OK", "text/plain", String::new())
             } else {
-                ("404 Not Found", "text/plain", "not found".to_string())
-            };
-            let _ = write!(
-                conn,
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-                text.len()
-            );
+                (
+                    "409 Conflict",
+                    "text/plain",
+                    "no key could decrypt secret (password)".to_string(),
+                )
+            }
+        } else if path == format!("{proxy}/v1/rotate") {
+            let mut v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+            v["metadata"]["resourceVersion"] = "42".into();
+            v["spec"]["encryptedData"]["password"] = "AgRotated==".into();
+            ("200 OK", "application/json", v.to_string())
+        } else {
+            ("404 Not Found", "text/plain", "not found".to_string())
         }
     });
     FakeApi { url, seen }

@@ -3,70 +3,39 @@
 //! for fields it has no defaults for). The e2e suite runs the same command against a real one.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
-use sealkit_tests::{run, sealkit_bin};
+use sealkit_tests::{run, sealkit_bin, serve_http};
 
 type Live = Arc<Mutex<BTreeMap<String, String>>>;
 
-fn fake_api(live: Live, seen: Arc<Mutex<Vec<String>>>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let mut reader = BufReader::new(conn.try_clone().expect("clone"));
-            let mut line = String::new();
-            if reader.read_line(&mut line).is_err() {
-                continue;
+fn fake_api(live: Live) -> (String, Arc<Mutex<Vec<String>>>) {
+    serve_http(move |method, target, body| {
+        let path = target.split('?').next().unwrap_or("");
+        if path == "/api/v1" {
+            ("200 OK", "application/json", r#"{"kind":"APIResourceList","groupVersion":"v1","resources":[
+                {"name":"configmaps","singularName":"configmap","namespaced":true,"kind":"ConfigMap","verbs":["get","patch"]},
+                {"name":"secrets","singularName":"secret","namespaced":true,"kind":"Secret","verbs":["get","patch"]},
+                {"name":"namespaces","singularName":"namespace","namespaced":false,"kind":"Namespace","verbs":["get","patch"]}]}"#.to_string())
+        } else if method == "GET" {
+            match live.lock().expect("lock").get(path) {
+                Some(obj) => ("200 OK", "application/json", obj.clone()),
+                None => ("404 Not Found", "application/json", r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404,"message":"not found"}"#.to_string()),
             }
-            let mut len = 0usize;
-            loop {
-                let mut h = String::new();
-                if reader.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
-                    break;
-                }
-                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0u8; len];
-            let _ = reader.read_exact(&mut body);
-            let mut parts = line.split_whitespace();
-            let method = parts.next().unwrap_or("").to_string();
-            let target = parts.next().unwrap_or("").to_string();
-            seen.lock()
-                .expect("lock")
-                .push(format!("{method} {target}"));
-            let path = target.split('?').next().unwrap_or("").to_string();
-            let (status, text) = if path == "/api/v1" {
-                ("200 OK", r#"{"kind":"APIResourceList","groupVersion":"v1","resources":[
-                    {"name":"configmaps","singularName":"configmap","namespaced":true,"kind":"ConfigMap","verbs":["get","patch"]},
-                    {"name":"secrets","singularName":"secret","namespaced":true,"kind":"Secret","verbs":["get","patch"]},
-                    {"name":"namespaces","singularName":"namespace","namespaced":false,"kind":"Namespace","verbs":["get","patch"]}]}"#.to_string())
-            } else if method == "GET" {
-                match live.lock().expect("lock").get(&path) {
-                    Some(obj) => ("200 OK", obj.clone()),
-                    None => ("404 Not Found", r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404,"message":"not found"}"#.to_string()),
-                }
-            } else if method == "PATCH" && target.contains("dryRun=All") {
-                ("200 OK", String::from_utf8_lossy(&body).into_owned())
-            } else {
-                (
-                    "400 Bad Request",
-                    r#"{"kind":"Status","code":400,"message":"unexpected"}"#.to_string(),
-                )
-            };
-            let _ = write!(
-                conn,
-                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-                text.len()
-            );
+        } else if method == "PATCH" && target.contains("dryRun=All") {
+            (
+                "200 OK",
+                "application/json",
+                String::from_utf8_lossy(body).into_owned(),
+            )
+        } else {
+            (
+                "400 Bad Request",
+                "application/json",
+                r#"{"kind":"Status","code":400,"message":"unexpected"}"#.to_string(),
+            )
         }
-    });
-    url
+    })
 }
 
 fn setup(dir: &std::path::Path, url: &str) -> String {
@@ -91,8 +60,7 @@ fn diff(kc: &str, path: &std::path::Path) -> std::process::Output {
 #[test]
 fn differences_are_shown_masked_and_set_the_exit_code() {
     let live: Live = Arc::default();
-    let seen = Arc::default();
-    let url = fake_api(live.clone(), Arc::clone(&seen));
+    let (url, seen) = fake_api(live.clone());
     let dir = tempfile::tempdir().expect("tmp");
     let kc = setup(dir.path(), &url);
     {
