@@ -50,6 +50,23 @@ impl Cluster {
         }
     }
 
+    /// Server-side applies CRDs from `deploy/crds/` and waits until `plural` is served.
+    fn install_crds(&self, files: &[&str], plural: &str) {
+        for crd in files {
+            let path = workspace().join("deploy/crds").join(crd);
+            self.kubectl(
+                &["apply", "--server-side", "-f", &path.display().to_string()],
+                None,
+            )
+            .expect("CRD");
+        }
+        self.wait_for(
+            &format!("the {plural} CRD"),
+            Duration::from_secs(60),
+            || self.kubectl(&["get", plural, "-A"], None).ok().map(|_| ()),
+        );
+    }
+
     fn wait_for<T>(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
         let start = Instant::now();
         loop {
@@ -72,6 +89,17 @@ impl Drop for Cluster {
             let _ = self.kubectl(&["delete", "namespace", ns, "--wait=false"], None);
         }
     }
+}
+
+/// The cluster to test against, or `None` after saying why the test is skipped.
+fn e2e_kubeconfig() -> Option<PathBuf> {
+    let k = std::env::var_os("SEALKIT_E2E_KUBECONFIG").map(PathBuf::from);
+    if k.is_none() {
+        eprintln!(
+            "skipped: set SEALKIT_E2E_KUBECONFIG to a kubeconfig to run the e2e suite against that cluster"
+        );
+    }
+    k
 }
 
 fn free_port() -> u16 {
@@ -148,10 +176,7 @@ fn rsa_ops(metrics_port: u16) -> Option<u64> {
 
 #[test]
 fn controller_unseals_heals_and_explains() {
-    let Some(kubeconfig) = std::env::var_os("SEALKIT_E2E_KUBECONFIG").map(PathBuf::from) else {
-        eprintln!(
-            "skipped: set SEALKIT_E2E_KUBECONFIG to a kubeconfig to run the e2e suite against that cluster"
-        );
+    let Some(kubeconfig) = e2e_kubeconfig() else {
         return;
     };
     let suffix = format!("{:x}", std::process::id());
@@ -709,10 +734,7 @@ fn validate_and_re_encrypt_through_the_service_proxy() {
 /// refresh interval, kept with `Ready=False` while moto is down, `Ready=True` when it is back.
 #[test]
 fn external_secret_follows_aws_and_survives_an_outage() {
-    let Some(kubeconfig) = std::env::var_os("SEALKIT_E2E_KUBECONFIG").map(PathBuf::from) else {
-        eprintln!(
-            "skipped: set SEALKIT_E2E_KUBECONFIG to a kubeconfig to run the e2e suite against that cluster"
-        );
+    let Some(kubeconfig) = e2e_kubeconfig() else {
         return;
     };
     let Some(mut moto) = sealkit_tests::Moto::start() else {
@@ -730,25 +752,14 @@ fn external_secret_follows_aws_and_survives_an_outage() {
         .kubectl(&["get", "crd", "externalsecrets.external-secrets.io"], None)
         .is_err()
     {
-        for crd in [
-            "externalsecrets.external-secrets.io.yaml",
-            "secretstores.external-secrets.io.yaml",
-            "clustersecretstores.external-secrets.io.yaml",
-        ] {
-            let path = workspace().join("deploy/crds").join(crd);
-            cluster
-                .kubectl(
-                    &["apply", "--server-side", "-f", &path.display().to_string()],
-                    None,
-                )
-                .expect("CRD");
-        }
-        cluster.wait_for("the ExternalSecret CRD", Duration::from_secs(60), || {
-            cluster
-                .kubectl(&["get", "externalsecrets", "-A"], None)
-                .ok()
-                .map(|_| ())
-        });
+        cluster.install_crds(
+            &[
+                "externalsecrets.external-secrets.io.yaml",
+                "secretstores.external-secrets.io.yaml",
+                "clustersecretstores.external-secrets.io.yaml",
+            ],
+            "externalsecrets",
+        );
     }
     cluster
         .kubectl(&["create", "namespace", &ns], None)
@@ -922,10 +933,7 @@ fn git_in(dir: &std::path::Path, args: &[&str]) {
 /// (it would reconcile the same objects).
 #[test]
 fn gitops_loop_follows_the_repository() {
-    let Some(kubeconfig) = std::env::var_os("SEALKIT_E2E_KUBECONFIG").map(PathBuf::from) else {
-        eprintln!(
-            "skipped: set SEALKIT_E2E_KUBECONFIG to a kubeconfig to run the e2e suite against that cluster"
-        );
+    let Some(kubeconfig) = e2e_kubeconfig() else {
         return;
     };
     let suffix = format!("git{:x}", std::process::id());
@@ -957,24 +965,13 @@ fn gitops_loop_follows_the_repository() {
         );
         return;
     }
-    for crd in [
-        "gitrepositories.source.toolkit.fluxcd.io.yaml",
-        "kustomizations.kustomize.toolkit.fluxcd.io.yaml",
-    ] {
-        let path = workspace().join("deploy/crds").join(crd);
-        cluster
-            .kubectl(
-                &["apply", "--server-side", "-f", &path.display().to_string()],
-                None,
-            )
-            .expect("CRD");
-    }
-    cluster.wait_for("the Kustomization CRD", Duration::from_secs(60), || {
-        cluster
-            .kubectl(&["get", "kustomizations", "-A"], None)
-            .ok()
-            .map(|_| ())
-    });
+    cluster.install_crds(
+        &[
+            "gitrepositories.source.toolkit.fluxcd.io.yaml",
+            "kustomizations.kustomize.toolkit.fluxcd.io.yaml",
+        ],
+        "kustomizations",
+    );
     cluster
         .kubectl(&["create", "namespace", &ns], None)
         .expect("namespace");
