@@ -19,6 +19,21 @@ fn new_repo() -> tempfile::TempDir {
 
 const T: Duration = Duration::from_secs(60);
 
+/// A bare repository `r.git` with one commit (its `a.yaml` holds `text`) in a directory to
+/// serve, its commit, and a free port for the server.
+fn served_repo(text: &str) -> (tempfile::TempDir, String, u16) {
+    let repo = new_repo();
+    let c1 = commit(repo.path(), "a.yaml", text, "first");
+    let served = tempfile::tempdir().expect("served");
+    let src = repo.path().display().to_string();
+    sh(served.path(), &["clone", "-q", "--bare", &src, "r.git"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    (served, c1, port)
+}
+
 #[test]
 fn branch_fetch_no_work_when_unchanged_new_commits_and_force_push() {
     let repo = new_repo();
@@ -133,23 +148,7 @@ fn tags_semver_and_commits() {
 
 #[test]
 fn git_daemon_transport_and_unreachable_repositories() {
-    let repo = new_repo();
-    let c1 = commit(repo.path(), "a.yaml", "served", "first");
-    let served = tempfile::tempdir().expect("served");
-    sh(
-        served.path(),
-        &[
-            "clone",
-            "-q",
-            "--bare",
-            &repo.path().display().to_string(),
-            "r.git",
-        ],
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
+    let (served, c1, port) = served_repo("served");
     let mut daemon = Command::new("git")
         .args([
             "daemon",
@@ -194,7 +193,7 @@ fn git_daemon_transport_and_unreachable_repositories() {
     .unwrap_err();
     assert!(!err.0.contains("hunter2"), "{err}");
     let err = fetch(
-        &format!("file://{}/missing", repo.path().display()),
+        &format!("file://{}/missing", served.path().display()),
         &GitRef::Branch("main".into()),
         &GitAuth::default(),
         cache.path(),
@@ -234,23 +233,7 @@ fn redaction_and_ref_precedence() {
 
 #[test]
 fn http_basic_and_bearer_auth_through_git_http_backend() {
-    let repo = new_repo();
-    let c1 = commit(repo.path(), "a.yaml", "private", "first");
-    let served = tempfile::tempdir().expect("served");
-    sh(
-        served.path(),
-        &[
-            "clone",
-            "-q",
-            "--bare",
-            &repo.path().display().to_string(),
-            "r.git",
-        ],
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
+    let (served, c1, port) = served_repo("private");
     let peer = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/peers/git_http.py");
     let mut server = Command::new("python3")
         .arg(&peer)
