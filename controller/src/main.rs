@@ -235,11 +235,11 @@ async fn external_secrets(client: &Client, args: &Args, state: &AppState) {
         secretsmanager_qps: args.aws_secretsmanager_qps,
         ssm_qps: args.aws_ssm_qps,
     };
-    let sync = reconcile::SyncContext {
-        factory: reconcile::AwsFactory::new(limits, state.metrics.clone()),
-        fetcher: Fetcher::new(args.provider_cache_ttl, Duration::from_millis(20)),
-        metrics: state.metrics.clone(),
-    };
+    let sync = reconcile::SyncContext::new(
+        reconcile::AwsFactory::new(limits, state.metrics.clone()),
+        Fetcher::new(args.provider_cache_ttl, Duration::from_millis(20)),
+        state.metrics.clone(),
+    );
     let api = KubeApi::new(
         client.clone(),
         &args.field_manager,

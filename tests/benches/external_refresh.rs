@@ -134,20 +134,19 @@ async fn main() {
         })
         .collect();
     let metrics = Arc::new(Metrics::default());
-    let ctx = SyncContext {
-        factory: FixedFactory(
-            provider(
-                &settings(),
-                &limits,
-                Arc::new(Limiters::default()),
-                metrics.clone(),
-            )
-            .await
-            .expect("provider"),
-        ),
-        fetcher: Fetcher::new(Duration::from_secs(30), Duration::from_millis(20)),
-        metrics: metrics.clone(),
-    };
+    let provider = provider(
+        &settings(),
+        &limits,
+        Arc::new(Limiters::default()),
+        metrics.clone(),
+    )
+    .await
+    .expect("provider");
+    let ctx = SyncContext::new(
+        FixedFactory(provider),
+        Fetcher::new(Duration::from_secs(30), Duration::from_millis(20)),
+        metrics.clone(),
+    );
     let started = Instant::now();
     let results = futures::future::join_all(objects.iter().map(|e| reconcile(e, &api, &ctx))).await;
     let ours_time = started.elapsed();

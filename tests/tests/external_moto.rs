@@ -271,11 +271,11 @@ async fn external_secret_syncs_survives_an_outage_and_recovers() {
     let metrics = Arc::new(Metrics::default());
     let api = MemorySyncApi::default();
     store_and_creds(&api);
-    let ctx = SyncContext {
-        factory: FixedFactory(client(&moto, "SecretsManager", &metrics).await),
-        fetcher: Fetcher::new(Duration::ZERO, Duration::from_millis(5)),
-        metrics: metrics.clone(),
-    };
+    let ctx = SyncContext::new(
+        FixedFactory(client(&moto, "SecretsManager", &metrics).await),
+        Fetcher::new(Duration::ZERO, Duration::from_millis(5)),
+        metrics.clone(),
+    );
     let mut es: ExternalSecret = serde_json::from_value(serde_json::json!({
         "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
         "metadata": {"name": "db", "namespace": "app", "uid": "u1", "generation": 1},

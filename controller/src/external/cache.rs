@@ -197,14 +197,4 @@ impl Fetcher {
         st.values.retain(|_, (at, _)| at.elapsed() < ttl);
         st.finds.retain(|_, (at, _)| at.elapsed() < ttl);
     }
-
-    /// Number of cached values (for tests and metrics).
-    pub fn len(&self) -> usize {
-        self.lock().values.len()
-    }
-
-    /// Whether the cache is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

@@ -181,6 +181,68 @@ pub struct SyncContext<F> {
     pub fetcher: Fetcher,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Resolved stores (store, credentials) shared for a few seconds, so a refresh wave of many
+    /// ExternalSecrets reads each store and credentials Secret once, not once per object.
+    /// Concurrent reconciles of one store wait for the first resolution and are all woken by it.
+    stores: Mutex<HashMap<String, StoreSlot>>,
+    store_ttl: Duration,
+}
+
+type StoreSlot = (
+    std::time::Instant,
+    Arc<tokio::sync::OnceCell<Arc<ResolvedStore>>>,
+);
+
+/// How long a resolved store (and its credentials) is reused.
+const STORE_TTL: Duration = Duration::from_secs(10);
+
+impl<F> SyncContext<F> {
+    /// A context with an empty store cache.
+    pub fn new(factory: F, fetcher: Fetcher, metrics: Arc<Metrics>) -> Self {
+        SyncContext {
+            factory,
+            fetcher,
+            metrics,
+            stores: Mutex::default(),
+            store_ttl: STORE_TTL,
+        }
+    }
+
+    /// Changes how long a resolved store is reused (zero: never).
+    pub fn with_store_ttl(mut self, ttl: Duration) -> Self {
+        self.store_ttl = ttl;
+        self
+    }
+
+    /// The store an ExternalSecret uses, from the short-lived cache or the cluster.
+    async fn store<A: SyncApi>(
+        &self,
+        api: &A,
+        es: &ExternalSecret,
+    ) -> Result<Arc<ResolvedStore>, SyncError> {
+        let r = es.spec.secret_store_ref.clone().unwrap_or_default();
+        // A ClusterSecretStore's answer depends on the ExternalSecret's namespace.
+        let key = format!(
+            "{}/{}/{}",
+            r.kind.as_deref().unwrap_or("SecretStore"),
+            es.namespace().unwrap_or_default(),
+            r.name
+        );
+        let cell = {
+            let mut stores = locked(&self.stores);
+            let ttl = self.store_ttl;
+            stores.retain(|_, (at, _)| at.elapsed() < ttl);
+            stores
+                .entry(key)
+                .or_insert_with(|| (std::time::Instant::now(), Arc::default()))
+                .1
+                .clone()
+        };
+        // Errors are not kept: the next reconcile of this store tries again.
+        cell.get_or_try_init(|| async { resolve_store(api, es).await.map(Arc::new) })
+            .await
+            .cloned()
+    }
 }
 
 /// What the loop should do next.
@@ -877,7 +939,7 @@ async fn reconcile_inner<A: SyncApi, F: ProviderFactory>(
     if deletion == "Delete" && creation != "Owner" {
         return fail("spec.target.deletionPolicy Delete needs creationPolicy Owner").await;
     }
-    let store = match resolve_store(api, es).await {
+    let store = match ctx.store(api, es).await {
         Ok(s) => s,
         Err(e) => return fail(&e.message).await,
     };
@@ -1008,6 +1070,8 @@ pub struct MemorySyncApi {
     pub events: Mutex<Vec<(String, String, String)>>,
     /// Secret writes.
     pub writes: Mutex<u64>,
+    /// SecretStore and ClusterSecretStore reads.
+    pub store_reads: Mutex<u64>,
 }
 
 fn k(ns: &str, name: &str) -> String {
@@ -1073,9 +1137,11 @@ impl SyncApi for MemorySyncApi {
         Ok(locked(&self.config_maps).get(&k(ns, name)).cloned())
     }
     async fn get_store(&self, ns: &str, name: &str) -> Result<Option<SecretStore>, String> {
+        *locked(&self.store_reads) += 1;
         Ok(locked(&self.stores).get(&k(ns, name)).cloned())
     }
     async fn get_cluster_store(&self, name: &str) -> Result<Option<ClusterSecretStore>, String> {
+        *locked(&self.store_reads) += 1;
         Ok(locked(&self.cluster_stores).get(name).cloned())
     }
     async fn namespace_labels(&self, ns: &str) -> Result<BTreeMap<String, String>, String> {

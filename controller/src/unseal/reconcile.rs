@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
@@ -312,9 +312,6 @@ impl ClusterApi for MemoryApi {
         }
     }
 }
-
-/// Shared pieces for the kube implementation.
-pub type SharedState = Arc<AppState>;
 
 #[cfg(test)]
 mod tests;

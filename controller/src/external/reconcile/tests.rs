@@ -61,11 +61,14 @@ fn setup() -> (
     locked(&api.secrets).insert("app/awssm".into(), creds);
     let provider = Arc::new(MemoryProvider::default());
     provider.put("prod/db", r#"{"password":"pw-1"}"#);
-    let ctx = SyncContext {
-        factory: FixedFactory(provider.clone()),
-        fetcher: Fetcher::new(Duration::from_millis(50), Duration::from_millis(5)),
-        metrics: Arc::new(Metrics::default()),
-    };
+    // Stores are re-read on every reconcile here, so tests can change them in between;
+    // `one_batch_for_many_external_secrets` checks the sharing.
+    let ctx = SyncContext::new(
+        FixedFactory(provider.clone()),
+        Fetcher::new(Duration::from_millis(50), Duration::from_millis(5)),
+        Arc::new(Metrics::default()),
+    )
+    .with_store_ttl(Duration::ZERO);
     (api, provider, ctx)
 }
 
@@ -374,9 +377,16 @@ async fn one_batch_for_many_external_secrets() {
             )
         })
         .collect();
+    // The production store TTL: the store and its credentials are read once for all 1,000.
+    let ctx = SyncContext::new(ctx.factory, ctx.fetcher, ctx.metrics);
     let before = *locked(&provider.calls);
     let results = futures::future::join_all(objects.iter().map(|e| reconcile(e, &api, &ctx))).await;
     assert!(results.iter().all(Result::is_ok));
+    assert_eq!(
+        *locked(&api.store_reads),
+        1,
+        "one store read for 1,000 ExternalSecrets"
+    );
     let calls = *locked(&provider.calls) - before;
     assert!(
         calls <= 2,
