@@ -113,7 +113,10 @@ fn data_mac(key: &PrivateKey, secret: &Secret, keys: &BTreeSet<String>) -> Strin
     let mac_key = key.derive_mac_key(MAC_PURPOSE);
     let k = hmac::Key::new(hmac::HMAC_SHA256, &mac_key[..]);
     let mut ctx = hmac::Context::with_key(&k);
-    ctx.update(secret.type_.as_deref().unwrap_or("").as_bytes());
+    // As the API server stores it: an untyped Secret is defaulted to Opaque on create, so the
+    // MAC of what we send and of what is read back must agree.
+    let type_ = secret.type_.as_deref().filter(|t| !t.is_empty());
+    ctx.update(type_.unwrap_or("Opaque").as_bytes());
     ctx.update(b"\0");
     for name in keys {
         ctx.update(name.as_bytes());

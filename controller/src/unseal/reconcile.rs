@@ -282,10 +282,17 @@ impl ClusterApi for MemoryApi {
                 if out.metadata.owner_references.is_none() {
                     out.metadata.owner_references = old.metadata.owner_references;
                 }
+                // `type` is immutable: a field we do not send keeps its value.
+                if out.type_.is_none() {
+                    out.type_ = old.type_;
+                }
                 out
             }
             None => secret.clone(),
         };
+        // The API server defaults `type` on create, so what is read back is never untyped.
+        let mut merged = merged;
+        merged.type_.get_or_insert_with(|| "Opaque".to_string());
         map.insert(k, merged);
         *self.writes.lock().map_err(|e| e.to_string())? += 1;
         Ok(())
