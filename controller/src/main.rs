@@ -204,30 +204,51 @@ async fn refresh_keys(
     Ok(())
 }
 
-/// Whether the API server serves `K` (its CRD is installed); says which loop stays off if not.
-async fn served<K>(client: &Client, loop_name: &str) -> bool
+/// Whether the API server serves `K` (its CRD is installed) and we may list it where we watch;
+/// says which loop stays off, and why, if not.
+async fn served<K>(client: &Client, namespace: Option<&str>, loop_name: &str) -> bool
 where
-    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
 {
-    let probe = Api::<K>::all(client.clone())
-        .list(&ListParams::default().limit(1))
-        .await;
-    if let Err(kube::Error::Api(e)) = &probe
-        && e.code == 404
-    {
-        tracing::info!(
-            "the {} CRD is not installed: {loop_name} is off",
-            K::kind(&())
-        );
-        return false;
+    let api = match namespace {
+        Some(ns) => Api::<K>::namespaced(client.clone(), ns),
+        None => Api::<K>::all(client.clone()),
+    };
+    match api.list(&ListParams::default().limit(1)).await {
+        Err(kube::Error::Api(e)) if e.code == 404 => {
+            tracing::info!(
+                "the {} CRD is not installed: {loop_name} is off",
+                K::kind(&())
+            );
+            false
+        }
+        Err(kube::Error::Api(e)) if e.code == 403 => {
+            tracing::warn!(
+                "this controller may not list {} ({}): {loop_name} is off; grant it with deploy/'s RBAC",
+                K::plural(&()),
+                namespace.map_or("in all namespaces".to_string(), |n| format!(
+                    "in namespace {n}"
+                )),
+            );
+            false
+        }
+        _ => true,
     }
-    true
 }
 
 /// The ExternalSecret loop, when enabled and its CRD is served; otherwise waits forever.
 async fn external_secrets(client: &Client, args: &Args, state: &AppState) {
     use sealkit_controller::external::{aws::AwsLimits, cache::Fetcher, reconcile, run};
-    if !args.external_secrets || !served::<sealkit_api::ExternalSecret>(client, "the syncer").await
+    if !args.external_secrets
+        || !served::<sealkit_api::ExternalSecret>(
+            client,
+            args.watch_namespace.as_deref(),
+            "the syncer",
+        )
+        .await
     {
         return std::future::pending().await;
     }
@@ -262,7 +283,14 @@ async fn external_secrets(client: &Client, args: &Args, state: &AppState) {
 /// The GitOps loop, when enabled and the Kustomization CRD is served; otherwise waits forever.
 async fn gitops(client: &Client, args: &Args, state: &AppState) {
     use sealkit_controller::gitops::{reconcile::GitopsSettings, run};
-    if !args.gitops || !served::<sealkit_api::Kustomization>(client, "the GitOps loop").await {
+    if !args.gitops
+        || !served::<sealkit_api::Kustomization>(
+            client,
+            args.watch_namespace.as_deref(),
+            "the GitOps loop",
+        )
+        .await
+    {
         return std::future::pending().await;
     }
     if let Err(e) = std::fs::create_dir_all(&args.gitops_cache_dir) {

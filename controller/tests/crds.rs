@@ -9,6 +9,22 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// `shared/` (upstream CRDs); a path that does not exist when it cannot be found.
+fn shared() -> PathBuf {
+    sealkit_skip::shared_dir(&root()).unwrap_or_else(|| root().join("../shared"))
+}
+
+#[test]
+fn the_crd_kustomization_lists_every_crd() {
+    let path = root().join("deploy/crds/kustomization.yaml");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap_or_default(),
+        sealkit_controller::crds_kustomization(),
+        "{} is stale: run `cargo run -p sealkit-controller --bin crdgen`",
+        path.display()
+    );
+}
+
 #[test]
 fn committed_crds_match_generated() {
     for (name, text) in sealkit_controller::crds() {
@@ -54,14 +70,11 @@ fn version_schema(crd: &Value) -> Value {
 
 #[test]
 fn sealed_secret_crd_covers_upstream() {
-    let upstream_path = std::env::var("SEALKIT_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root().join("../shared"))
-        .join("reference/crds/bitnami.com_sealedsecrets.yaml");
+    let upstream_path = shared().join("reference/crds/bitnami.com_sealedsecrets.yaml");
     let Ok(text) = std::fs::read_to_string(&upstream_path) else {
-        eprintln!(
-            "skipped: upstream CRD not found at {} (set SEALKIT_SHARED)",
-            upstream_path.display()
+        sealkit_skip::missing(
+            "upstream CRDs",
+            format!("{} not found (set SEALKIT_SHARED)", upstream_path.display()),
         );
         return;
     };
@@ -131,17 +144,13 @@ fn kubeseal_output_deserializes() {
 }
 
 fn upstream_crd(file: &str) -> Option<Value> {
-    let path = std::env::var("SEALKIT_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root().join("../shared"))
-        .join("reference/crds")
-        .join(file);
+    let path = shared().join("reference/crds").join(file);
     match std::fs::read_to_string(&path) {
         Ok(text) => Some(serde_saphyr::from_str(&text).expect("upstream CRD parses")),
         Err(_) => {
-            eprintln!(
-                "skipped: upstream CRD not found at {} (set SEALKIT_SHARED)",
-                path.display()
+            sealkit_skip::missing(
+                "upstream CRDs",
+                format!("{} not found (set SEALKIT_SHARED)", path.display()),
             );
             None
         }

@@ -167,9 +167,14 @@ pub fn python_peer(args: &[&str], stdin: &[u8]) -> Output {
     out
 }
 
+/// `shared/` beside the repository (upstream vectors and CRDs, the control-plane tool), if found.
+pub fn shared() -> Option<PathBuf> {
+    sealkit_skip::shared_dir(&workspace())
+}
+
 /// A `moto_server` (AWS Secrets Manager + SSM emulator) on a free 127.0.0.1 port, stopped on
-/// drop. `None` (with a message) when moto is not installed and `SEALKIT_REQUIRE_PEERS` is not
-/// set; `scripts/test.sh` installs it and sets that variable, so there it is never skipped.
+/// drop. `None` when moto is not installed (a counted skip, or a failure under
+/// `SEALKIT_REQUIRE_PEERS`; `scripts/test.sh` installs it).
 pub struct Moto {
     child: std::process::Child,
     bin: String,
@@ -194,12 +199,9 @@ impl Moto {
         {
             Ok(c) => c,
             Err(e) => {
-                assert!(
-                    std::env::var_os("SEALKIT_REQUIRE_PEERS").is_none(),
-                    "moto_server ({bin}) cannot start: {e}"
-                );
-                eprintln!(
-                    "skipped: moto_server not found ({bin}: {e}); scripts/test.sh installs it"
+                sealkit_skip::missing(
+                    "moto_server",
+                    format!("{bin}: {e}; scripts/test.sh installs it"),
                 );
                 return None;
             }

@@ -11,7 +11,11 @@ fn main() -> ExitCode {
         eprintln!("error: cannot create {}: {e}", dir.display());
         return ExitCode::from(3);
     }
-    for (name, text) in sealkit_controller::crds() {
+    let files = sealkit_controller::crds().into_iter().chain([(
+        "kustomization.yaml".to_string(),
+        sealkit_controller::crds_kustomization(),
+    )]);
+    for (name, text) in files {
         let path = dir.join(&name);
         if let Err(e) = std::fs::write(&path, text) {
             eprintln!("error: cannot write {}: {e}", path.display());

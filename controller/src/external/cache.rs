@@ -6,6 +6,10 @@
 //! share one listing. Results are kept for `ttl`, keyed by (store identity, key, version), so
 //! 1,000 ExternalSecrets reading 100 secrets cost about 100 / 20 = 5 calls per refresh cycle
 //! instead of 3,000. Errors are shared by the waiters of one batch but never cached.
+//!
+//! Freshness is the caller's: every read says how old a value it accepts (an ExternalSecret's
+//! `refreshInterval`), so a refresh is never served a value fetched before `now − interval`,
+//! whatever the cache TTL. The age of a value counts from when its request was sent.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -54,22 +58,29 @@ impl Fetcher {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Values for `keys` of the store `store` (an identity string), from the cache or the
-    /// provider.
+    /// How old a cached value may be for a reader that accepts `max_age`.
+    fn limit(&self, max_age: Duration) -> Duration {
+        self.ttl.min(max_age)
+    }
+
+    /// Values for `keys` of the store `store` (an identity string), from the cache (only values
+    /// fetched less than `max_age` ago, and within the TTL), a batch in flight, or the provider.
     pub async fn get(
         &self,
         store: &str,
         provider: Arc<dyn Provider>,
         keys: &[RemoteKey],
+        max_age: Duration,
     ) -> HashMap<RemoteKey, Result<SecretValue, FetchError>> {
         let mut out = HashMap::new();
+        let limit = self.limit(max_age);
         let fut = {
             let mut st = self.lock();
             let now = Instant::now();
             let mut missing = Vec::new();
             for k in keys {
                 match st.values.get(&(store.to_string(), k.clone())) {
-                    Some((at, v)) if now.duration_since(*at) < self.ttl => {
+                    Some((at, v)) if now.duration_since(*at) < limit => {
                         out.insert(k.clone(), Ok(v.clone()));
                     }
                     _ => missing.push(k.clone()),
@@ -134,14 +145,14 @@ impl Fetcher {
                 let taken = pending.lock().ok().and_then(|mut k| k.take());
                 taken.unwrap_or_default().into_iter().collect()
             };
+            let sent = Instant::now();
             let fetched = provider.get_many(&batch).await;
-            let now = Instant::now();
             let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
             let mut map = HashMap::new();
             for (k, r) in fetched {
                 if let Ok(v) = &r {
                     st.values
-                        .insert((store_id.clone(), k.clone()), (now, v.clone()));
+                        .insert((store_id.clone(), k.clone()), (sent, v.clone()));
                 }
                 map.insert(k, r);
             }
@@ -152,18 +163,21 @@ impl Fetcher {
         Batch { keys, fut }
     }
 
-    /// The result of `query` on the store, from the cache, a listing in flight, or the provider.
+    /// The result of `query` on the store, from the cache (a listing made less than `max_age`
+    /// ago, and within the TTL), a listing in flight, or the provider.
     pub async fn find(
         &self,
         store: &str,
         provider: Arc<dyn Provider>,
         query: &FindQuery,
+        max_age: Duration,
     ) -> Result<Vec<(String, SecretValue)>, FetchError> {
         let id = (store.to_string(), query.clone());
+        let limit = self.limit(max_age);
         let fut = {
             let mut st = self.lock();
             if let Some((at, r)) = st.finds.get(&id)
-                && at.elapsed() < self.ttl
+                && at.elapsed() < limit
             {
                 return (**r).clone();
             }
@@ -172,11 +186,12 @@ impl Fetcher {
                 None => {
                     let (state, id2, q) = (self.state.clone(), id.clone(), query.clone());
                     let f = async move {
+                        let sent = Instant::now();
                         let r = Arc::new(provider.find(&q).await);
                         let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
                         st.finding.remove(&id2);
                         if r.is_ok() {
-                            st.finds.insert(id2, (Instant::now(), r.clone()));
+                            st.finds.insert(id2, (sent, r.clone()));
                         }
                         r
                     }

@@ -746,6 +746,19 @@ async fn template_sources<A: SyncApi>(
     Ok(out)
 }
 
+/// How old a shared value a refresh of `es` may use: its `refreshInterval` for periodic
+/// refreshes (ExternalSecrets due in the same wave still share one fetch; a value changed in the
+/// store reaches the Secret within one interval), none otherwise (a refresh on a change, or of
+/// an ExternalSecret that never refreshes, reads the store as it is now; only requests in
+/// flight are shared).
+fn max_value_age(es: &ExternalSecret) -> Duration {
+    let periodic = es.spec.refresh_policy.as_deref().unwrap_or("Periodic") == "Periodic";
+    match parse_interval(es.spec.refresh_interval.as_deref()) {
+        Ok(interval) if periodic => interval,
+        _ => Duration::ZERO,
+    }
+}
+
 /// Fetches and builds the Secret data, labels and annotations.
 async fn fetch_and_build<A: SyncApi, F: ProviderFactory>(
     api: &A,
@@ -761,10 +774,11 @@ async fn fetch_and_build<A: SyncApi, F: ProviderFactory>(
     let cache_id = store.cache_id();
     let keys = sync::needed_keys(&es.spec, &store.prefix);
     let queries = sync::find_queries(&es.spec, &store.prefix);
-    let values_fut = ctx.fetcher.get(&cache_id, provider.clone(), &keys);
+    let max_age = max_value_age(es);
+    let values_fut = ctx.fetcher.get(&cache_id, provider.clone(), &keys, max_age);
     let finds_fut = futures::future::join_all(queries.iter().map(|(i, q)| {
         let (provider, cache_id) = (provider.clone(), cache_id.clone());
-        async move { (*i, ctx.fetcher.find(&cache_id, provider, q).await) }
+        async move { (*i, ctx.fetcher.find(&cache_id, provider, q, max_age).await) }
     }));
     let (values, finds) = futures::future::join(values_fut, finds_fut).await;
     let mut found = HashMap::new();

@@ -57,6 +57,63 @@ pub trait FluxApi: ApplyApi {
         reason: &str,
         message: &str,
     ) -> impl Future<Output = ()> + Send;
+    /// Replaces the Kustomization's finalizers (optimistic: fails if it changed since `ks` was
+    /// read).
+    fn set_finalizers(
+        &self,
+        ks: &Kustomization,
+        finalizers: Vec<String>,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// The finalizer that lets a deleted Kustomization with `prune: true` delete what it applied
+/// (Flux's name, so objects Flux finalized are cleaned up by us after a migration, and back).
+pub const FINALIZER: &str = "finalizers.fluxcd.io";
+
+/// Deletion of a Kustomization: with `prune: true` (and not suspended), everything in its
+/// inventory that still carries its labels is deleted (objects annotated
+/// `kustomize.toolkit.fluxcd.io/prune: disabled` are kept), then the finalizer is removed;
+/// otherwise the objects stay and only the finalizer goes. A failed delete keeps the
+/// finalizer, so the next attempt finishes the job.
+async fn finalize<A: FluxApi>(ks: &Kustomization, api: &A) -> Result<Next, String> {
+    let finalizers = ks.finalizers().to_vec();
+    if !finalizers.iter().any(|f| f == FINALIZER) {
+        return Ok(Next::Wait);
+    }
+    if ks.spec.prune && ks.spec.suspend != Some(true) {
+        let old = ks
+            .status
+            .as_ref()
+            .and_then(|s| s.inventory.as_ref())
+            .map(|i| i.entries.clone())
+            .unwrap_or_default();
+        let owner = (ks.namespace().unwrap_or_default(), ks.name_any());
+        let mut report = apply::Report::default();
+        let everything = PrunePolicy {
+            threshold_percent: 100,
+            allow_empty: true,
+        };
+        if let Err(e) = apply::prune(api, &old, &mut report, &owner, &everything).await {
+            let msg = format!("garbage collection on deletion failed: {e}");
+            api.event(ks, true, "PruneFailed", &msg).await;
+            return Err(msg);
+        }
+        if !report.pruned.is_empty() {
+            api.event(
+                ks,
+                false,
+                "GarbageCollected",
+                &format!(
+                    "deleted {} object(s) of the deleted Kustomization",
+                    report.pruned.len()
+                ),
+            )
+            .await;
+        }
+    }
+    let rest = finalizers.into_iter().filter(|f| f != FINALIZER).collect();
+    api.set_finalizers(ks, rest).await?;
+    Ok(Next::Wait)
 }
 
 /// Shared settings.
@@ -347,8 +404,18 @@ pub async fn reconcile<A: FluxApi>(
     api: &A,
     settings: &GitopsSettings,
 ) -> Result<Next, String> {
+    if ks.metadata.deletion_timestamp.is_some() {
+        return finalize(ks, api).await;
+    }
     if ks.spec.suspend == Some(true) {
         return Ok(Next::Wait);
+    }
+    // The finalizer goes on before anything is applied, so nothing applied can be orphaned by
+    // a deletion.
+    if !ks.finalizers().iter().any(|f| f == FINALIZER) {
+        let mut f = ks.finalizers().to_vec();
+        f.push(FINALIZER.to_string());
+        api.set_finalizers(ks, f).await?;
     }
     let interval = duration(Some(&ks.spec.interval), Duration::from_secs(600));
     let retry = duration(ks.spec.retry_interval.as_deref(), interval);
@@ -756,6 +823,8 @@ pub struct MemoryFlux {
     pub statuses: std::sync::Mutex<BTreeMap<String, KustomizationStatus>>,
     /// Events as `reason: message`.
     pub events: std::sync::Mutex<Vec<String>>,
+    /// Finalizers by Kustomization name.
+    pub finalizers: std::sync::Mutex<BTreeMap<String, Vec<String>>>,
 }
 
 fn lk<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -804,6 +873,10 @@ impl FluxApi for MemoryFlux {
     }
     async fn event(&self, _: &Kustomization, _: bool, reason: &str, message: &str) {
         lk(&self.events).push(format!("{reason}: {message}"));
+    }
+    async fn set_finalizers(&self, ks: &Kustomization, f: Vec<String>) -> Result<(), String> {
+        lk(&self.finalizers).insert(ks.name_any(), f);
+        Ok(())
     }
 }
 

@@ -199,6 +199,36 @@ impl FluxApi for KubeFlux {
             .publish(ks.object_ref(&()), warning, reason, note, "Reconcile")
             .await;
     }
+
+    async fn set_finalizers(
+        &self,
+        ks: &Kustomization,
+        finalizers: Vec<String>,
+    ) -> Result<(), String> {
+        // A merge patch with the resourceVersion we read: a concurrent change is a conflict
+        // (retried), never a lost finalizer of someone else's.
+        let body = serde_json::json!({"metadata": {
+            "finalizers": finalizers,
+            "resourceVersion": ks.resource_version(),
+        }});
+        self.base.acquire().await;
+        match Api::<Kustomization>::namespaced(
+            self.base.client().clone(),
+            &ks.namespace().unwrap_or_default(),
+        )
+        .patch(
+            &ks.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&body),
+        )
+        .await
+        {
+            Ok(_) => Ok(()),
+            // Already gone: nothing left to finalize.
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
 }
 
 struct Ctx {

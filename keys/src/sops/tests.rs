@@ -12,18 +12,20 @@ use serde_json::Value;
 use super::*;
 
 fn vectors() -> Option<PathBuf> {
-    let dir = std::env::var("SEALKIT_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-        .join("vectors/sops");
-    if dir.exists() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "skipped: SOPS vectors not found at {} (set SEALKIT_SHARED)",
-            dir.display()
-        );
-        None
+    let dir = sealkit_skip::shared_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
+        .map(|s| s.join("vectors/sops"));
+    match dir {
+        Some(dir) if dir.exists() => Some(dir),
+        other => {
+            sealkit_skip::missing(
+                "upstream SOPS vectors",
+                format!(
+                    "not found at {} (set SEALKIT_SHARED to the shared/ directory)",
+                    other.map_or_else(|| "../shared".into(), |d| d.display().to_string())
+                ),
+            );
+            None
+        }
     }
 }
 

@@ -395,6 +395,53 @@ async fn one_batch_for_many_external_secrets() {
     assert_eq!(value(&api, "es123", "a").as_deref(), Some("23"));
 }
 
+/// The shared cache never serves a refresh a value older than that ExternalSecret's
+/// `refreshInterval`, whatever the cache TTL; ExternalSecrets refreshing together still share.
+#[tokio::test]
+async fn a_refresh_never_reads_a_value_older_than_its_interval() {
+    let (api, provider, ctx) = setup();
+    // A long cache TTL, as in production (30 s) relative to a short interval.
+    let ctx = SyncContext::new(
+        ctx.factory,
+        Fetcher::new(Duration::from_secs(3600), Duration::from_millis(5)),
+        ctx.metrics,
+    )
+    .with_store_ttl(Duration::ZERO);
+    let with_interval = |name: &str, interval: &str| {
+        es(
+            name,
+            serde_json::json!({
+                "refreshInterval": interval,
+                "secretStoreRef": {"name": "aws", "kind": "SecretStore"},
+                "data": [{"secretKey": "password", "remoteRef": {"key": "prod/db", "property": "password"}}]
+            }),
+        )
+    };
+    let fast = with_interval("fast", "400ms");
+    reconcile(&fast, &api, &ctx).await.expect("first sync");
+    assert_eq!(value(&api, "fast", "password").as_deref(), Some("pw-1"));
+    let calls = *locked(&provider.calls);
+
+    // Another ExternalSecret in the same wave shares the fetched value: no call.
+    provider.put("prod/db", r#"{"password":"pw-2"}"#);
+    reconcile(&with_interval("slow", "1h"), &api, &ctx)
+        .await
+        .expect("shared");
+    assert_eq!(*locked(&provider.calls), calls, "served from the cache");
+    assert_eq!(value(&api, "slow", "password").as_deref(), Some("pw-1"));
+
+    // One interval later the fast one is due, and the cached value is too old for it.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let fast = observed(&api, &fast);
+    reconcile(&fast, &api, &ctx).await.expect("refresh");
+    assert_eq!(
+        value(&api, "fast", "password").as_deref(),
+        Some("pw-2"),
+        "the changed value arrives within one refresh interval"
+    );
+    assert_eq!(*locked(&provider.calls), calls + 1);
+}
+
 #[tokio::test]
 async fn template_from_config_map_and_errors_name_the_source() {
     let (api, _provider, ctx) = setup();

@@ -532,3 +532,73 @@ async fn uses_the_source_loops_artifact_without_fetching_again() {
     );
     assert_eq!(ready(&s.flux).1, "ArtifactFailed");
 }
+
+/// The finalizer: added before anything is applied; on deletion with `prune: true` what the
+/// Kustomization applied (and still labelled as its own: the prune guards apply) is deleted
+/// and the finalizer goes; with `prune: false` everything stays.
+#[tokio::test]
+async fn deleting_a_kustomization_collects_what_it_applied() {
+    let s = setup();
+    let k = ks("./apps/overlays/staging", serde_json::json!({}));
+    reconcile(&k, &s.flux, &s.settings).await.expect("first");
+    assert_eq!(
+        lk(&s.flux.finalizers).get("apps").cloned(),
+        Some(vec![FINALIZER.to_string()])
+    );
+    let applied = observed(&s.flux, &k);
+    let entries = applied
+        .status
+        .as_ref()
+        .and_then(|st| st.inventory.as_ref())
+        .map(|i| i.entries.len())
+        .unwrap_or(0);
+    assert!(entries >= 3, "{entries} objects applied");
+    assert!(
+        s.flux
+            .cluster
+            .live("Secret", Some("podinfo-staging"), "db-credentials")
+            .is_some()
+    );
+
+    // prune: false: the objects stay, only the finalizer goes.
+    let mut keep = applied.clone();
+    keep.spec.prune = false;
+    keep.metadata.finalizers = Some(vec!["other.io/keep".into(), FINALIZER.to_string()]);
+    keep.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+    reconcile(&keep, &s.flux, &s.settings)
+        .await
+        .expect("finalize");
+    assert_eq!(
+        lk(&s.flux.finalizers).get("apps").cloned(),
+        Some(vec!["other.io/keep".to_string()]),
+        "only our finalizer is removed"
+    );
+    assert!(
+        s.flux
+            .cluster
+            .live("Secret", Some("podinfo-staging"), "db-credentials")
+            .is_some()
+    );
+
+    // prune: true: everything in the inventory that is still ours is deleted.
+    let mut gone = applied.clone();
+    gone.metadata.finalizers = Some(vec![FINALIZER.to_string()]);
+    gone.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+    reconcile(&gone, &s.flux, &s.settings)
+        .await
+        .expect("finalize");
+    assert_eq!(lk(&s.flux.finalizers).get("apps").cloned(), Some(vec![]));
+    assert!(
+        s.flux
+            .cluster
+            .live("Secret", Some("podinfo-staging"), "db-credentials")
+            .is_none()
+    );
+    assert!(
+        lk(&s.flux.events)
+            .iter()
+            .any(|e| e.starts_with("GarbageCollected")),
+        "{:?}",
+        lk(&s.flux.events)
+    );
+}
