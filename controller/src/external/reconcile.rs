@@ -186,7 +186,15 @@ pub struct SyncContext<F> {
     /// Concurrent reconciles of one store wait for the first resolution and are all woken by it.
     stores: Mutex<HashMap<String, StoreSlot>>,
     store_ttl: Duration,
+    /// The status of each successful sync we wrote (by uid), for a few minutes: the watch that
+    /// hands us an ExternalSecret can lag behind our own status write (the Secret's watch event
+    /// often arrives first), and a reconcile that saw the old status would sync again at once,
+    /// costing provider calls and resetting the age of the shared cached values.
+    written: Mutex<HashMap<String, (std::time::Instant, ExternalSecretStatus)>>,
 }
+
+/// How long our own status writes are remembered (far longer than any watch lag).
+const WRITTEN_TTL: Duration = Duration::from_secs(300);
 
 type StoreSlot = (
     std::time::Instant,
@@ -205,6 +213,32 @@ impl<F> SyncContext<F> {
             metrics,
             stores: Mutex::default(),
             store_ttl: STORE_TTL,
+            written: Mutex::default(),
+        }
+    }
+
+    /// `es` as it is after our last write: with the status of our last successful sync when
+    /// the watch has not shown it yet (a status without a newer `refreshTime`).
+    fn with_own_writes<'a>(&self, es: &'a ExternalSecret) -> std::borrow::Cow<'a, ExternalSecret> {
+        let uid = es.metadata.uid.clone().unwrap_or_default();
+        let mut written = locked(&self.written);
+        written.retain(|_, (at, _)| at.elapsed() < WRITTEN_TTL);
+        let Some((_, ours)) = written.get(&uid) else {
+            return std::borrow::Cow::Borrowed(es);
+        };
+        let seen = es.status.as_ref().and_then(|s| s.refresh_time.as_ref());
+        if seen.is_some_and(|t| Some(t) >= ours.refresh_time.as_ref()) {
+            return std::borrow::Cow::Borrowed(es);
+        }
+        let mut newer = es.clone();
+        newer.status = Some(ours.clone());
+        std::borrow::Cow::Owned(newer)
+    }
+
+    /// Remembers the status of a successful sync of `es`.
+    fn wrote(&self, es: &ExternalSecret, status: ExternalSecretStatus) {
+        if let Some(uid) = es.metadata.uid.clone() {
+            locked(&self.written).insert(uid, (std::time::Instant::now(), status));
         }
     }
 
@@ -820,9 +854,9 @@ fn condition(
     }
 }
 
-async fn write_status<A: SyncApi>(
+async fn write_status<A: SyncApi, F>(
     api: &A,
-    metrics: &Metrics,
+    ctx: &SyncContext<F>,
     es: &ExternalSecret,
     ok: bool,
     reason: &str,
@@ -831,7 +865,7 @@ async fn write_status<A: SyncApi>(
 ) -> Result<(), String> {
     // ESO's `externalsecret_status_condition`: 1 for the current status, 0 for the other.
     for (value, current) in [("True", ok), ("False", !ok)] {
-        metrics
+        ctx.metrics
             .external_condition
             .get_or_create(&crate::metrics::EsConditionLabels {
                 name: es.name_any(),
@@ -861,7 +895,11 @@ async fn write_status<A: SyncApi>(
     if unchanged {
         return Ok(());
     }
-    api.set_status(es, &status).await
+    api.set_status(es, &status).await?;
+    if ok && synced_now {
+        ctx.wrote(es, status);
+    }
+    Ok(())
 }
 
 /// Reconciles one ExternalSecret. `Err` means "retry with backoff" (status already says why).
@@ -871,6 +909,7 @@ pub async fn reconcile<A: SyncApi, F: ProviderFactory>(
     ctx: &SyncContext<F>,
 ) -> Result<Next, String> {
     let started = std::time::Instant::now();
+    let es = &*ctx.with_own_writes(es);
     let r = reconcile_inner(es, api, ctx).await;
     ctx.metrics
         .external_reconcile_duration
@@ -908,16 +947,7 @@ async fn reconcile_inner<A: SyncApi, F: ProviderFactory>(
     let existing = api.get_secret(&ns, &name).await?;
     let fail = async |msg: &str| -> Result<(Next, bool), String> {
         api.event(es, true, "UpdateFailed", msg).await;
-        write_status(
-            api,
-            &ctx.metrics,
-            es,
-            false,
-            "SecretSyncedError",
-            msg,
-            false,
-        )
-        .await?;
+        write_status(api, ctx, es, false, "SecretSyncedError", msg, false).await?;
         Err(msg.to_string())
     };
     let (is_due, next) = match due(es, existing.as_ref(), SystemTime::now()) {
@@ -925,16 +955,7 @@ async fn reconcile_inner<A: SyncApi, F: ProviderFactory>(
         // Bad spec: status says why; no retry storm (the object must change).
         Err(e) => {
             api.event(es, true, "UpdateFailed", &e.message).await;
-            write_status(
-                api,
-                &ctx.metrics,
-                es,
-                false,
-                "SecretSyncedError",
-                &e.message,
-                false,
-            )
-            .await?;
+            write_status(api, ctx, es, false, "SecretSyncedError", &e.message, false).await?;
             return Ok((Next::Wait, false));
         }
     };
@@ -968,7 +989,7 @@ async fn reconcile_inner<A: SyncApi, F: ProviderFactory>(
                 e.message
             );
             api.event(es, false, "Deleted", &msg).await;
-            write_status(api, &ctx.metrics, es, false, "SecretDeleted", &msg, true).await?;
+            write_status(api, ctx, es, false, "SecretDeleted", &msg, true).await?;
             return Ok((next, true));
         }
         // The last good Secret stays as it is.
@@ -977,7 +998,7 @@ async fn reconcile_inner<A: SyncApi, F: ProviderFactory>(
     if creation == "None" {
         write_status(
             api,
-            &ctx.metrics,
+            ctx,
             es,
             true,
             "SecretSynced",
@@ -1052,16 +1073,7 @@ async fn reconcile_inner<A: SyncApi, F: ProviderFactory>(
         return fail(&format!("cannot write Secret {ns}/{name}: {e}")).await;
     }
     api.event(es, false, "Updated", "Updated Secret").await;
-    write_status(
-        api,
-        &ctx.metrics,
-        es,
-        true,
-        "SecretSynced",
-        "secret synced",
-        true,
-    )
-    .await?;
+    write_status(api, ctx, es, true, "SecretSynced", "secret synced", true).await?;
     Ok((next, true))
 }
 

@@ -118,9 +118,31 @@ fn validate_and_re_encrypt_through_the_service_proxy() {
         &[],
     );
     let port = cluster.controller(c).http;
-    // A selector-less Service with hand-made Endpoints, as a Service would get for the Pod.
+    // What the cluster would have for the controller's Pod: the API server proxies only to an
+    // endpoint address that names a Pod of the Service's namespace holding that IP. There is
+    // no kubelet here, so the Pod stays Pending and its IP is set through the status
+    // subresource; the Service has no selector and hand-made Endpoints.
     cluster.apply(&format!(
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: sealed-secrets-controller\n  namespace: {ns}\nspec:\n  ports:\n  - name: http\n    port: 8080\n    targetPort: {port}\n---\napiVersion: v1\nkind: Endpoints\nmetadata:\n  name: sealed-secrets-controller\n  namespace: {ns}\nsubsets:\n- addresses:\n  - ip: {host_ip}\n  ports:\n  - name: http\n    port: {port}\n"
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: sealed-secrets-controller-0\n  namespace: {ns}\nspec:\n  containers:\n  - name: controller\n    image: ghcr.io/sealkit/sealkit-controller:0.1.0\n"
+    ));
+    cluster
+        .kubectl(
+            &[
+                "-n",
+                &ns,
+                "patch",
+                "pod",
+                "sealed-secrets-controller-0",
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                &format!(r#"{{"status":{{"podIP":"{host_ip}","podIPs":[{{"ip":"{host_ip}"}}]}}}}"#),
+            ],
+            None,
+        )
+        .expect("pod IP");
+    cluster.apply(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: sealed-secrets-controller\n  namespace: {ns}\nspec:\n  ports:\n  - name: http\n    port: 8080\n    targetPort: {port}\n---\napiVersion: v1\nkind: Endpoints\nmetadata:\n  name: sealed-secrets-controller\n  namespace: {ns}\nsubsets:\n- addresses:\n  - ip: {host_ip}\n    targetRef: {{kind: Pod, name: sealed-secrets-controller-0, namespace: {ns}}}\n  ports:\n  - name: http\n    port: {port}\n"
     ));
     let kc = cluster.kubeconfig.display().to_string();
     let seal_args = [
