@@ -93,8 +93,32 @@ pub fn plain_json(p: &Plain) -> Value {
     match p {
         Plain::Str(s, _) | Plain::Comment(s) => Value::String(s.to_string()),
         Plain::Int(i) => Value::from(*i),
-        Plain::Float(f) => Value::from(*f),
+        Plain::Float(f) => float_json(*f),
         Plain::Bool(b) => Value::Bool(*b),
+    }
+}
+
+/// A float as Go's `encoding/json` writes a float64: `5432`, not `5432.0` (sops keeps every
+/// JSON number as a float64, so integers come back as `type:float`).
+fn float_json(f: f64) -> Value {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53: every integer below is exact
+    if f.fract() == 0.0 && f.abs() < EXACT {
+        Value::from(f as i64)
+    } else {
+        Value::from(f)
+    }
+}
+
+#[cfg(test)]
+mod float_tests {
+    use super::*;
+
+    #[test]
+    fn integral_floats_print_as_go_prints_them() {
+        assert_eq!(float_json(5432.0).to_string(), "5432");
+        assert_eq!(float_json(-3.0).to_string(), "-3");
+        assert_eq!(float_json(0.25).to_string(), "0.25");
+        assert_eq!(float_json(1.5).to_string(), "1.5");
     }
 }
 
