@@ -9,7 +9,14 @@
 //! `toString`. Anything else (`if`, `range`, variables, other functions) is refused with the
 //! construct named, never guessed at. A missing key renders as `<no value>`, as Go's default.
 //!
-//! Values stay in zeroizing buffers; errors never carry a value, only names and positions.
+//! Values stay in zeroizing buffers. Errors never carry a value or a position inside one: they
+//! name the construct or the function that failed, so no message depends on a secret (a
+//! template is the caller's, the values are not).
+//!
+//! Templates come from whoever writes a SealedSecret or an ExternalSecret, so the engine is
+//! bounded: a template is at most [`MAX_TEMPLATE`] bytes, parentheses nest at most
+//! [`MAX_DEPTH`] deep, no value or output grows beyond [`MAX_OUTPUT`] bytes, and one render
+//! produces at most [`MAX_WORK`] bytes in all (so nested `replace` cannot grow quadratically).
 
 use std::collections::BTreeMap;
 
@@ -32,6 +39,15 @@ pub enum TemplateError {
     #[error("{0}")]
     Call(String),
 }
+
+/// The largest template accepted, in bytes.
+pub const MAX_TEMPLATE: usize = 64 * 1024;
+/// How deep parentheses may nest.
+pub const MAX_DEPTH: usize = 32;
+/// The largest value or output, in bytes (a Secret holds at most 1 MiB).
+pub const MAX_OUTPUT: usize = 1024 * 1024;
+/// The most bytes one render may produce across every function call.
+pub const MAX_WORK: usize = 16 * 1024 * 1024;
 
 const FUNCTIONS: &str = "b64enc b64dec toJson fromJson upper lower trim trimPrefix trimSuffix replace quote squote default printf toString";
 
@@ -208,16 +224,50 @@ struct Eval<'a> {
     data: &'a BTreeMap<String, Zeroizing<Vec<u8>>>,
     toks: Vec<Tok>,
     pos: usize,
+    depth: usize,
+    /// Bytes still allowed to be produced in this render.
+    work: &'a mut usize,
+}
+
+fn too_large(what: &str) -> TemplateError {
+    TemplateError::Call(format!(
+        "{what}: the result would be larger than {MAX_OUTPUT} bytes"
+    ))
 }
 
 impl Eval<'_> {
     fn pipeline(&mut self) -> Result<Val, TemplateError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(TemplateError::Malformed(format!(
+                "parentheses nested deeper than {MAX_DEPTH}"
+            )));
+        }
         let mut value = self.command(None)?;
         while self.toks.get(self.pos) == Some(&Tok::Pipe) {
             self.pos += 1;
             value = self.command(Some(value))?;
         }
+        self.depth -= 1;
         Ok(value)
+    }
+
+    /// Charges a function's result to the render's budget.
+    fn charge(&mut self, name: &str, v: Val) -> Result<Val, TemplateError> {
+        let len = match &v {
+            Val::Bytes(b) => b.len(),
+            Val::Json(j) => j.to_string().len(),
+            Val::Root | Val::Nil => 0,
+        };
+        if len > MAX_OUTPUT {
+            return Err(too_large(name));
+        }
+        *self.work = self.work.checked_sub(len).ok_or_else(|| {
+            TemplateError::Call(format!(
+                "{name}: the template produces more than {MAX_WORK} bytes in all"
+            ))
+        })?;
+        Ok(v)
     }
 
     fn command(&mut self, piped: Option<Val>) -> Result<Val, TemplateError> {
@@ -234,7 +284,8 @@ impl Eval<'_> {
                 args.push(self.operand()?);
             }
             args.extend(piped);
-            return self.call(&name, args);
+            let v = self.call(&name, args)?;
+            return self.charge(&name, v);
         }
         let v = self.operand()?;
         if piped.is_some() {
@@ -363,14 +414,11 @@ impl Eval<'_> {
             }
             "fromJson" => {
                 arity(1)?;
+                // Never where it failed: a position inside a value tells what the value is.
                 serde_json::from_slice(&text(&args[0]))
                     .map(Val::Json)
-                    .map_err(|e| {
-                        TemplateError::Call(format!(
-                            "fromJson: the value is not valid JSON (line {}, column {})",
-                            e.line(),
-                            e.column()
-                        ))
+                    .map_err(|_| {
+                        TemplateError::Call("fromJson: the value is not valid JSON".into())
                     })
             }
             "upper" => map_str(&|s| s.to_uppercase()),
@@ -392,6 +440,17 @@ impl Eval<'_> {
             "replace" => {
                 arity(3)?;
                 let (from, to, s) = (string(&args[0]), string(&args[1]), string(&args[2]));
+                // Bound the result before building it: every match (an empty pattern matches
+                // between all characters) adds `to`.
+                let matches = if from.is_empty() {
+                    s.chars().count() + 1
+                } else {
+                    s.matches(from.as_str()).count()
+                };
+                let grows = to.len().saturating_sub(from.len());
+                if s.len().saturating_add(matches.saturating_mul(grows)) > MAX_OUTPUT {
+                    return Err(too_large("replace"));
+                }
                 Ok(Val::text(s.replace(from.as_str(), &to)))
             }
             "default" => {
@@ -430,6 +489,9 @@ impl Eval<'_> {
             let arg = it
                 .next()
                 .ok_or_else(|| TemplateError::Call("printf: more verbs than arguments".into()))?;
+            if out.len() > MAX_OUTPUT {
+                return Err(too_large("printf"));
+            }
             match verb {
                 Some('s' | 'v' | 'd') => out.extend_from_slice(&arg.bytes(self.data)),
                 Some('q') => out.extend_from_slice(
@@ -458,6 +520,7 @@ const CONTROL: &[&str] = &[
 fn action(
     action: &str,
     data: &BTreeMap<String, Zeroizing<Vec<u8>>>,
+    work: &mut usize,
 ) -> Result<Option<Zeroizing<Vec<u8>>>, TemplateError> {
     let trimmed = action.trim();
     if trimmed.starts_with("/*") && trimmed.ends_with("*/") {
@@ -471,6 +534,8 @@ fn action(
         data,
         toks: lex(trimmed)?,
         pos: 0,
+        depth: 0,
+        work,
     };
     let v = ev.pipeline()?;
     if ev.pos != ev.toks.len() {
@@ -486,6 +551,12 @@ pub fn render(
     template: &str,
     data: &BTreeMap<String, Zeroizing<Vec<u8>>>,
 ) -> Result<Zeroizing<Vec<u8>>, TemplateError> {
+    if template.len() > MAX_TEMPLATE {
+        return Err(TemplateError::Malformed(format!(
+            "the template is longer than {MAX_TEMPLATE} bytes"
+        )));
+    }
+    let mut work = MAX_WORK;
     let mut out = Zeroizing::new(Vec::with_capacity(template.len()));
     let mut rest = template;
     let mut trim_next = false;
@@ -515,8 +586,11 @@ pub fn render(
             inner = a;
         }
         out.extend_from_slice(text.as_bytes());
-        if let Some(v) = action(inner, data)? {
+        if let Some(v) = action(inner, data, &mut work)? {
             out.extend_from_slice(&v);
+        }
+        if out.len() > MAX_OUTPUT {
+            return Err(too_large("the template"));
         }
         rest = &after[close + 2..];
     }

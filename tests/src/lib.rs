@@ -1,6 +1,8 @@
 //! Shared fixtures for sealkit's cross-crate tests: the `sealkit` binary, keys and
 //! certificates made by OpenSSL (not by us), and the independent Python peer.
 
+pub mod cluster;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;

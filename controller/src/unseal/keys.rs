@@ -28,6 +28,21 @@ pub struct SealingKeys {
     pub newest: Option<NewestKey>,
     /// Key Secrets that could not be used, with the reason (no key material in messages).
     pub skipped: Vec<String>,
+    /// How many of the keyring's RSA operations are already in the metric.
+    reported: std::sync::atomic::AtomicU64,
+}
+
+impl SealingKeys {
+    /// Adds the keyring's RSA private-key operations since the last report to `counter`.
+    /// Exact when reconciles run concurrently: each caller adds a disjoint delta (a
+    /// before/after difference around one call would count the others' work too).
+    pub fn report_ops(&self, counter: &prometheus_client::metrics::counter::Counter) {
+        let now = self.keyring.private_key_operations();
+        let prev = self
+            .reported
+            .swap(now, std::sync::atomic::Ordering::Relaxed);
+        counter.inc_by(now.saturating_sub(prev));
+    }
 }
 
 /// The key that seals.

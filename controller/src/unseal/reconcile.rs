@@ -120,12 +120,9 @@ pub async fn reconcile<C: ClusterApi>(
     let namespace = ss.namespace().unwrap_or_default();
     let keys = state.keys();
     let existing = api.get_secret(&namespace, &name).await?;
-    let before = keys.keyring.private_key_operations();
     let decided = plan(ss, existing.as_ref(), &keys.keyring);
-    state
-        .metrics
-        .rsa_private_ops
-        .inc_by(keys.keyring.private_key_operations() - before);
+    keys.report_ops(&state.metrics.rsa_private_ops);
+    tracing::debug!(%namespace, %name, secret_found = existing.is_some(), plan = ?decided, "planned");
     let labels = ConditionLabels {
         name: name.clone(),
         namespace: namespace.clone(),

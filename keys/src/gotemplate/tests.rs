@@ -109,3 +109,82 @@ fn refusals_name_the_construct_and_never_a_value() {
         Err(TemplateError::Malformed(_))
     ));
 }
+
+/// Templates are written by tenants: no input may abort the process or take unbounded memory.
+#[test]
+fn hostile_templates_are_refused_not_fatal() {
+    let d = data(&[("password", "hunter22")]);
+    // 50,000 nested parentheses (the reproduced crash): an error, not a stack overflow.
+    let deep = format!(
+        "{{{{ {}.password{} }}}}",
+        "(".repeat(50_000),
+        ")".repeat(50_000)
+    );
+    assert!(render(&deep, &d).is_err());
+    // Within the size limit, the nesting limit answers.
+    let deep = format!(
+        "{{{{ {}.password{} }}}}",
+        "(".repeat(30_000),
+        ")".repeat(30_000)
+    );
+    assert!(
+        matches!(render(&deep, &d), Err(TemplateError::Malformed(m)) if m.contains("nested")),
+        "{:?}",
+        render(&deep, &d)
+    );
+    // Nesting within the limit still works.
+    let ok = format!(
+        "{{{{ {}.password{} }}}}",
+        "(".repeat(MAX_DEPTH - 1),
+        ")".repeat(MAX_DEPTH - 1)
+    );
+    assert_eq!(r(&ok, &d).unwrap(), "hunter22");
+    // Nested replace grows quadratically: refused by size.
+    let mut t = String::from(".password");
+    for _ in 0..12 {
+        t = format!("(replace \"\" .password {t})");
+    }
+    let grown = format!("{{{{ {t} }}}}");
+    assert!(
+        matches!(render(&grown, &d), Err(TemplateError::Call(m)) if m.contains("larger than") || m.contains("in all"))
+    );
+    // Calls that each stay under the output limit still hit the total budget.
+    let big = data(&[("big", &"a".repeat(900 * 1024))]);
+    let chain = format!("{{{{ .big{} }}}}", " | upper | lower".repeat(10));
+    assert!(
+        matches!(render(&chain, &big), Err(TemplateError::Call(m)) if m.contains("in all")),
+        "{:?}",
+        render(&chain, &big).map(|v| v.len())
+    );
+    assert_eq!(
+        render("{{ .big | upper | lower }}", &big).map(|v| v.len()),
+        Ok(900 * 1024)
+    );
+    // Longer than the template limit.
+    let long = "x".repeat(MAX_TEMPLATE + 1);
+    assert!(render(&long, &d).is_err());
+}
+
+/// No error message depends on a value: the fromJson oracle (the position of a parse error
+/// reveals the value's length and content) answers the same for every value.
+#[test]
+fn errors_never_depend_on_values() {
+    let probe = r#"{{ fromJson (printf "\"%s" .password) }}"#;
+    let a = render(probe, &data(&[("password", "hunter22")]))
+        .err()
+        .map(|e| e.to_string());
+    let b = render(probe, &data(&[("password", "x")]))
+        .err()
+        .map(|e| e.to_string());
+    let c = render(probe, &data(&[("password", "a\"b")]))
+        .err()
+        .map(|e| e.to_string());
+    assert!(a.is_some());
+    assert_eq!(a, b);
+    assert_eq!(a, c);
+    let msg = a.unwrap_or_default();
+    assert!(!msg.contains("line") && !msg.contains("column"), "{msg}");
+    let d1 = render("{{ .password | b64dec }}", &data(&[("password", "!!")])).err();
+    let d2 = render("{{ .password | b64dec }}", &data(&[("password", "####")])).err();
+    assert_eq!(d1, d2);
+}

@@ -6,13 +6,14 @@
 //! of that ServiceAccount in the controller's kubeconfig. Every test works in its own namespaces,
 //! deleted afterwards with the cluster-scoped objects it made.
 
-use std::io::{BufRead, Write as _};
-use std::net::TcpListener;
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+pub use sealkit_tests::cluster::{
+    free_port, http, http_get, kubectl as kubectl_with, metric_value,
+};
 use sealkit_tests::{sealkit_bin, workspace};
 
 /// A cluster for one test.
@@ -264,7 +265,7 @@ impl Cluster {
             .path()
             .join(format!("controller-{}-{id}.log", self.suffix));
         let file = std::fs::File::create(&log).expect("log");
-        let mut cmd = Command::new(controller_bin());
+        let mut cmd = Command::new(sealkit_tests::cluster::controller_bin(false));
         cmd.args(args)
             .arg(format!("--listen-addr={listen_ip}:{http}"))
             .arg(format!("--listen-metrics-addr=127.0.0.1:{metrics}"))
@@ -385,115 +386,6 @@ impl Controller {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
-}
-
-/// The value of `series` in a Prometheus text exposition.
-pub fn metric_value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| {
-            l.strip_prefix(series).is_some_and(|r| {
-                r.starts_with(' ') || (!series.contains('{') && r.starts_with('{'))
-            })
-        })?
-        .rsplit(' ')
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// kubectl with a given kubeconfig.
-pub fn kubectl_with(
-    kubeconfig: &Path,
-    args: &[&str],
-    stdin: Option<&str>,
-) -> Result<String, String> {
-    let mut cmd = Command::new("kubectl");
-    cmd.arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| format!("kubectl: {e}"))?;
-    if let Some(input) = stdin {
-        let _ = child
-            .stdin
-            .take()
-            .map(|mut s| s.write_all(input.as_bytes()));
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("kubectl: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "kubectl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// The `sealkit-controller` binary of this source tree (built once per test run, so a stale
-/// binary is never tested).
-pub fn controller_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let bin = sealkit_bin().with_file_name("sealkit-controller");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo)
-            .args([
-                "build",
-                "-q",
-                "-p",
-                "sealkit-controller",
-                "--bin",
-                "sealkit-controller",
-            ])
-            .current_dir(workspace())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok && bin.exists(), "building sealkit-controller failed");
-        bin
-    })
-    .clone()
-}
-
-/// GET over plain HTTP/1.1 on 127.0.0.1; the body of a 200 answer.
-pub fn http_get(port: u16, path: &str) -> Option<String> {
-    http("127.0.0.1", port, "GET", path, b"").and_then(|(code, body)| (code == 200).then_some(body))
-}
-
-/// One HTTP/1.1 request; (status code, body).
-pub fn http(host: &str, port: u16, method: &str, path: &str, body: &[u8]) -> Option<(u16, String)> {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect((host, port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .ok()?;
-    s.write_all(body).ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let (head, body) = out.split_once("\r\n\r\n")?;
-    let code = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, body.to_string()))
 }
 
 /// `sealkit seal` of `secret` with the certificate at `cert_url`.

@@ -345,3 +345,35 @@ async fn leader_hand_over_only_the_leader_writes() {
     assert_eq!(task_a.await.expect("join"), Stopped::SignalClosed);
     assert_eq!(task_b.await.expect("join"), Stopped::SignalClosed);
 }
+
+/// The RSA metric counts each operation once when reconciles run in parallel (a before/after
+/// difference around one reconcile would also count the work of the others).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rsa_operations_are_counted_exactly_under_concurrency() {
+    let st = Arc::new(state(&[key_secret("k1")]));
+    let objects: Vec<SealedSecret> = (0..24).map(|_| sealed_for(&st, "prod", "pw")).collect();
+    let tasks: Vec<_> = objects
+        .into_iter()
+        .map(|ss| {
+            let st = st.clone();
+            tokio::spawn(async move {
+                // A fresh cluster each: every reconcile must unseal its one value.
+                let api = MemoryApi::default();
+                reconcile(&ss, &api, &st).await
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.expect("task"), Ok(Outcome::Done));
+    }
+    let text = st.metrics.encode();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("sealkit_rsa_private_key_operations_total"))
+        .expect("metric");
+    assert_eq!(
+        line, "sealkit_rsa_private_key_operations_total 24",
+        "{text}"
+    );
+    assert_eq!(st.keys().keyring.private_key_operations(), 24);
+}

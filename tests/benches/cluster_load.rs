@@ -1,0 +1,391 @@
+//! The controller on a real API server at scale (a bench binary, not a timed test).
+//!
+//! ```sh
+//! cargo bench -p sealkit-tests --bench cluster_load -- --sealed 1000
+//! ```
+//!
+//! Starts `shared/k8s/control-plane` (or uses `SEALKIT_E2E_KUBECONFIG`), creates N
+//! SealedSecrets of 3 values each (sealed with the controller's own certificate by
+//! `sealkit seal`), runs the release `sealkit-controller` as a local process and prints: the
+//! time until every Secret exists, RSA private-key operations, the controller's peak and steady
+//! RSS; then, after a restart with nothing changed: the time until every object has been
+//! reconciled once, RSA operations (must be 0) and Secret writes (must be 0: resourceVersions
+//! unchanged). The baseline in the same run is `openssl speed rsa4096` (private-key ops/s).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use sealkit_tests::cluster::{
+    ControlPlane, build_bin, controller_bin, count_samples, free_port, http_get, kubectl,
+    metric_value, rss_kib,
+};
+
+const NS: &str = "sealkit-bench";
+const LABEL: &str = "sealkit-bench=load";
+
+struct Args {
+    sealed: usize,
+    key_size: usize,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        sealed: 1000,
+        key_size: 4096,
+    };
+    let argv: Vec<String> = std::env::args().collect();
+    let mut i = 1;
+    while i < argv.len() {
+        let next = argv.get(i + 1).and_then(|v| v.parse().ok());
+        match argv[i].as_str() {
+            "--sealed" => a.sealed = next.expect("--sealed N"),
+            "--key-size" => a.key_size = next.expect("--key-size BITS"),
+            _ => {} // cargo bench passes --bench
+        }
+        i += 1;
+    }
+    a
+}
+
+struct Controller {
+    child: Child,
+    metrics: u16,
+    http: u16,
+}
+
+impl Controller {
+    fn start(kubeconfig: &Path, key_size: usize) -> Controller {
+        let (http, metrics) = (free_port(), free_port());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(std::env::temp_dir().join("sealkit-bench-controller.log"))
+            .expect("log");
+        let child = Command::new(controller_bin(true))
+            .args([
+                "--key-namespace",
+                NS,
+                "--watch-namespace",
+                NS,
+                "--leader-elect=false",
+                "--external-secrets=false",
+                "--gitops=false",
+                "--key-size",
+                &key_size.to_string(),
+                "--kube-api-qps",
+                "100",
+                "--kube-api-burst",
+                "200",
+                &format!("--listen-addr=127.0.0.1:{http}"),
+                &format!("--listen-metrics-addr=127.0.0.1:{metrics}"),
+            ])
+            .env("KUBECONFIG", kubeconfig)
+            .env(
+                "RUST_LOG",
+                std::env::var("SEALKIT_BENCH_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start the controller");
+        let c = Controller {
+            child,
+            metrics,
+            http,
+        };
+        wait("the controller's metrics", Duration::from_secs(120), || {
+            http_get(c.metrics, "/metrics")
+        });
+        c
+    }
+
+    fn metrics(&self) -> String {
+        http_get(self.metrics, "/metrics").unwrap_or_default()
+    }
+
+    fn rsa_ops(&self) -> u64 {
+        metric_value(&self.metrics(), "sealkit_rsa_private_key_operations_total").unwrap_or(0.0)
+            as u64
+    }
+
+    /// Objects whose Synced condition gauge this process has set to 1.
+    fn reconciled(&self) -> usize {
+        count_samples(
+            &self.metrics(),
+            "sealed_secrets_controller_condition_info",
+            1.0,
+        )
+    }
+
+    fn rss_mib(&self) -> (f64, f64) {
+        rss_kib(self.child.id()).map_or((0.0, 0.0), |(now, peak)| {
+            (now as f64 / 1024.0, peak as f64 / 1024.0)
+        })
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `name → resourceVersion` of the benchmark's Secrets.
+async fn versions(secrets: &Api<Secret>) -> BTreeMap<String, String> {
+    secrets
+        .list_metadata(&ListParams::default().labels(LABEL))
+        .await
+        .expect("list Secrets")
+        .items
+        .into_iter()
+        .map(|s| {
+            (
+                s.metadata.name.unwrap_or_default(),
+                s.metadata.resource_version.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// `openssl speed` RSA-4096 private-key operations per second on `cores` cores.
+fn openssl_rsa4096(cores: usize) -> Option<f64> {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["speed", "-seconds", "3"]);
+    if cores > 1 {
+        cmd.args(["-multi", &cores.to_string()]);
+    }
+    let out = cmd.arg("rsa4096").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "rsa 4096 bits 0.004785s 0.000075s    209.0  13333.3" (sign/s is the private-key op).
+    text.lines()
+        .find(|l| l.trim_start().starts_with("rsa 4096 bits") || l.starts_with("rsa  4096 bits"))
+        .and_then(|l| l.split_whitespace().rev().nth(1)?.parse().ok())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let a = args();
+    // Baselines first, on an idle machine.
+    let one = openssl_rsa4096(1);
+    let two = openssl_rsa4096(2);
+    let own;
+    let kubeconfig = match std::env::var_os("SEALKIT_E2E_KUBECONFIG") {
+        Some(k) => std::path::PathBuf::from(k),
+        None => {
+            eprintln!("starting a control plane (shared/k8s/control-plane)…");
+            own = ControlPlane::up().unwrap_or_else(|e| panic!("{e}"));
+            own.kubeconfig.clone()
+        }
+    };
+    let sealkit = build_bin("sealkit-cli", "sealkit", true);
+    let _ = controller_bin(true);
+    let crds = sealkit_tests::workspace().join("deploy/crds/sealedsecrets.bitnami.com.yaml");
+    kubectl(
+        &kubeconfig,
+        &["apply", "--server-side", "-f", &crds.display().to_string()],
+        None,
+    )
+    .expect("CRD");
+    kubectl(
+        &kubeconfig,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/sealedsecrets.bitnami.com",
+        ],
+        None,
+    )
+    .expect("CRD established");
+    let _ = kubectl(
+        &kubeconfig,
+        &["delete", "namespace", NS, "--wait=true"],
+        None,
+    );
+    kubectl(&kubeconfig, &["create", "namespace", NS], None).expect("namespace");
+    let client = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig"),
+            &Default::default(),
+        )
+        .await
+        .expect("config"),
+    )
+    .expect("client");
+
+    // The controller makes its key; we seal with its certificate.
+    let c = Controller::start(&kubeconfig, a.key_size);
+    let cert = wait("the certificate", Duration::from_secs(120), || {
+        http_get(c.http, "/v1/cert.pem")
+    });
+    let cert_file = tempfile::NamedTempFile::new().expect("tmp");
+    std::fs::write(cert_file.path(), &cert).expect("cert");
+    let mut input = String::new();
+    for i in 0..a.sealed {
+        input.push_str(&format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s{i}\n  namespace: {NS}\n  labels: {{sealkit-bench: load}}\nstringData:\n  username: user-{i}\n  password: password-{i}-0123456789\n  token: token-{i}-abcdefghijklmnopqrstuvwxyz\n---\n"
+        ));
+    }
+    let sealed = sealkit_tests::run(
+        Command::new(&sealkit).args([
+            "seal",
+            "--cert",
+            &cert_file.path().display().to_string(),
+            "-o",
+            "json",
+        ]),
+        input.as_bytes(),
+    );
+    assert!(
+        sealed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sealed.stderr)
+    );
+    let docs: Vec<serde_json::Value> = serde_json::Deserializer::from_slice(&sealed.stdout)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("sealed JSON");
+    assert_eq!(docs.len(), a.sealed);
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("bitnami.com", "v1alpha1", "SealedSecret"),
+        "sealedsecrets",
+    );
+    let sealed_api: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &ar);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+
+    // First start: create everything, wait until every Secret exists.
+    let created = Instant::now();
+    let api = Arc::new(sealed_api);
+    futures::stream::iter(docs)
+        .map(|d| {
+            let api = api.clone();
+            async move {
+                let name = d["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                api.patch(
+                    &name,
+                    &PatchParams::apply("sealkit-bench"),
+                    &Patch::Apply(&d),
+                )
+                .await
+                .expect("create SealedSecret");
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    let create_time = created.elapsed();
+    loop {
+        if versions(&secrets).await.len() == a.sealed {
+            break;
+        }
+        assert!(
+            created.elapsed() < Duration::from_secs(1800),
+            "first sync timed out"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let first_sync = created.elapsed();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let first_ops = c.rsa_ops();
+    let (steady, peak) = c.rss_mib();
+
+    // Restart with nothing changed.
+    let before = versions(&secrets).await;
+    c.stop();
+    let restarted = Instant::now();
+    let c = Controller::start(&kubeconfig, a.key_size);
+    wait(
+        "every object reconciled after the restart",
+        Duration::from_secs(600),
+        || (c.reconciled() >= a.sealed).then_some(()),
+    );
+    let restart_time = restarted.elapsed();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let restart_ops = c.rsa_ops();
+    let after = versions(&secrets).await;
+    let rewritten = before
+        .iter()
+        .filter(|(k, v)| after.get(*k) != Some(*v))
+        .count();
+    let (restart_steady, restart_peak) = c.rss_mib();
+    c.stop();
+    let _ = kubectl(
+        &kubeconfig,
+        &["delete", "namespace", NS, "--wait=false"],
+        None,
+    );
+
+    let values = a.sealed * 3;
+    println!(
+        "\n## sealkit-controller on kube-apiserver v1.28.7: {} SealedSecrets x 3 values (RSA-{})\n",
+        a.sealed, a.key_size
+    );
+    println!(
+        "CPU: {} ({} cores)\n",
+        cpu_model(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("| | value |");
+    println!("|---|---|");
+    println!(
+        "| SealedSecrets created (32 concurrent server-side applies) | {:.1} s |",
+        create_time.as_secs_f64()
+    );
+    println!(
+        "| first start: every Secret exists | {:.1} s |",
+        first_sync.as_secs_f64()
+    );
+    println!("| first start: RSA private-key operations | {first_ops} ({values} values) |");
+    println!(
+        "| first start: unseal throughput | {:.0} values/s |",
+        values as f64 / first_sync.as_secs_f64()
+    );
+    println!("| first start: controller RSS steady / peak | {steady:.1} / {peak:.1} MiB |");
+    println!(
+        "| restart: every object reconciled once | {:.1} s |",
+        restart_time.as_secs_f64()
+    );
+    println!("| restart: RSA private-key operations | {restart_ops} |");
+    println!(
+        "| restart: Secrets written (resourceVersion changed) | {rewritten} of {} |",
+        before.len()
+    );
+    println!(
+        "| restart: controller RSS steady / peak | {restart_steady:.1} / {restart_peak:.1} MiB |"
+    );
+    if let (Some(one), Some(two)) = (one, two) {
+        println!(
+            "| baseline `openssl speed rsa4096` private-key ops/s, 1 / 2 cores | {one:.0} / {two:.0} |"
+        );
+    }
+}
