@@ -8,6 +8,7 @@
 
 pub mod external;
 pub mod gitops;
+pub mod guard;
 pub mod http;
 pub mod kube_api;
 pub mod leader;

@@ -121,9 +121,25 @@ fn jittered(d: Duration) -> Duration {
 
 async fn reconcile_one(ss: Arc<SealedSecret>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
     let uid = ss.uid().unwrap_or_default();
-    let outcome = reconcile(&ss, &ctx.api, &ctx.state)
-        .await
-        .map_err(ReconcileError)?;
+    let outcome =
+        match sealkit_controller::guard::contained(reconcile(&ss, &ctx.api, &ctx.state)).await {
+            Ok(r) => r.map_err(ReconcileError)?,
+            // One object's bug never stops the others: told on the object, retried with backoff.
+            Err(msg) => {
+                use sealkit_controller::unseal::reconcile::{ClusterApi, EventNote};
+                ctx.api
+                    .event(
+                        &ss,
+                        EventNote {
+                            warning: true,
+                            reason: "ErrUnsealFailed",
+                            message: msg.clone(),
+                        },
+                    )
+                    .await;
+                return Err(ReconcileError(msg));
+            }
+        };
     ctx.failures.succeeded(&uid);
     Ok(match outcome {
         Outcome::Done | Outcome::Failed => Action::requeue(jittered(ctx.resync)),
@@ -350,6 +366,7 @@ async fn main() -> std::process::ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
+    sealkit_controller::guard::install_panic_hook();
     let args = Args::parse();
     let client = match Client::try_default().await {
         Ok(c) => c,

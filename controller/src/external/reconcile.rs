@@ -289,14 +289,12 @@ pub enum Next {
 }
 
 fn parse_interval(s: Option<&str>) -> Result<Duration, SyncError> {
-    let s = s.unwrap_or("1h").trim();
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    humantime::parse_duration(s).map_err(|_| SyncError {
-        message: format!("spec.refreshInterval {s:?} is not a duration like 1h or 15m"),
-        not_found: false,
-    })
+    crate::guard::duration_or("spec.refreshInterval", s, Duration::from_secs(3600)).map_err(
+        |message| SyncError {
+            message,
+            not_found: false,
+        },
+    )
 }
 
 /// `<generation>-<hash of labels and annotations>`: any metadata change forces a refresh.

@@ -34,7 +34,15 @@ struct Ctx {
 struct Failed(String);
 
 async fn reconcile_one(es: Arc<ExternalSecret>, ctx: Arc<Ctx>) -> Result<Action, Failed> {
-    let next = reconcile(&es, &ctx.api, &ctx.sync).await.map_err(Failed)?;
+    let next = match crate::guard::contained(reconcile(&es, &ctx.api, &ctx.sync)).await {
+        Ok(r) => r.map_err(Failed)?,
+        // One object's bug never stops the others: told on the object, retried with backoff.
+        Err(msg) => {
+            use super::reconcile::SyncApi;
+            ctx.api.event(&es, true, "UpdateFailed", &msg).await;
+            return Err(Failed(msg));
+        }
+    };
     ctx.failures.succeeded(&es.uid().unwrap_or_default());
     Ok(match next {
         Next::After(d) => Action::requeue(d),
@@ -51,14 +59,15 @@ fn error_policy(es: Arc<ExternalSecret>, err: &Failed, ctx: Arc<Ctx>) -> Action 
 async fn reconcile_store(store: Arc<SecretStore>, ctx: Arc<Ctx>) -> Result<Action, Failed> {
     let ns = store.namespace().unwrap_or_default();
     let id = format!("SecretStore {ns}/{}", store.name_any());
-    let status = store_status(
+    let status = crate::guard::contained(store_status(
         &ctx.api,
         &store.spec.provider,
         id,
         Some(&ns),
         store.status.as_ref(),
-    )
-    .await;
+    ))
+    .await
+    .map_err(Failed)?;
     if store.status.as_ref() != Some(&status) {
         ctx.api
             .patch_status(&*store, &status)
@@ -73,14 +82,15 @@ async fn reconcile_cluster_store(
     ctx: Arc<Ctx>,
 ) -> Result<Action, Failed> {
     let id = format!("ClusterSecretStore {}", store.name_any());
-    let status = store_status(
+    let status = crate::guard::contained(store_status(
         &ctx.api,
         &store.spec.provider,
         id,
         None,
         store.status.as_ref(),
-    )
-    .await;
+    ))
+    .await
+    .map_err(Failed)?;
     if store.status.as_ref() != Some(&status) {
         ctx.api
             .patch_cluster_status(&*store, &status)

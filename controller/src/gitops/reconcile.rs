@@ -151,12 +151,6 @@ fn jittered(d: Duration) -> Duration {
     d.mul_f64(1.0 + f64::from(r[0]) / 5100.0)
 }
 
-fn duration(s: Option<&str>, default: Duration) -> Duration {
-    s.filter(|s| !s.is_empty())
-        .and_then(|s| humantime::parse_duration(s).ok())
-        .unwrap_or(default)
-}
-
 fn cond(
     type_: &str,
     ok: bool,
@@ -417,15 +411,41 @@ pub async fn reconcile<A: FluxApi>(
         f.push(FINALIZER.to_string());
         api.set_finalizers(ks, f).await?;
     }
-    let interval = duration(Some(&ks.spec.interval), Duration::from_secs(600));
-    let retry = duration(ks.spec.retry_interval.as_deref(), interval);
+    // Durations are checked before any arithmetic; a bad one stalls this object, with why.
+    let durations = (|| {
+        let interval = crate::guard::duration_or(
+            "spec.interval",
+            Some(&ks.spec.interval),
+            Duration::from_secs(600),
+        )?;
+        let retry = crate::guard::duration_or(
+            "spec.retryInterval",
+            ks.spec.retry_interval.as_deref(),
+            interval,
+        )?;
+        let timeout =
+            crate::guard::duration_or("spec.timeout", ks.spec.timeout.as_deref(), interval)?;
+        Ok::<_, String>((interval, retry, timeout))
+    })();
+    let (interval, retry, timeout) = durations.clone().unwrap_or((
+        Duration::from_secs(600),
+        Duration::from_secs(600),
+        Duration::from_secs(600),
+    ));
     let generation = ks.metadata.generation.unwrap_or(0);
     let prev = ks.status.clone().unwrap_or_default();
     let prev_conds = prev.conditions.clone().unwrap_or_default();
     let mut status = prev.clone();
     status.observed_generation = Some(generation);
     let started = std::time::Instant::now();
-    let result = run(ks, api, settings, &mut status).await;
+    let result = match durations {
+        Ok(_) => run(ks, api, settings, &mut status).await,
+        Err(message) => Err(Failure {
+            reason: "InvalidDuration",
+            message,
+            stalled: true,
+        }),
+    };
     settings
         .metrics
         .gitops_reconcile_duration
@@ -442,7 +462,6 @@ pub async fn reconcile<A: FluxApi>(
                 Some(h) => (false, "HealthCheckFailed", h.clone()),
             };
             // How long the objects have been unhealthy (since Healthy turned False).
-            let timeout = duration(ks.spec.timeout.as_deref(), interval);
             let unhealthy_for = prev_conds
                 .iter()
                 .find(|c| c.type_ == "Healthy" && c.status == "False")
@@ -664,7 +683,16 @@ async fn run<A: FluxApi>(
                 repo.spec.url.clone(),
                 GitRef::from_spec(repo.spec.reference.as_ref()),
             );
-            let timeout = duration(repo.spec.timeout.as_deref(), Duration::from_secs(60));
+            let timeout = crate::guard::duration_or(
+                "spec.timeout",
+                repo.spec.timeout.as_deref(),
+                Duration::from_secs(60),
+            )
+            .map_err(|e| Failure {
+                reason: "ArtifactFailed",
+                message: format!("GitRepository '{sns}/{}': {e}", src.name),
+                stalled: true,
+            })?;
             let cache = settings.cache_dir.clone();
             tokio::task::spawn_blocking(move || source::fetch(&url, &gref, &auth, &cache, timeout))
                 .await

@@ -240,14 +240,16 @@ struct Ctx {
 #[error("{0}")]
 struct Failed(String);
 
-fn interval(s: &str, default: Duration) -> Duration {
-    humantime::parse_duration(s).unwrap_or(default)
+/// A duration field, or `default` when it is bad (the reconcile reports a bad one).
+fn interval(field: &str, s: &str, default: Duration) -> Duration {
+    crate::guard::duration_or(field, Some(s), default).unwrap_or(default)
 }
 
 async fn reconcile_ks(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Action, Failed> {
     Ok(
-        match reconcile(&ks, &ctx.api, &ctx.settings)
+        match crate::guard::contained(reconcile(&ks, &ctx.api, &ctx.settings))
             .await
+            .map_err(|msg| Failed(msg))?
             .map_err(Failed)?
         {
             Next::After(d) => Action::requeue(d),
@@ -257,22 +259,48 @@ async fn reconcile_ks(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Action, F
 }
 
 fn ks_error(ks: Arc<Kustomization>, err: &Failed, _: Arc<Ctx>) -> Action {
-    let every = interval(&ks.spec.interval, Duration::from_secs(600));
+    let every = interval("spec.interval", &ks.spec.interval, Duration::from_secs(600));
     let retry = ks
         .spec
         .retry_interval
         .as_deref()
-        .map_or(every, |r| interval(r, every));
+        .map_or(every, |r| interval("spec.retryInterval", r, every));
     tracing::warn!(name = %ks.name_any(), namespace = ?ks.namespace(), error = %err, retry_in = ?retry, "Kustomization failed");
     Action::requeue(retry)
 }
 
 async fn reconcile_repo(repo: Arc<GitRepository>, ctx: Arc<Ctx>) -> Result<Action, Failed> {
-    let every = interval(&repo.spec.interval, Duration::from_secs(60));
+    crate::guard::contained(reconcile_repo_inner(repo, ctx))
+        .await
+        .map_err(Failed)?
+}
+
+async fn reconcile_repo_inner(repo: Arc<GitRepository>, ctx: Arc<Ctx>) -> Result<Action, Failed> {
     if repo.spec.suspend == Some(true) {
         return Ok(Action::await_change());
     }
     let ns = repo.namespace().unwrap_or_default();
+    let durations = crate::guard::duration_or(
+        "spec.interval",
+        Some(&repo.spec.interval),
+        Duration::from_secs(60),
+    )
+    .and_then(|every| {
+        let timeout = crate::guard::duration_or(
+            "spec.timeout",
+            repo.spec.timeout.as_deref(),
+            Duration::from_secs(60),
+        )?;
+        Ok((every, timeout))
+    });
+    let (every, timeout) = match durations {
+        Ok(d) => d,
+        Err(message) => {
+            // Told in the status; nothing to do until the object changes.
+            write_repo_status(&ctx, &repo, false, "InvalidDuration", &message, None).await?;
+            return Ok(Action::await_change());
+        }
+    };
     let auth = super::reconcile::git_auth(&ctx.api, &ns, &repo)
         .await
         .map_err(Failed)?;
@@ -281,62 +309,19 @@ async fn reconcile_repo(repo: Arc<GitRepository>, ctx: Arc<Ctx>) -> Result<Actio
         GitRef::from_spec(repo.spec.reference.as_ref()),
     );
     let cache = ctx.settings.cache_dir.clone();
-    let res = tokio::task::spawn_blocking(move || {
-        source::fetch(&url, &r, &auth, &cache, Duration::from_secs(60))
-    })
-    .await
-    .map_err(|e| Failed(e.to_string()))?;
-    let mut status = repo.status.clone().unwrap_or_default();
-    status.observed_generation = repo.metadata.generation;
-    let now =
-        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
-    let (ok, reason, message) = match &res {
-        Ok(f) => {
-            // Only a new revision changes the artifact (and so wakes the Kustomizations).
-            if status.artifact.as_ref().map(|a| &a.revision) != Some(&f.revision) {
-                status.artifact = Some(sealkit_api::Artifact {
-                    revision: f.revision.clone(),
-                    path: f.dir.display().to_string(),
-                    url: format!("file://{}", f.dir.display()),
-                    last_update_time: Some(now.clone()),
-                });
-            }
-            (
-                true,
-                "Succeeded",
-                format!("stored artifact for revision '{}'", f.revision),
-            )
-        }
-        Err(e) => (false, "GitOperationFailed", e.0.clone()),
+    let res = tokio::task::spawn_blocking(move || source::fetch(&url, &r, &auth, &cache, timeout))
+        .await
+        .map_err(|e| Failed(e.to_string()))?;
+    let (ok, reason, message, fetched) = match &res {
+        Ok(f) => (
+            true,
+            "Succeeded",
+            format!("stored artifact for revision '{}'", f.revision),
+            Some(f),
+        ),
+        Err(e) => (false, "GitOperationFailed", e.0.clone(), None),
     };
-    let prev = status.conditions.clone().unwrap_or_default();
-    let st = if ok { "True" } else { "False" };
-    let last = prev
-        .iter()
-        .find(|c| c.type_ == "Ready" && c.status == st)
-        .map_or(now, |c| c.last_transition_time.clone());
-    status.conditions = Some(vec![
-        k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
-            type_: "Ready".into(),
-            status: st.into(),
-            reason: reason.into(),
-            message: message.clone(),
-            observed_generation: repo.metadata.generation,
-            last_transition_time: last,
-        },
-    ]);
-    if repo.status.as_ref() != Some(&status) {
-        let body = serde_json::json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "status": status});
-        ctx.api.base.acquire().await;
-        Api::<GitRepository>::namespaced(ctx.api.base.client().clone(), &ns)
-            .patch_status(
-                &repo.name_any(),
-                &PatchParams::apply(ctx.api.base.manager()).force(),
-                &Patch::Apply(&body),
-            )
-            .await
-            .map_err(|e| Failed(e.to_string()))?;
-    }
+    write_repo_status(&ctx, &repo, ok, reason, &message, fetched).await?;
     match res {
         // Up to +10 % so repositories with the same interval do not fetch in lockstep.
         Ok(_) => {
@@ -350,8 +335,70 @@ async fn reconcile_repo(repo: Arc<GitRepository>, ctx: Arc<Ctx>) -> Result<Actio
     }
 }
 
+/// Writes a GitRepository's status when it changed: the Ready condition, and the artifact when
+/// a fetch brought a new revision (only a new revision wakes the Kustomizations).
+async fn write_repo_status(
+    ctx: &Ctx,
+    repo: &GitRepository,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    fetched: Option<&source::Fetched>,
+) -> Result<(), Failed> {
+    let mut status = repo.status.clone().unwrap_or_default();
+    status.observed_generation = repo.metadata.generation;
+    let now =
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    if let Some(f) = fetched
+        && status.artifact.as_ref().map(|a| &a.revision) != Some(&f.revision)
+    {
+        status.artifact = Some(sealkit_api::Artifact {
+            revision: f.revision.clone(),
+            path: f.dir.display().to_string(),
+            url: format!("file://{}", f.dir.display()),
+            last_update_time: Some(now.clone()),
+        });
+    }
+    let prev = status.conditions.clone().unwrap_or_default();
+    let st = if ok { "True" } else { "False" };
+    let last = prev
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == st)
+        .map_or(now, |c| c.last_transition_time.clone());
+    status.conditions = Some(vec![
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: "Ready".into(),
+            status: st.into(),
+            reason: reason.into(),
+            message: message.to_string(),
+            observed_generation: repo.metadata.generation,
+            last_transition_time: last,
+        },
+    ]);
+    if repo.status.as_ref() != Some(&status) {
+        let body = serde_json::json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "status": status});
+        ctx.api.base.acquire().await;
+        Api::<GitRepository>::namespaced(
+            ctx.api.base.client().clone(),
+            &repo.namespace().unwrap_or_default(),
+        )
+        .patch_status(
+            &repo.name_any(),
+            &PatchParams::apply(ctx.api.base.manager()).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map_err(|e| Failed(e.to_string()))?;
+    }
+    Ok(())
+}
+
 fn repo_error(repo: Arc<GitRepository>, err: &Failed, _: Arc<Ctx>) -> Action {
-    let every = interval(&repo.spec.interval, Duration::from_secs(60));
+    let every = interval(
+        "spec.interval",
+        &repo.spec.interval,
+        Duration::from_secs(60),
+    );
     tracing::warn!(name = %repo.name_any(), namespace = ?repo.namespace(), error = %err, "GitRepository fetch failed");
     Action::requeue(every)
 }

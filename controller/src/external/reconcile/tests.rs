@@ -576,6 +576,14 @@ async fn store_status_is_truthful() {
 #[tokio::test]
 async fn identical_finds_share_one_listing() {
     let (api, provider, ctx) = setup();
+    // A cache TTL far longer than the test: on a loaded machine the 100 reconciles may take
+    // longer than setup()'s 50 ms, and the point here is sharing, not expiry.
+    let ctx = SyncContext::new(
+        ctx.factory,
+        Fetcher::new(Duration::from_secs(3600), Duration::from_millis(5)),
+        ctx.metrics,
+    )
+    .with_store_ttl(Duration::ZERO);
     for i in 0..30 {
         provider.put(&format!("team/s{i}"), "v");
     }
@@ -691,4 +699,26 @@ async fn throttling_keeps_the_secret_and_says_so() {
         "{:?}",
         ready_of(&api, "db")
     );
+}
+
+/// A duration no interval arithmetic survives (it used to abort the process) is reported on
+/// the object; nothing is fetched, other objects go on.
+#[tokio::test]
+async fn an_absurd_refresh_interval_is_a_status_not_a_crash() {
+    let (api, provider, ctx) = setup();
+    let mut bad = basic("bad");
+    bad.spec.refresh_interval = Some("18446744073709551615s".into());
+    let next = reconcile(&bad, &api, &ctx).await.expect("handled");
+    assert_eq!(next, Next::Wait);
+    let (st, _, msg) = ready_of(&api, "bad");
+    assert_eq!(st, "False");
+    assert!(
+        msg.contains("spec.refreshInterval") && msg.contains("too long"),
+        "{msg}"
+    );
+    assert_eq!(*locked(&provider.calls), 0);
+    reconcile(&basic("good"), &api, &ctx)
+        .await
+        .expect("others sync");
+    assert_eq!(value(&api, "good", "password").as_deref(), Some("pw-1"));
 }

@@ -602,3 +602,35 @@ async fn deleting_a_kustomization_collects_what_it_applied() {
         lk(&s.flux.events)
     );
 }
+
+/// Durations no arithmetic survives stall the object with the field named; nothing applied.
+#[tokio::test]
+async fn absurd_durations_stall_the_object() {
+    let s = setup();
+    for (field, value) in [
+        ("interval", "18446744073709551615s"),
+        ("retryInterval", "9999999999h"),
+        ("timeout", "not-a-duration"),
+    ] {
+        let k = ks(
+            "./apps/overlays/staging",
+            serde_json::json!({ field: value }),
+        );
+        let next = reconcile(&k, &s.flux, &s.settings).await.expect("handled");
+        assert_eq!(next, Next::Wait, "{field}");
+        let st = lk(&s.flux.statuses).get("apps").cloned().expect("status");
+        let stalled = st
+            .conditions
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.type_ == "Stalled")
+            .expect("stalled");
+        assert_eq!(stalled.status, "True", "{field}");
+        assert!(
+            stalled.message.contains(&format!("spec.{field}")),
+            "{}",
+            stalled.message
+        );
+        assert_eq!(s.flux.cluster.writes(), 0, "nothing applied");
+    }
+}
