@@ -91,17 +91,27 @@ pub struct AwsSettings {
 }
 
 impl AwsSettings {
-    /// The identity used for rate limiting and client reuse (no secret in it).
+    /// Everything that decides which AWS principal calls which endpoint (no secret in it): the
+    /// service, region, access key id (or the default chain), role, AssumeRole external id and
+    /// endpoint. Rate limits are kept per identity; caches add the credential material.
     pub fn identity(&self) -> String {
-        format!(
-            "{}|{}|{}|{}",
+        let endpoint = self
+            .endpoint
+            .clone()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+            .unwrap_or_default();
+        // serde_json escapes `|` and quotes, so no two identities can collide by concatenation.
+        serde_json::json!([
             self.service,
             self.region,
             self.credentials
                 .as_ref()
                 .map_or("default-chain", |c| c.access_key_id.as_str()),
-            self.role.as_deref().unwrap_or("")
-        )
+            self.role.as_deref().unwrap_or(""),
+            self.external_id.as_deref().unwrap_or(""),
+            endpoint,
+        ])
+        .to_string()
     }
 }
 

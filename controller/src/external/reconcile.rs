@@ -92,28 +92,36 @@ pub struct ResolvedStore {
     pub aws: super::aws::AwsSettings,
     /// Key prefix.
     pub prefix: String,
+    /// The credentials Secrets read, as `ns/name@resourceVersion` (empty: the default chain).
+    pub credential_sources: Vec<String>,
 }
 
 impl ResolvedStore {
-    /// The cache identity: settings plus a hash of the credentials (so rotated credentials get
-    /// a new client), never the credentials themselves.
+    /// The identity of everything cached for this store (clients with their AssumeRole
+    /// sessions, fetched values): the whole AWS identity (service, region, access key id, role,
+    /// external id, endpoint), the credentials Secrets with their resourceVersions, and a
+    /// digest of the credential material (so edited credentials never reuse a client or a
+    /// value fetched with the old ones). Never the credentials themselves.
     pub fn cache_id(&self) -> String {
         use sealkit_keys::secret::ExposeSecret;
-        let secret_hash = self.aws.credentials.as_ref().map(|c| {
-            let d = aws_lc_rs::digest::digest(
-                &aws_lc_rs::digest::SHA256,
-                c.secret_access_key.expose_secret().as_bytes(),
-            );
-            d.as_ref()[..8]
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        });
-        format!(
-            "{}|{}",
-            self.aws.identity(),
-            secret_hash.unwrap_or_default()
-        )
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        if let Some(c) = &self.aws.credentials {
+            for part in [
+                c.access_key_id.as_str(),
+                c.secret_access_key.expose_secret(),
+                c.session_token
+                    .as_ref()
+                    .map_or("", |t| t.expose_secret()),
+            ] {
+                ctx.update(&(part.len() as u64).to_be_bytes());
+                ctx.update(part.as_bytes());
+            }
+        }
+        let digest: String = ctx.finish().as_ref()[..12]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        serde_json::json!([self.aws.identity(), self.credential_sources, digest]).to_string()
     }
 }
 
@@ -486,45 +494,85 @@ fn aws_of(provider: &StoreProvider, store: &str) -> Result<AwsProvider, SyncErro
     }
 }
 
+/// Where a store may read credentials from.
+#[derive(Debug, Clone, Copy)]
+pub enum CredentialScope<'a> {
+    /// A SecretStore: its own namespace only (a `namespace` naming another one is refused, as
+    /// ESO allows it only on ClusterSecretStores).
+    Namespaced(&'a str),
+    /// A ClusterSecretStore used from an ExternalSecret in this namespace: a reference without
+    /// a namespace is read there.
+    Cluster(&'a str),
+    /// A ClusterSecretStore checked on its own: only references with a namespace are read.
+    ClusterOnly,
+}
+
 async fn read_key<A: SyncApi>(
     api: &A,
     store: &str,
     field: &str,
     sel: &sealkit_api::SecretKeySelector,
-    default_ns: &str,
+    scope: CredentialScope<'_>,
+    sources: &mut Vec<String>,
 ) -> Result<SecretString, SyncError> {
-    let ns = sel
-        .namespace
-        .as_deref()
-        .filter(|n| !n.is_empty())
-        .unwrap_or(default_ns);
+    let named = sel.namespace.as_deref().filter(|n| !n.is_empty());
+    let ns = match (scope, named) {
+        (CredentialScope::Namespaced(own), Some(n)) if n != own => {
+            // Refused before any read: the answer must not tell whether that Secret exists.
+            return Err(err(format!(
+                "{store}: {field}.namespace may not name another namespace (only a ClusterSecretStore may read credentials from other namespaces)"
+            )));
+        }
+        (_, Some(n)) => n,
+        (CredentialScope::Namespaced(own) | CredentialScope::Cluster(own), None) => own,
+        (CredentialScope::ClusterOnly, None) => {
+            return Err(err(format!("{store}: {field} has no namespace")));
+        }
+    };
+    // For a ClusterSecretStore, a tenant sees this message in its ExternalSecret's status:
+    // whether a Secret of the store's namespace exists is the admin's business, not the tenant's.
+    let own_namespace = matches!(scope, CredentialScope::Namespaced(o) | CredentialScope::Cluster(o) if o == ns);
+    let unreadable = |detail: String| {
+        if own_namespace {
+            err(detail)
+        } else {
+            err(format!(
+                "{store}: cannot read its {field} (see the store's status)"
+            ))
+        }
+    };
     let secret = api
         .get_secret(ns, &sel.name)
         .await
         .map_err(|e| {
-            err(format!(
+            unreadable(format!(
                 "{store}: cannot read {field} Secret {ns}/{}: {e}",
                 sel.name
             ))
         })?
         .ok_or_else(|| {
-            err(format!(
+            unreadable(format!(
                 "{store}: {field} Secret {ns}/{} does not exist",
                 sel.name
             ))
         })?;
+    sources.push(format!(
+        "{ns}/{}@{}",
+        sel.name,
+        secret.metadata.resource_version.as_deref().unwrap_or("")
+    ));
     let v = secret
         .data
         .as_ref()
         .and_then(|d| d.get(&sel.key))
         .ok_or_else(|| {
-            err(format!(
+            unreadable(format!(
                 "{store}: {field} Secret {ns}/{} has no key {:?}",
                 sel.name, sel.key
             ))
         })?;
     let text = String::from_utf8(v.0.clone()).map_err(|_| {
-        err(format!(
+        unreadable(format!(
             "{store}: {field} in Secret {ns}/{} is not UTF-8",
             sel.name
         ))
@@ -547,7 +595,7 @@ pub async fn resolve_store<A: SyncApi>(
             err("spec.secretStoreRef.name is required (sourceRef per entry is not supported)")
         })?;
     let kind = r.kind.as_deref().unwrap_or("SecretStore");
-    let (id, provider, creds_ns) = match kind {
+    let (id, provider, scope) = match kind {
         "SecretStore" => {
             let s = api
                 .get_store(&ns, &r.name)
@@ -562,7 +610,7 @@ pub async fn resolve_store<A: SyncApi>(
             (
                 format!("SecretStore {ns}/{}", r.name),
                 s.spec.provider,
-                ns.clone(),
+                CredentialScope::Namespaced(&ns),
             )
         }
         "ClusterSecretStore" => {
@@ -587,7 +635,7 @@ pub async fn resolve_store<A: SyncApi>(
             (
                 format!("ClusterSecretStore {}", r.name),
                 s.spec.provider,
-                ns.clone(),
+                CredentialScope::Cluster(&ns),
             )
         }
         other => {
@@ -596,17 +644,17 @@ pub async fn resolve_store<A: SyncApi>(
             )));
         }
     };
-    store_from_provider(api, &provider, id, Some(&creds_ns)).await
+    store_from_provider(api, &provider, id, scope).await
 }
 
-/// Turns a store's provider block into AWS settings, reading its credentials. With
-/// `creds_ns: None` (a ClusterSecretStore validated on its own) references without a namespace
-/// are not read.
+/// Turns a store's provider block into AWS settings, reading its credentials where `scope`
+/// allows. A ClusterSecretStore checked on its own ([`CredentialScope::ClusterOnly`]) does not
+/// read references without a namespace (they are resolved per ExternalSecret).
 pub async fn store_from_provider<A: SyncApi>(
     api: &A,
     provider: &StoreProvider,
     id: String,
-    creds_ns: Option<&str>,
+    scope: CredentialScope<'_>,
 ) -> Result<ResolvedStore, SyncError> {
     let aws = aws_of(provider, &id)?;
     if aws.region.is_empty() {
@@ -618,6 +666,7 @@ pub async fn store_from_provider<A: SyncApi>(
             aws.service
         )));
     }
+    let mut sources = Vec::new();
     let credentials = match aws.auth.as_ref().and_then(|a| a.secret_ref.as_ref()) {
         None => None,
         Some(sr) => {
@@ -630,22 +679,25 @@ pub async fn store_from_provider<A: SyncApi>(
                 )));
             };
             let resolvable = |k: &sealkit_api::SecretKeySelector| {
-                creds_ns.is_some() || k.namespace.as_deref().is_some_and(|n| !n.is_empty())
+                !matches!(scope, CredentialScope::ClusterOnly)
+                    || k.namespace.as_deref().is_some_and(|n| !n.is_empty())
             };
             if !resolvable(kid) || !resolvable(sak) {
                 // Referent authentication: resolved in each ExternalSecret's namespace.
                 None
             } else {
-                let ns = creds_ns.unwrap_or_default();
                 use sealkit_keys::secret::ExposeSecret;
-                let access_key_id = read_key(api, &id, "accessKeyIDSecretRef", kid, ns)
+                let src = &mut sources;
+                let access_key_id = read_key(api, &id, "accessKeyIDSecretRef", kid, scope, src)
                     .await?
                     .expose_secret()
                     .to_string();
                 let secret_access_key =
-                    read_key(api, &id, "secretAccessKeySecretRef", sak, ns).await?;
+                    read_key(api, &id, "secretAccessKeySecretRef", sak, scope, src).await?;
                 let session_token = match &sr.session_token_secret_ref {
-                    Some(t) => Some(read_key(api, &id, "sessionTokenSecretRef", t, ns).await?),
+                    Some(t) => Some(
+                        read_key(api, &id, "sessionTokenSecretRef", t, scope, src).await?,
+                    ),
                     None => None,
                 };
                 Some(super::aws::StaticCredentials {
@@ -658,6 +710,7 @@ pub async fn store_from_provider<A: SyncApi>(
     };
     Ok(ResolvedStore {
         id,
+        credential_sources: sources,
         prefix: aws.prefix.clone().unwrap_or_default(),
         aws: super::aws::AwsSettings {
             service: aws.service.clone(),
@@ -676,10 +729,10 @@ pub async fn store_status<A: SyncApi>(
     api: &A,
     provider: &StoreProvider,
     id: String,
-    creds_ns: Option<&str>,
+    scope: CredentialScope<'_>,
     previous: Option<&sealkit_api::SecretStoreStatus>,
 ) -> sealkit_api::SecretStoreStatus {
-    let (ok, reason, message) = match store_from_provider(api, provider, id, creds_ns).await {
+    let (ok, reason, message) = match store_from_provider(api, provider, id, scope).await {
         Ok(_) => (true, "Valid", "store validated".to_string()),
         Err(e) => (false, "InvalidProviderConfig", e.message),
     };

@@ -63,7 +63,7 @@ async fn reconcile_store(store: Arc<SecretStore>, ctx: Arc<Ctx>) -> Result<Actio
         &ctx.api,
         &store.spec.provider,
         id,
-        Some(&ns),
+        super::reconcile::CredentialScope::Namespaced(&ns),
         store.status.as_ref(),
     ))
     .await
@@ -86,7 +86,7 @@ async fn reconcile_cluster_store(
         &ctx.api,
         &store.spec.provider,
         id,
-        None,
+        super::reconcile::CredentialScope::ClusterOnly,
         store.status.as_ref(),
     ))
     .await

@@ -417,7 +417,8 @@ async fn a_refresh_never_reads_a_value_older_than_its_interval() {
             }),
         )
     };
-    let fast = with_interval("fast", "400ms");
+    // refreshTime has a resolution of one second, so the interval is a few of them.
+    let fast = with_interval("fast", "2s");
     reconcile(&fast, &api, &ctx).await.expect("first sync");
     assert_eq!(value(&api, "fast", "password").as_deref(), Some("pw-1"));
     let calls = *locked(&provider.calls);
@@ -437,7 +438,7 @@ async fn a_refresh_never_reads_a_value_older_than_its_interval() {
     assert_eq!(value(&api, "slow", "password").as_deref(), Some("pw-1"));
 
     // One interval later the fast one is due, and the cached value is too old for it.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let fast = observed(&api, &fast);
     reconcile(&fast, &api, &ctx).await.expect("refresh");
     assert_eq!(
@@ -505,7 +506,7 @@ async fn store_status_is_truthful() {
         &api,
         &store.spec.provider,
         "SecretStore app/aws".into(),
-        Some("app"),
+        CredentialScope::Namespaced("app"),
         None,
     )
     .await;
@@ -519,7 +520,7 @@ async fn store_status_is_truthful() {
         &api,
         &store.spec.provider,
         "SecretStore app/aws".into(),
-        Some("app"),
+        CredentialScope::Namespaced("app"),
         Some(&ok),
     )
     .await;
@@ -531,7 +532,7 @@ async fn store_status_is_truthful() {
         &api,
         &vault,
         "SecretStore app/vault".into(),
-        Some("app"),
+        CredentialScope::Namespaced("app"),
         Some(&ok),
     )
     .await;
@@ -552,7 +553,7 @@ async fn store_status_is_truthful() {
         &api,
         &store.spec.provider,
         "SecretStore app/aws".into(),
-        Some("app"),
+        CredentialScope::Namespaced("app"),
         None,
     )
     .await;
@@ -566,7 +567,7 @@ async fn store_status_is_truthful() {
         &api,
         &store.spec.provider,
         "ClusterSecretStore aws".into(),
-        None,
+        CredentialScope::ClusterOnly,
         None,
     )
     .await;
@@ -721,4 +722,115 @@ async fn an_absurd_refresh_interval_is_a_status_not_a_crash() {
         .await
         .expect("others sync");
     assert_eq!(value(&api, "good", "password").as_deref(), Some("pw-1"));
+}
+
+/// A namespaced SecretStore may not read credentials from another namespace (ESO allows that
+/// only on ClusterSecretStores), and its status does not tell whether that Secret exists.
+#[tokio::test]
+async fn a_secret_store_cannot_borrow_another_namespaces_credentials() {
+    let (api, provider, ctx) = setup();
+    let platform = Secret {
+        metadata: ObjectMeta {
+            name: Some("aws-creds".into()),
+            namespace: Some("platform".into()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([
+            ("id".to_string(), ByteString(b"AKIDPLATFORM".to_vec())),
+            ("secret".to_string(), ByteString(b"platform-secret".to_vec())),
+        ])),
+        ..Default::default()
+    };
+    locked(&api.secrets).insert("platform/aws-creds".into(), platform);
+    let store_for = |secret: &str| -> SecretStore {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "external-secrets.io/v1", "kind": "SecretStore",
+            "metadata": {"name": "aws", "namespace": "app"},
+            "spec": {"provider": {"aws": {"service": "SecretsManager", "region": "us-east-1",
+                "auth": {"secretRef": {
+                    "accessKeyIDSecretRef": {"name": secret, "key": "id", "namespace": "platform"},
+                    "secretAccessKeySecretRef": {"name": secret, "key": "secret", "namespace": "platform"}}}}}}
+        }))
+        .expect("store")
+    };
+    let mut messages = Vec::new();
+    for secret in ["aws-creds", "does-not-exist"] {
+        locked(&api.stores).insert("app/aws".into(), store_for(secret));
+        let e = basic(&format!("es-{secret}"));
+        reconcile(&e, &api, &ctx).await.expect_err("refused");
+        let (st, _, msg) = ready_of(&api, &format!("es-{secret}"));
+        assert_eq!(st, "False");
+        assert!(msg.contains("may not name another namespace"), "{msg}");
+        messages.push(msg.replace(secret, "X"));
+        let status = store_status(
+            &api,
+            &store_for(secret).spec.provider,
+            "SecretStore app/aws".into(),
+            CredentialScope::Namespaced("app"),
+            None,
+        )
+        .await;
+        let c = &status.conditions.expect("conditions")[0];
+        assert_eq!(c.status, "False");
+        messages.push(c.message.clone().unwrap_or_default().replace(secret, "X"));
+    }
+    assert_eq!(messages[0], messages[2], "existence is not revealed");
+    assert_eq!(messages[1], messages[3], "existence is not revealed");
+    assert_eq!(*locked(&provider.calls), 0, "no fetch with borrowed credentials");
+}
+
+/// Everything that defines an AWS identity separates the caches: a different external id,
+/// role, region, credentials Secret version or credential never reuses a client or a value.
+#[test]
+fn cache_identity_covers_the_whole_identity() {
+    use sealkit_keys::secret::SecretString;
+    let base = || ResolvedStore {
+        id: "SecretStore app/aws".into(),
+        prefix: String::new(),
+        credential_sources: vec!["app/awssm@1".into()],
+        aws: crate::external::aws::AwsSettings {
+            service: "SecretsManager".into(),
+            region: "us-east-1".into(),
+            role: Some("arn:aws:iam::1:role/r".into()),
+            external_id: Some("tenant-a".into()),
+            credentials: Some(crate::external::aws::StaticCredentials {
+                access_key_id: "AKID".into(),
+                secret_access_key: SecretString::from("s1".to_string()),
+                session_token: None,
+            }),
+            endpoint: None,
+        },
+    };
+    let id = base().cache_id();
+    let mut variants = Vec::new();
+    let mut v = base();
+    v.aws.external_id = Some("tenant-b".into());
+    variants.push(v);
+    let mut v = base();
+    v.aws.role = Some("arn:aws:iam::1:role/other".into());
+    variants.push(v);
+    let mut v = base();
+    v.aws.region = "eu-west-1".into();
+    variants.push(v);
+    let mut v = base();
+    v.aws.endpoint = Some("http://127.0.0.1:1".into());
+    variants.push(v);
+    let mut v = base();
+    v.credential_sources = vec!["app/awssm@2".into()];
+    variants.push(v);
+    let mut v = base();
+    if let Some(c) = v.aws.credentials.as_mut() {
+        c.secret_access_key = SecretString::from("s2".to_string());
+    }
+    variants.push(v);
+    let mut v = base();
+    if let Some(c) = v.aws.credentials.as_mut() {
+        c.session_token = Some(SecretString::from("t".to_string()));
+    }
+    variants.push(v);
+    for (i, v) in variants.iter().enumerate() {
+        assert_ne!(v.cache_id(), id, "variant {i} shares the cache");
+    }
+    assert_eq!(base().cache_id(), id, "stable");
+    assert!(!id.contains("s1"), "no secret in the id");
 }
