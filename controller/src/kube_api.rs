@@ -239,14 +239,22 @@ impl SyncApi for KubeApi {
         ClusterApi::apply_secret(self, secret).await
     }
 
-    async fn delete_secret(&self, ns: &str, name: &str) -> Result<(), String> {
+    async fn delete_secret(&self, ns: &str, name: &str, uid: &str) -> Result<(), String> {
         self.throttle.acquire().await;
+        let params = kube::api::DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: Some(uid.to_string()),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
         match Api::<Secret>::namespaced(self.client.clone(), ns)
-            .delete(name, &Default::default())
+            .delete(name, &params)
             .await
         {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            // Gone already, or replaced by another Secret of that name (uid precondition).
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
             Err(e) => Err(e.to_string()),
         }
     }

@@ -39,11 +39,13 @@ pub trait SyncApi: Send + Sync {
     ) -> impl Future<Output = Result<Option<Secret>, String>> + Send;
     /// Server-side apply of a Secret (our field manager owns exactly the fields we send).
     fn apply_secret(&self, secret: &Secret) -> impl Future<Output = Result<(), String>> + Send;
-    /// Deletes a Secret.
+    /// Deletes a Secret, only if its uid is still `uid` (a Secret recreated in between, by
+    /// anyone, is left alone).
     fn delete_secret(
         &self,
         ns: &str,
         name: &str,
+        uid: &str,
     ) -> impl Future<Output = Result<(), String>> + Send;
     /// A ConfigMap's data.
     fn get_config_map(
@@ -109,9 +111,7 @@ impl ResolvedStore {
             for part in [
                 c.access_key_id.as_str(),
                 c.secret_access_key.expose_secret(),
-                c.session_token
-                    .as_ref()
-                    .map_or("", |t| t.expose_secret()),
+                c.session_token.as_ref().map_or("", |t| t.expose_secret()),
             ] {
                 ctx.update(&(part.len() as u64).to_be_bytes());
                 ctx.update(part.as_bytes());
@@ -531,7 +531,8 @@ async fn read_key<A: SyncApi>(
     };
     // For a ClusterSecretStore, a tenant sees this message in its ExternalSecret's status:
     // whether a Secret of the store's namespace exists is the admin's business, not the tenant's.
-    let own_namespace = matches!(scope, CredentialScope::Namespaced(o) | CredentialScope::Cluster(o) if o == ns);
+    let own_namespace =
+        matches!(scope, CredentialScope::Namespaced(o) | CredentialScope::Cluster(o) if o == ns);
     let unreadable = |detail: String| {
         if own_namespace {
             err(detail)
@@ -695,9 +696,9 @@ pub async fn store_from_provider<A: SyncApi>(
                 let secret_access_key =
                     read_key(api, &id, "secretAccessKeySecretRef", sak, scope, src).await?;
                 let session_token = match &sr.session_token_secret_ref {
-                    Some(t) => Some(
-                        read_key(api, &id, "sessionTokenSecretRef", t, scope, src).await?,
-                    ),
+                    Some(t) => {
+                        Some(read_key(api, &id, "sessionTokenSecretRef", t, scope, src).await?)
+                    }
                     None => None,
                 };
                 Some(super::aws::StaticCredentials {
@@ -881,6 +882,18 @@ async fn fetch_and_build<A: SyncApi, F: ProviderFactory>(
     sync::render(&es.spec, data, &sources)
 }
 
+/// Whether `secret` has this ExternalSecret as its controller (by uid).
+fn controlled_by(secret: &Secret, es: &ExternalSecret) -> bool {
+    let uid = es.metadata.uid.as_deref().unwrap_or("");
+    !uid.is_empty()
+        && secret
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.controller == Some(true) && o.uid == uid && o.kind == "ExternalSecret")
+}
+
 fn owner_ref(es: &ExternalSecret) -> Option<OwnerReference> {
     es.controller_owner_ref(&())
 }
@@ -1032,13 +1045,24 @@ async fn reconcile_inner<A: SyncApi, F: ProviderFactory>(
     let rendered = match fetch_and_build(api, ctx, es, &store).await {
         Ok(r) => r,
         Err(e) if e.not_found && deletion == "Delete" => {
-            if existing.is_some() {
-                api.delete_secret(&ns, &name).await?;
-            }
-            let msg = format!(
-                "{} (deletionPolicy Delete: the Secret was deleted)",
-                e.message
-            );
+            // Only a Secret this ExternalSecret controls is ever deleted: never one it found
+            // (adopted) or one another object controls.
+            let ours = existing.as_ref().is_some_and(|s| controlled_by(s, es));
+            let msg = match &existing {
+                Some(s) if ours => {
+                    let uid = s.metadata.uid.clone().unwrap_or_default();
+                    api.delete_secret(&ns, &name, &uid).await?;
+                    format!(
+                        "{} (deletionPolicy Delete: the Secret was deleted)",
+                        e.message
+                    )
+                }
+                Some(_) => format!(
+                    "{} (deletionPolicy Delete: Secret {ns}/{name} is not controlled by this ExternalSecret, so it was left alone)",
+                    e.message
+                ),
+                None => format!("{} (deletionPolicy Delete: no Secret to delete)", e.message),
+            };
             api.event(es, false, "Deleted", &msg).await;
             write_status(api, ctx, es, false, "SecretDeleted", &msg, true).await?;
             return Ok((next, true));
@@ -1187,7 +1211,12 @@ impl SyncApi for MemorySyncApi {
             if out.type_.is_none() {
                 out.type_ = old.type_.clone();
             }
+            out.metadata.uid = old.metadata.uid.clone();
         }
+        // The API server gives every new object a uid.
+        out.metadata
+            .uid
+            .get_or_insert_with(|| format!("uid-secret-{key}"));
         let ours: Vec<String> = secret
             .data
             .iter()
@@ -1202,8 +1231,14 @@ impl SyncApi for MemorySyncApi {
         *locked(&self.writes) += 1;
         Ok(())
     }
-    async fn delete_secret(&self, ns: &str, name: &str) -> Result<(), String> {
-        locked(&self.secrets).remove(&k(ns, name));
+    async fn delete_secret(&self, ns: &str, name: &str, uid: &str) -> Result<(), String> {
+        let mut secrets = locked(&self.secrets);
+        if secrets
+            .get(&k(ns, name))
+            .is_some_and(|s| s.metadata.uid.as_deref().unwrap_or("") == uid)
+        {
+            secrets.remove(&k(ns, name));
+        }
         Ok(())
     }
     async fn get_config_map(

@@ -339,6 +339,40 @@ async fn creation_and_deletion_policies() {
     reconcile(&d2, &api, &ctx).await.expect("delete");
     assert!(!locked(&api.secrets).contains_key("app/deleted"));
     assert_eq!(ready_of(&api, "deleted").1, "SecretDeleted");
+    // A Secret of that name this ExternalSecret does not control is never deleted.
+    provider.put("prod/db", r#"{"password":"pw-1"}"#);
+    let foreign = Secret {
+        metadata: ObjectMeta {
+            name: Some("foreign".into()),
+            namespace: Some("app".into()),
+            uid: Some("uid-foreign".into()),
+            labels: Some(BTreeMap::from([(
+                MANAGED_LABEL.to_string(),
+                "true".to_string(),
+            )])),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            "keep".to_string(),
+            ByteString(b"me".to_vec()),
+        )])),
+        ..Default::default()
+    };
+    locked(&api.secrets).insert("app/foreign".into(), foreign);
+    let mut f = basic("foreign");
+    f.spec.target =
+        Some(serde_json::from_value(serde_json::json!({"deletionPolicy": "Delete"})).expect("t"));
+    locked(&provider.values).remove("prod/db");
+    reconcile(&f, &api, &ctx).await.expect("handled");
+    assert!(
+        locked(&api.secrets).contains_key("app/foreign"),
+        "not ours: kept"
+    );
+    assert!(
+        ready_of(&api, "foreign").2.contains("left alone"),
+        "{}",
+        ready_of(&api, "foreign").2
+    );
     // Retain (default): kept, and the status says the key is gone.
     let mut r = observed(&api, &basic("shared-retain"));
     r.metadata.name = Some("db".into());
@@ -737,7 +771,10 @@ async fn a_secret_store_cannot_borrow_another_namespaces_credentials() {
         },
         data: Some(BTreeMap::from([
             ("id".to_string(), ByteString(b"AKIDPLATFORM".to_vec())),
-            ("secret".to_string(), ByteString(b"platform-secret".to_vec())),
+            (
+                "secret".to_string(),
+                ByteString(b"platform-secret".to_vec()),
+            ),
         ])),
         ..Default::default()
     };
@@ -776,7 +813,11 @@ async fn a_secret_store_cannot_borrow_another_namespaces_credentials() {
     }
     assert_eq!(messages[0], messages[2], "existence is not revealed");
     assert_eq!(messages[1], messages[3], "existence is not revealed");
-    assert_eq!(*locked(&provider.calls), 0, "no fetch with borrowed credentials");
+    assert_eq!(
+        *locked(&provider.calls),
+        0,
+        "no fetch with borrowed credentials"
+    );
 }
 
 /// Everything that defines an AWS identity separates the caches: a different external id,
