@@ -1,15 +1,20 @@
 //! The controller's HTTP endpoints, as upstream serves them (kubeseal reaches them through the
 //! API server's service proxy): `GET /healthz`, `GET /v1/cert.pem`, `POST /v1/verify` (200 if
 //! the SealedSecret unseals, 409 if not), `POST /v1/rotate` (re-encrypted to the newest key).
-//! verify and rotate are rate-limited (2/s, burst 2, like upstream's defaults). Only public
-//! material leaves this server: certificates, and sealed values.
+//! verify and rotate are rate-limited per client (2/s, burst 2, upstream's defaults, but per
+//! client IP so one client cannot starve the others) and run their RSA work off the async
+//! workers, at most one per core at a time. Only public material leaves this server:
+//! certificates, and sealed values; verify says only yes (200) or no (409). The listeners
+//! themselves (timeouts, connection limit, body limit) are in [`server`].
+
+pub mod server;
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -57,18 +62,22 @@ impl RateLimit {
 pub struct AppState {
     /// The current keys (replaced when keys are added).
     pub keys: RwLock<Arc<SealingKeys>>,
-    /// Rate limit of verify and rotate.
-    pub limit: RateLimit,
+    /// Rate limit of verify and rotate, per client.
+    pub limit: server::ClientLimiter,
+    /// RSA work of verify and rotate running at once (one per core).
+    pub rsa_slots: Arc<tokio::sync::Semaphore>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
-    /// State with upstream's rate limit.
+    /// State with upstream's rate limit (per client).
     pub fn new(keys: SealingKeys, metrics: Arc<Metrics>) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         AppState {
             keys: RwLock::new(Arc::new(keys)),
-            limit: RateLimit::new(2.0, 2.0),
+            limit: server::ClientLimiter::new(2, 2),
+            rsa_slots: Arc::new(tokio::sync::Semaphore::new(cores)),
             metrics,
         }
     }
@@ -104,10 +113,17 @@ async fn cert(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-/// The one SealedSecret in a request body, or the 400 message.
-/// Rate limit, then the one SealedSecret of the body: what verify and rotate both start with.
-fn admit(state: &AppState, body: &Bytes) -> Result<serde_json::Value, Box<Response>> {
-    if !state.limit.try_take() {
+/// Rate limit (per client), then the one SealedSecret of the body: what verify and rotate both
+/// start with.
+fn admit(
+    state: &AppState,
+    peer: Option<Extension<server::Peer>>,
+    body: &Bytes,
+) -> Result<serde_json::Value, Box<Response>> {
+    let client = peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |Extension(p)| {
+        p.0.ip()
+    });
+    if !state.limit.try_take(client) {
         return Err(Box::new(text(
             StatusCode::TOO_MANY_REQUESTS,
             "rate limited\n",
@@ -116,11 +132,22 @@ fn admit(state: &AppState, body: &Bytes) -> Result<serde_json::Value, Box<Respon
     parse(body).map_err(|m| Box::new(text(StatusCode::BAD_REQUEST, m)))
 }
 
-/// Runs `f` on the keyring and counts its RSA private-key operations into the metric.
-fn counted<T>(state: &AppState, keys: &SealingKeys, f: impl FnOnce() -> T) -> T {
-    let out = f();
-    keys.report_ops(&state.metrics.rsa_private_ops);
-    out
+/// Runs `f` (RSA work) on the blocking pool, at most one per core at a time, and counts its
+/// private-key operations into the metric.
+async fn counted<T: Send + 'static>(
+    state: &Arc<AppState>,
+    f: impl FnOnce(&SealingKeys) -> T + Send + 'static,
+) -> Option<T> {
+    let _slot = state.rsa_slots.clone().acquire_owned().await.ok()?;
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let keys = st.keys();
+        let out = f(&keys);
+        keys.report_ops(&st.metrics.rsa_private_ops);
+        out
+    })
+    .await
+    .ok()
 }
 
 fn parse(body: &Bytes) -> Result<serde_json::Value, String> {
@@ -132,44 +159,56 @@ fn parse(body: &Bytes) -> Result<serde_json::Value, String> {
     Ok(docs.remove(0).value)
 }
 
-async fn verify(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    let doc = match admit(&state, &body) {
+async fn verify(
+    State(state): State<Arc<AppState>>,
+    peer: Option<Extension<server::Peer>>,
+    body: Bytes,
+) -> Response {
+    let doc = match admit(&state, peer, &body) {
         Ok(d) => d,
         Err(r) => return *r,
     };
-    let keys = state.keys();
     // Only whether every value opens: no template is rendered and no reason is given, so the
     // endpoint (which any pod can reach) cannot be turned into an oracle on the plaintext.
-    match counted(&state, &keys, || manifest::open_items(&doc, &keys.keyring)) {
-        Ok(_) => text(StatusCode::OK, ""),
-        Err(_) => text(StatusCode::CONFLICT, ""),
+    let opened = counted(&state, move |keys| {
+        manifest::open_items(&doc, &keys.keyring).is_ok()
+    })
+    .await;
+    match opened {
+        Some(true) => text(StatusCode::OK, ""),
+        _ => text(StatusCode::CONFLICT, ""),
     }
 }
 
-async fn rotate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    let doc = match admit(&state, &body) {
+async fn rotate(
+    State(state): State<Arc<AppState>>,
+    peer: Option<Extension<server::Peer>>,
+    body: Bytes,
+) -> Response {
+    let doc = match admit(&state, peer, &body) {
         Ok(d) => d,
         Err(r) => return *r,
     };
-    let keys = state.keys();
-    let Some(newest) = keys.newest.as_ref().and_then(|n| {
-        keys.keyring
-            .keys()
-            .find(|k| k.fingerprint() == &n.fingerprint)
-    }) else {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "no sealing key yet\n");
-    };
-    let result = counted(&state, &keys, || {
-        manifest::reseal(&doc, &keys.keyring, newest.public_key())
-    });
+    let result = counted(&state, move |keys| {
+        let newest = keys.newest.as_ref().and_then(|n| {
+            keys.keyring
+                .keys()
+                .find(|k| k.fingerprint() == &n.fingerprint)
+        })?;
+        // ManifestError names fields and scopes, never a value.
+        Some(manifest::reseal(&doc, &keys.keyring, newest.public_key()).map_err(|e| e.to_string()))
+    })
+    .await;
     match result {
-        Ok(v) => (
+        Some(Some(Ok(v))) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],
             manifest::to_json(&v),
         )
             .into_response(),
-        Err(e) => text(StatusCode::CONFLICT, format!("{e}\n")),
+        Some(Some(Err(e))) => text(StatusCode::CONFLICT, format!("{e}\n")),
+        Some(None) => text(StatusCode::SERVICE_UNAVAILABLE, "no sealing key yet\n"),
+        None => text(StatusCode::SERVICE_UNAVAILABLE, "busy\n"),
     }
 }
 
@@ -192,6 +231,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/cert.pem", get(cert))
         .route("/v1/verify", post(verify))
         .route("/v1/rotate", post(rotate))
+        .layer(DefaultBodyLimit::max(server::BODY_LIMIT))
         .with_state(state)
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use clap::Parser;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams, PartialObjectMeta, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -351,9 +351,7 @@ async fn shutdown_signal() {
 async fn serve(addr: SocketAddr, app: axum::Router) {
     match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => {
-            if let Err(e) = axum::serve(l, app).await {
-                tracing::error!(%addr, error = %e, "HTTP server stopped");
-            }
+            sealkit_controller::http::server::serve(l, app, Default::default()).await;
         }
         Err(e) => tracing::error!(%addr, error = %e, "cannot listen"),
     }
@@ -477,17 +475,19 @@ async fn main() -> std::process::ExitCode {
                 let (sealed, secrets) = match &args.watch_namespace {
                     Some(ns) => (
                         Api::<SealedSecret>::namespaced(client.clone(), ns),
-                        Api::<Secret>::namespaced(client.clone(), ns),
+                        Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), ns),
                     ),
                     None => (
                         Api::<SealedSecret>::all(client.clone()),
-                        Api::<Secret>::all(client.clone()),
+                        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
                     ),
                 };
                 let watch = match &args.selector {
                     Some(sel) => watcher::Config::default().labels(sel),
                     None => watcher::Config::default(),
                 };
+                // Owned Secrets are watched as metadata only: the watch cache never holds a
+                // value (the reconcile reads its one Secret when it runs).
                 let unseal = Controller::new(sealed, watch.clone())
                     .owns(secrets, watch)
                     .run(reconcile_one, error_policy, ctx)

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::Api;
+use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -113,9 +113,12 @@ pub async fn run(client: Client, api: KubeApi, sync: SyncContext<AwsFactory>, se
     let (es_api, secrets) = match &settings.namespace {
         Some(ns) => (
             Api::<ExternalSecret>::namespaced(client.clone(), ns),
-            Api::<Secret>::namespaced(client.clone(), ns),
+            Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), ns),
         ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
+        None => (
+            Api::all(client.clone()),
+            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        ),
     };
     let watch = match &settings.selector {
         Some(sel) => watcher::Config::default().labels(sel),
@@ -138,6 +141,7 @@ pub async fn run(client: Client, api: KubeApi, sync: SyncContext<AwsFactory>, se
             }
         }
     };
+    // Metadata only (PartialObjectMeta): the watch cache never holds a value.
     let controller = Controller::new(es_api, watch.clone())
         .owns(secrets, owned)
         .run(reconcile_one, error_policy, ctx.clone())
