@@ -120,9 +120,23 @@ pub async fn reconcile<C: ClusterApi>(
     let namespace = ss.namespace().unwrap_or_default();
     let keys = state.keys();
     let existing = api.get_secret(&namespace, &name).await?;
-    let decided = plan(ss, existing.as_ref(), &keys.keyring);
+    let secret_found = existing.is_some();
+    // RSA work runs on the blocking pool, at most one per core at a time (shared with the HTTP
+    // endpoints): it never stalls the async workers that keep watches and other loops going.
+    let decided = {
+        let _slot = state
+            .rsa_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| e.to_string())?;
+        let (ss, keys) = (ss.clone(), keys.clone());
+        tokio::task::spawn_blocking(move || plan(&ss, existing.as_ref(), &keys.keyring))
+            .await
+            .map_err(|e| format!("the unseal task failed: {e}"))?
+    };
     keys.report_ops(&state.metrics.rsa_private_ops);
-    tracing::debug!(%namespace, %name, secret_found = existing.is_some(), plan = ?decided, "planned");
+    tracing::debug!(%namespace, %name, secret_found, plan = ?decided, "planned");
     let labels = ConditionLabels {
         name: name.clone(),
         namespace: namespace.clone(),
