@@ -62,18 +62,22 @@ impl Redactor {
     }
 
     /// Adds the values at `pointers` (JSON pointers of decrypted leaves) of `obj`, in the
-    /// forms an error may show them: as they are, JSON-escaped, and base64-encoded (a Secret's
-    /// `stringData` is stored, and quoted, as base64 `data`).
+    /// forms an error may show them: as they are, JSON-escaped (the API server's messages),
+    /// escaped again as a Rust `Debug` string (kube's errors print the API's `Status` with
+    /// `{:?}`), and base64-encoded (a Secret's `stringData` is stored, and quoted, as `data`).
     pub fn add(&mut self, obj: &Value, pointers: &[String]) {
+        fn inner(quoted: String) -> String {
+            quoted[1..quoted.len() - 1].to_string()
+        }
         for p in pointers {
             let Some(text) = obj.pointer(p).and_then(leaf_text) else {
                 continue;
             };
-            let json = Value::String(text.clone()).to_string();
-            let escaped = json[1..json.len() - 1].to_string();
-            let b64 = base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
-            self.push(escaped);
-            self.push(b64);
+            let json = inner(Value::String(text.clone()).to_string());
+            self.push(inner(format!("{json:?}")));
+            self.push(inner(format!("{text:?}")));
+            self.push(json);
+            self.push(base64::engine::general_purpose::STANDARD.encode(text.as_bytes()));
             self.push(text);
         }
         // Longest first, so that a value containing another is replaced whole.
@@ -93,18 +97,21 @@ impl Redactor {
         {
             return WITHHELD.to_string();
         }
-        static QUOTED: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-            regex::Regex::new(
-                r#"((?:Invalid|Unsupported|Duplicate) value: )(?:"(?:[^"\\]|\\.)*"|[^\s:,]+)"#,
-            )
-            .expect("static regex")
-        });
-        let mut out = QUOTED
-            .replace_all(text, format!("${{1}}{REDACTED}").as_str())
-            .into_owned();
+        let mut out = text.to_string();
         for v in &self.values {
             out = out.replace(v.expose_secret(), REDACTED);
         }
-        out
+        // Whatever the API server quotes as the invalid value (also inside kube's `{:?}` of
+        // the Status, where the quotes are escaped) goes, decrypted or not: it may be a
+        // decrypted value transformed beyond recognition.
+        static QUOTED: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+            regex::Regex::new(
+                r#"((?:Invalid|Unsupported|Duplicate) value: )(?:\\"[^\n]*?\\"|"(?:[^"\\]|\\.)*"|[^\s:,]+)"#,
+            )
+            .expect("static regex")
+        });
+        QUOTED
+            .replace_all(&out, format!("${{1}}{REDACTED}").as_str())
+            .into_owned()
     }
 }

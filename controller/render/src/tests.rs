@@ -516,3 +516,104 @@ fn a_slow_kustomize_is_killed_with_its_process_group() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// Every decrypted leaf is recorded by its JSON pointer, whatever the kind, and masking covers
+/// them (and v1 Secret data as before), the same pointers masking a live object.
+#[test]
+fn decrypted_leaves_are_recorded_and_masked_wherever_they_are() {
+    let root = example();
+    let objs = render(&root, &root.join("apps/overlays/staging"), &with_key()).expect("render");
+    let secret = objs
+        .iter()
+        .find(|o| o.value["kind"] == "Secret")
+        .expect("secret");
+    let mut paths = secret.decrypted_paths.clone();
+    paths.sort();
+    assert_eq!(paths, ["/stringData/DB_PASSWORD", "/stringData/DB_USER"]);
+    assert!(
+        objs.iter()
+            .filter(|o| o.value["kind"] != "Secret")
+            .all(|o| o.decrypted_paths.is_empty())
+    );
+
+    let mut cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "c", "labels": {"a/b": "label-value"}},
+        "data": {"token": "cm-value", "plain": "shown"}, "spec": {"pin": 4242}});
+    let paths = [
+        "/data/token".to_string(),
+        "/metadata/labels/a~1b".to_string(),
+        "/spec/pin".to_string(),
+        "/data/absent".to_string(),
+    ];
+    let mut live = cm.clone();
+    live["data"]["token"] = "old-value".into();
+    mask::mask_object(&mut cm, &paths, Some(b"key"));
+    mask::mask_object(&mut live, &paths, Some(b"key"));
+    let text = cm.to_string();
+    for v in ["cm-value", "label-value", "4242"] {
+        assert!(!text.contains(v), "{text}");
+    }
+    assert_eq!(cm["data"]["plain"], "shown");
+    assert!(
+        cm["spec"]["pin"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("<masked: 4 bytes"))
+    );
+    assert_ne!(
+        cm["data"]["token"], live["data"]["token"],
+        "a change still shows"
+    );
+    assert_eq!(cm["metadata"]["labels"], live["metadata"]["labels"]);
+    assert!(cm["data"].get("absent").is_none());
+}
+
+/// The API server quotes invalid values; kube prints its Status with `{:?}` (quotes escaped).
+/// Every form is redacted, and whatever follows "Invalid value:" too.
+#[test]
+fn redaction_covers_every_form_an_api_error_quotes() {
+    let obj = serde_json::json!({"metadata": {"labels": {"tier": "not a valid label: hush-value"}},
+        "stringData": {"password": "pa\"ss\nword-1"}, "data": {"n": 12345}});
+    let mut r = redact::Redactor::new();
+    r.add(
+        &obj,
+        &[
+            "/metadata/labels/tier".into(),
+            "/stringData/password".into(),
+            "/data/n".into(),
+        ],
+    );
+    let api = "ConfigMap \"x\" is invalid: metadata.labels: Invalid value: \"not a valid label: hush-value\": a valid label must be...";
+    let kube = format!(
+        "ApiError: {api}: Invalid (Status {{ message: {api:?}, causes: [StatusCause {{ message: \"Invalid value: \\\"not a valid label: hush-value\\\": a valid label\" }}] }})"
+    );
+    let webhook =
+        "denied: password \"pa\\\"ss\\nword-1\" (base64 cGEic3MKd29yZC0x) is weak; pin 12345";
+    for text in [api.to_string(), kube, webhook.to_string()] {
+        let out = r.redact(&text);
+        for v in [
+            "hush-value",
+            "pa\\\"ss",
+            "word-1",
+            "cGEic3MKd29yZC0x",
+            "12345",
+        ] {
+            assert!(!out.contains(v), "{v}: {out}");
+        }
+        assert!(out.contains(redact::REDACTED), "{out}");
+    }
+    assert!(
+        r.redact(api)
+            .contains("metadata.labels: Invalid value: <redacted>: a valid label")
+    );
+    // No decrypted value: nothing to redact, the text stays as it is.
+    assert_eq!(redact::Redactor::new().redact(api), api);
+    // A very short value would show where its letters are if replaced: texts are withheld.
+    let mut short = redact::Redactor::new();
+    short.add(&serde_json::json!({"k": "ab"}), &["/k".into()]);
+    assert_eq!(short.redact("no value here"), redact::WITHHELD);
+    assert!(
+        format!("{r:?}").starts_with("Redactor("),
+        "no values in Debug"
+    );
+    assert!(!format!("{r:?}").contains("hush"));
+}
