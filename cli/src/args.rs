@@ -283,9 +283,12 @@ pub struct BuildArgs {
     /// age identity file(s), in addition to the SOPS_AGE_* sources.
     #[arg(long = "age-key-file", value_name = "FILE")]
     pub age_key_files: Vec<PathBuf>,
-    /// Print Secret values instead of masking them.
+    /// Print Secret values and values decrypted from SOPS instead of masking them.
     #[arg(long)]
     pub show_secrets: bool,
+    /// Let kustomize fetch remote bases and files (URLs, remote Git refs); refused otherwise.
+    #[arg(long)]
+    pub allow_remote_bases: bool,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "yaml")]
     pub format: OutputFormat,
@@ -324,6 +327,9 @@ pub struct DiffArgs {
     /// Server-side-apply field manager for the dry-run (the controller's).
     #[arg(long, default_value = "sealkit")]
     pub field_manager: String,
+    /// Let kustomize fetch remote bases and files (URLs, remote Git refs); refused otherwise.
+    #[arg(long)]
+    pub allow_remote_bases: bool,
 }
 
 /// `sealkit demo`.

@@ -100,6 +100,17 @@ struct Args {
     /// Where fetched Git revisions are kept (an emptyDir in the Deployment).
     #[arg(long, default_value = "/tmp/sealkit-gitops")]
     gitops_cache_dir: std::path::PathBuf,
+    /// GitOps: Kustomizations without spec.serviceAccountName apply as this ServiceAccount of
+    /// their namespace (impersonated), not as the controller.
+    #[arg(long, value_name = "NAME")]
+    default_service_account: Option<String>,
+    /// GitOps: a Kustomization may only reference a GitRepository and dependencies in its own
+    /// namespace.
+    #[arg(long)]
+    no_cross_namespace_refs: bool,
+    /// GitOps: let kustomize fetch remote bases and files (URLs, remote Git refs).
+    #[arg(long)]
+    allow_remote_bases: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -326,6 +337,9 @@ async fn gitops(client: &Client, args: &Args, state: &AppState) {
         GitopsSettings {
             cache_dir: args.gitops_cache_dir.clone(),
             metrics: state.metrics.clone(),
+            default_service_account: args.default_service_account.clone(),
+            no_cross_namespace_refs: args.no_cross_namespace_refs,
+            allow_remote_bases: args.allow_remote_bases,
         },
         args.watch_namespace.clone(),
         args.selector.clone(),

@@ -100,3 +100,80 @@ fn missing_keys_bad_paths_and_bad_files_fail_clearly() {
     assert!(err.contains("zz.yaml") && err.contains("line"), "{err}");
     assert!(out.stdout.is_empty());
 }
+
+/// Encrypts `file` (in `dir`) for the example key, the leaves whose keys match `regex`.
+fn sops_encrypt(dir: &std::path::Path, file: &str, regex: &str) {
+    let key = workspace().join("examples/gitops/keys/example.agekey");
+    let recipient = std::fs::read_to_string(&key)
+        .expect("key")
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: ").map(str::to_string))
+        .expect("recipient");
+    let out = run(
+        Command::new(sealkit_bin())
+            .args([
+                "sops",
+                "encrypt",
+                "--age",
+                &recipient,
+                "--encrypted-regex",
+                regex,
+                "-i",
+                file,
+            ])
+            .current_dir(dir),
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Not only v1 Secret data: every value that came out of a SOPS decryption is masked (a
+/// ConfigMap, a custom resource, a label), and shown with --show-secrets.
+#[test]
+fn every_value_sops_decrypted_is_masked() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    std::fs::write(
+        d.join("cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\n  labels:\n    tier: label-secret-value\ndata:\n  token: cm-secret-value-1\n  port: \"8080\"\n",
+    )
+    .expect("w");
+    sops_encrypt(d, "cm.yaml", "^(token|tier)$");
+    std::fs::write(
+        d.join("db.yaml"),
+        "apiVersion: example.com/v1\nkind: Database\nmetadata:\n  name: db\nspec:\n  size: 3\n  password: cr-secret-value-2\n  pin: 4242\n",
+    )
+    .expect("w");
+    sops_encrypt(d, "db.yaml", "^(password|pin)$");
+    let path = d.to_str().expect("utf8");
+    let out = ok(&build(&[path], true));
+    let text = String::from_utf8_lossy(&out);
+    for secret in [
+        "cm-secret-value-1",
+        "cr-secret-value-2",
+        "label-secret-value",
+        "4242",
+    ] {
+        assert!(!text.contains(secret), "{secret} shown: {text}");
+    }
+    assert!(text.contains("token: \"<masked: 17 bytes>\""), "{text}");
+    assert!(text.contains("password: \"<masked: 17 bytes>\""), "{text}");
+    assert!(
+        text.contains("port: \"8080\"") && text.contains("size: 3"),
+        "values that were not encrypted are shown: {text}"
+    );
+    let shown = ok(&build(&["--show-secrets", path], true));
+    let shown = String::from_utf8_lossy(&shown);
+    for secret in [
+        "cm-secret-value-1",
+        "cr-secret-value-2",
+        "label-secret-value",
+        "4242",
+    ] {
+        assert!(shown.contains(secret), "{secret}: {shown}");
+    }
+}

@@ -1,12 +1,13 @@
 //! `sealkit build`: render a GitOps path the way the controller does (kustomize or plain YAML,
-//! SOPS decrypted after the build) and print the objects, Secret values masked unless
-//! `--show-secrets`.
+//! SOPS decrypted after the build, symlinks kept inside the root, remote bases refused unless
+//! `--allow-remote-bases`) and print the objects, Secret values and every value that came out
+//! of SOPS masked unless `--show-secrets`.
 
 use std::path::{Path, PathBuf};
 
 use sealkit_keys::seal::manifest::yaml_body;
 use sealkit_keys::sops::AgeIdentities;
-use sealkit_render::{Options, RenderError, mask::mask_secret, render};
+use sealkit_render::{Options, RenderError, mask::mask_object, render};
 
 use crate::args::{BuildArgs, OutputFormat};
 use crate::error::CliError;
@@ -53,6 +54,9 @@ pub fn render_error(e: RenderError) -> CliError {
         RenderError::Kustomize { message, .. } if message.contains("cannot run") => Some(
             "install kubectl (it includes kustomize) or set SEALKIT_KUSTOMIZE=\"kustomize build\"",
         ),
+        RenderError::Sandbox { .. } => Some(
+            "a symlink must point inside the source root (see --root); the controller refuses it too",
+        ),
         _ => None,
     };
     let io = matches!(e, RenderError::Io { .. });
@@ -74,6 +78,7 @@ pub fn render_path(
     root: Option<&Path>,
     key_files: &[PathBuf],
     render_code: Option<u8>,
+    allow_remote_bases: bool,
 ) -> Result<Vec<sealkit_render::Object>, CliError> {
     let recode = |e: CliError| match render_code {
         Some(c) => e.with_code(c),
@@ -88,6 +93,7 @@ pub fn render_path(
         .map_err(|e| CliError::io_at(&format!("cannot open {}", path.display()), &e))?;
     let opts = Options {
         identities: identities(key_files).map_err(recode)?,
+        allow_remote_bases,
         ..Default::default()
     };
     render(&root, &canonical, &opts).map_err(|e| recode(render_error(e)))
@@ -95,10 +101,16 @@ pub fn render_path(
 
 /// Runs `sealkit build`.
 pub fn run(args: &BuildArgs) -> Result<(), CliError> {
-    let mut objects = render_path(&args.path, args.root.as_deref(), &args.age_key_files, None)?;
+    let mut objects = render_path(
+        &args.path,
+        args.root.as_deref(),
+        &args.age_key_files,
+        None,
+        args.allow_remote_bases,
+    )?;
     if !args.show_secrets {
         for o in &mut objects {
-            mask_secret(&mut o.value, None);
+            mask_object(&mut o.value, &o.decrypted_paths, None);
         }
     }
     let out = match args.format {
@@ -131,7 +143,7 @@ pub fn run(args: &BuildArgs) -> Result<(), CliError> {
         if args.show_secrets {
             ""
         } else {
-            "; Secret values masked"
+            "; Secret and decrypted values masked"
         }
     );
     Ok(())

@@ -1,7 +1,10 @@
 //! `sealkit diff`: render a path as `sealkit build` does, server-side dry-run apply every object
 //! (as the controller would, same field manager), and compare with the live objects. Secret
-//! values are masked on both sides with a keyed hash (a random key per run), so a changed value
-//! shows as changed without being printed, and equal values compare equal.
+//! values, and every value that came out of SOPS (at the same fields of the live object), are
+//! masked on both sides with a keyed hash (a random key per run), so a changed value shows as
+//! changed without being printed, and equal values compare equal. API errors about an object
+//! are printed with the decrypted values of the render redacted (the API server quotes invalid
+//! values).
 
 use std::io::Write as _;
 
@@ -9,7 +12,7 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::Scope;
 use sealkit_keys::seal::manifest::yaml_body;
-use sealkit_render::{comparable, mask::mask_secret};
+use sealkit_render::{comparable, mask::mask_object, redact::Redactor};
 use serde_json::Value;
 
 use super::build::render_path;
@@ -27,7 +30,7 @@ const OWNER_LABELS: [&str; 2] = [
     "kustomize.toolkit.fluxcd.io/namespace",
 ];
 
-fn shown(v: &Value, key: &[u8]) -> String {
+fn shown(v: &Value, key: &[u8], decrypted: &[String]) -> String {
     let mut v = comparable(v);
     if let Some(l) = v["metadata"]
         .get_mut("labels")
@@ -51,7 +54,7 @@ fn shown(v: &Value, key: &[u8]) -> String {
                 .map(|m| m.remove("annotations"));
         }
     }
-    mask_secret(&mut v, Some(key));
+    mask_object(&mut v, decrypted, Some(key));
     yaml_body(&v)
 }
 
@@ -62,7 +65,12 @@ pub fn run(args: &DiffArgs) -> Result<(), CliError> {
         args.root.as_deref(),
         &args.age_key_files,
         Some(EXIT_RENDER),
+        args.allow_remote_bases,
     )?;
+    let mut redactor = Redactor::new();
+    for o in &objects {
+        redactor.add(&o.value, &o.decrypted_paths);
+    }
     let namespace = args
         .namespace
         .clone()
@@ -116,10 +124,12 @@ pub fn run(args: &DiffArgs) -> Result<(), CliError> {
                 Api::all_with(client.clone(), &ar)
             };
             let id = sealkit_render::object_id(&desired);
-            let live = api
-                .get_opt(&name)
-                .await
-                .map_err(|e| CliError::io(format!("{id}: cannot read the live object: {e}")))?;
+            let live = api.get_opt(&name).await.map_err(|e| {
+                CliError::io(format!(
+                    "{id}: cannot read the live object: {}",
+                    redactor.redact(&e.to_string())
+                ))
+            })?;
             let dry = api
                 .patch(
                     &name,
@@ -127,13 +137,18 @@ pub fn run(args: &DiffArgs) -> Result<(), CliError> {
                     &Patch::Apply(&desired),
                 )
                 .await
-                .map_err(|e| CliError::io(format!("{id}: the server refused the dry-run: {e}")))?;
+                .map_err(|e| {
+                    CliError::io(format!(
+                        "{id}: the server refused the dry-run: {}",
+                        redactor.redact(&e.to_string())
+                    ))
+                })?;
             let dry = serde_json::to_value(dry).map_err(|e| CliError::io(e.to_string()))?;
             let before = live
-                .map(|l| serde_json::to_value(l).map(|v| shown(&v, &key)))
+                .map(|l| serde_json::to_value(l).map(|v| shown(&v, &key, &o.decrypted_paths)))
                 .transpose()
                 .map_err(|e| CliError::io(e.to_string()))?;
-            let after = shown(&dry, &key);
+            let after = shown(&dry, &key, &o.decrypted_paths);
             if before.as_deref() == Some(after.as_str()) {
                 continue;
             }

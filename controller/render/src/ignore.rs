@@ -7,6 +7,7 @@ use std::path::Path;
 use regex::Regex;
 
 use crate::RenderError;
+use crate::sandbox::Sandbox;
 
 struct Rule {
     re: Regex,
@@ -79,16 +80,27 @@ impl SourceIgnore {
         Ok(SourceIgnore { rules })
     }
 
-    /// Reads `root/.sourceignore` (none: only `.git/`), plus `extra` patterns.
+    /// Reads `root/.sourceignore` (none: only `.git/`), plus `extra` patterns. A
+    /// `.sourceignore` that is a symlink out of the root is refused.
     pub fn load(root: &Path, extra: Option<&str>) -> Result<Self, RenderError> {
-        let path = root.join(".sourceignore");
-        let mut text = std::fs::read_to_string(&path).unwrap_or_default();
+        Self::from_sandbox(&Sandbox::open(root)?, extra)
+    }
+
+    pub(crate) fn from_sandbox(sb: &Sandbox, extra: Option<&str>) -> Result<Self, RenderError> {
+        let path = Path::new(".sourceignore");
+        let mut text = match sb.read_optional(path)? {
+            Some(b) => String::from_utf8(b).map_err(|_| RenderError::Syntax {
+                path: ".sourceignore".into(),
+                message: "not UTF-8 text".into(),
+            })?,
+            None => String::new(),
+        };
         if let Some(e) = extra {
             text.push('\n');
             text.push_str(e);
         }
         Self::parse(&text).map_err(|message| RenderError::Syntax {
-            path: path.display().to_string(),
+            path: ".sourceignore".into(),
             message,
         })
     }

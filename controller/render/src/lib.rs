@@ -16,6 +16,14 @@
 //! - An object that is still encrypted afterwards is an error: nothing encrypted is ever
 //!   applied.
 //!
+//! - The source is a sandbox ([`sandbox`]): every path is resolved inside the source root, a
+//!   symlink that leads outside it or loops is refused (naming it), and kustomize only runs on
+//!   a tree without such links, whose kustomizations name no remote base or file
+//!   ([`kustomization`]; unless [`Options::allow_remote_bases`]), under a timeout that kills
+//!   its whole process group ([`process`]).
+//! - Every decrypted leaf is recorded ([`Object::decrypted_paths`]), so display can mask it
+//!   ([`mask`]) and error texts that quote it can be redacted ([`redact`]).
+//!
 //! Errors name the file (or kustomize directory), the document and the field. Values never
 //! appear in errors or in `Debug` output.
 
@@ -25,6 +33,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use sealkit_keys::seal::manifest::parse_documents;
 use sealkit_keys::sops::keysource::AgeIdentities;
@@ -32,9 +41,18 @@ use sealkit_keys::sops::{EncryptedFile, FileFormat};
 use serde_json::Value;
 
 mod ignore;
+mod kustomization;
 pub mod mask;
+pub mod process;
+pub mod redact;
+mod sandbox;
 
 pub use ignore::SourceIgnore;
+pub use sandbox::copy_source;
+use sandbox::{Sandbox, shown};
+
+/// How long a kustomize build may take unless [`Options::kustomize_timeout`] says otherwise.
+pub const DEFAULT_KUSTOMIZE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How to render.
 pub struct Options {
@@ -44,6 +62,10 @@ pub struct Options {
     pub kustomize: Vec<String>,
     /// Extra `.sourceignore` patterns (a GitRepository's `spec.ignore`).
     pub extra_ignore: Option<String>,
+    /// How long one kustomize build may take (its process group is killed then).
+    pub kustomize_timeout: Duration,
+    /// Let kustomize fetch remote bases and files (URLs, remote Git refs); refused otherwise.
+    pub allow_remote_bases: bool,
 }
 
 impl Default for Options {
@@ -56,6 +78,8 @@ impl Default for Options {
                 .filter(|v: &Vec<String>| !v.is_empty())
                 .unwrap_or_else(|| vec!["kubectl".into(), "kustomize".into()]),
             extra_ignore: None,
+            kustomize_timeout: DEFAULT_KUSTOMIZE_TIMEOUT,
+            allow_remote_bases: false,
         }
     }
 }
@@ -68,6 +92,9 @@ pub struct Object {
     pub value: Value,
     /// Whether it was decrypted from SOPS.
     pub decrypted: bool,
+    /// JSON pointers (RFC 6901) of the leaves that came out of the decryption: what display
+    /// masks and error texts never show.
+    pub decrypted_paths: Vec<String>,
 }
 
 impl Object {
@@ -129,6 +156,14 @@ pub enum RenderError {
         /// kustomize's error.
         message: String,
     },
+    /// A path leads outside the source, or is a symlink loop.
+    #[error("{path}: {message}")]
+    Sandbox {
+        /// The path, relative to the source root.
+        path: String,
+        /// Why it is refused.
+        message: String,
+    },
     /// A SOPS document cannot be decrypted.
     #[error("{origin} ({id}): {message}")]
     Decrypt {
@@ -143,22 +178,9 @@ pub enum RenderError {
 
 /// Whether `dir` is a kustomization root.
 pub fn is_kustomization(dir: &Path) -> bool {
-    ["kustomization.yaml", "kustomization.yml", "Kustomization"]
+    kustomization::FILE_NAMES
         .iter()
         .any(|f| dir.join(f).is_file())
-}
-
-fn rel(root: &Path, p: &Path) -> String {
-    let r = p.strip_prefix(root).unwrap_or(p);
-    let s = r.display().to_string();
-    if s.is_empty() { ".".into() } else { s }
-}
-
-fn io(path: &Path, e: impl std::fmt::Display) -> RenderError {
-    RenderError::Io {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    }
 }
 
 fn is_manifest(p: &Path) -> bool {
@@ -168,25 +190,39 @@ fn is_manifest(p: &Path) -> bool {
     )
 }
 
-/// Runs kustomize on `dir`.
-fn kustomize(root: &Path, dir: &Path, opts: &Options) -> Result<Vec<Object>, RenderError> {
-    let shown = rel(root, dir);
+/// Runs kustomize on `dir` (relative to the root), once the tree and the kustomizations it
+/// reaches are known to stay inside the source.
+fn kustomize(
+    sb: &Sandbox,
+    root: &Path,
+    dir: &Path,
+    opts: &Options,
+) -> Result<Vec<Object>, RenderError> {
+    let shown = shown(dir);
+    sb.check_links()?;
+    kustomization::check(sb, dir, opts.allow_remote_bases)?;
     let Some((program, args)) = opts.kustomize.split_first() else {
         return Err(RenderError::Kustomize {
             dir: shown,
             message: "no kustomize command configured".into(),
         });
     };
-    let out = Command::new(program)
-        .args(args)
-        .arg(dir)
-        .output()
-        .map_err(|e| RenderError::Kustomize {
-            dir: shown.clone(),
-            message: format!(
+    let out = process::run(
+        Command::new(program).args(args).arg(root.join(dir)),
+        opts.kustomize_timeout,
+    )
+    .map_err(|e| RenderError::Kustomize {
+        dir: shown.clone(),
+        message: match e {
+            process::RunError::Spawn(e) => format!(
                 "cannot run {program}: {e} (hint: install kubectl, or set SEALKIT_KUSTOMIZE)"
             ),
-        })?;
+            process::RunError::TimedOut => {
+                format!("timed out after {}", humanize(opts.kustomize_timeout))
+            }
+            process::RunError::Wait(e) => e.to_string(),
+        },
+    })?;
     if !out.status.success() {
         return Err(RenderError::Kustomize {
             dir: shown,
@@ -207,21 +243,32 @@ fn kustomize(root: &Path, dir: &Path, opts: &Options) -> Result<Vec<Object>, Ren
             origin: format!("kustomize {shown} (document {})", d.index),
             value: d.value,
             decrypted: false,
+            decrypted_paths: Vec::new(),
         })
         .collect())
 }
 
-fn read_text(path: &Path) -> Result<String, RenderError> {
-    let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
+/// `1s`, `2m`, `1m30s`.
+fn humanize(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 60, s % 60) {
+        (0, s) => format!("{s}s"),
+        (m, 0) => format!("{m}m"),
+        (m, s) => format!("{m}m{s}s"),
+    }
+}
+
+fn read_text(sb: &Sandbox, rel: &Path) -> Result<String, RenderError> {
+    let bytes = sb.read(rel)?;
     String::from_utf8(bytes).map_err(|_| RenderError::Syntax {
-        path: path.display().to_string(),
+        path: shown(rel),
         message: "not UTF-8 text".into(),
     })
 }
 
-fn file_objects(root: &Path, path: &Path) -> Result<Vec<Object>, RenderError> {
-    let shown = rel(root, path);
-    let text = read_text(path)?;
+fn file_objects(sb: &Sandbox, rel: &Path) -> Result<Vec<Object>, RenderError> {
+    let shown = shown(rel);
+    let text = read_text(sb, rel)?;
     let docs = parse_documents(&text).map_err(|e| RenderError::Syntax {
         path: shown.clone(),
         message: e.to_string(),
@@ -232,36 +279,56 @@ fn file_objects(root: &Path, path: &Path) -> Result<Vec<Object>, RenderError> {
             origin: format!("{shown} document {}", d.index),
             value: d.value,
             decrypted: false,
+            decrypted_paths: Vec::new(),
         })
         .collect())
 }
 
+/// Walks the directory `dir` (relative to the root; `canonical` is where it really is, for
+/// cycle detection).
 fn walk(
+    sb: &Sandbox,
     root: &Path,
     dir: &Path,
+    canonical: &Path,
     ignore: &SourceIgnore,
     opts: &Options,
     out: &mut Vec<Object>,
 ) -> Result<(), RenderError> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    entries.sort();
-    for p in entries {
-        let r = rel(root, &p);
-        let is_dir = p.is_dir();
+    for rel in sb.entries(dir)? {
+        let r = shown(&rel);
+        // Ignored either way: nothing about it is read.
+        if ignore.is_ignored(&r, false) && ignore.is_ignored(&r, true) {
+            continue;
+        }
+        let meta = sb.symlink_metadata(&rel)?;
+        let (is_dir, real) = if meta.is_symlink() {
+            let real = sb.resolve(&rel)?;
+            (sb.metadata(&real)?.is_dir(), real)
+        } else {
+            (
+                meta.is_dir(),
+                canonical.join(rel.file_name().unwrap_or_default()),
+            )
+        };
         if ignore.is_ignored(&r, is_dir) {
             continue;
         }
         if is_dir {
-            if is_kustomization(&p) {
-                out.extend(kustomize(root, &p, opts)?);
-            } else {
-                walk(root, &p, ignore, opts, out)?;
+            // A link to this directory or one above it would be walked forever.
+            if canonical.starts_with(&real) {
+                return Err(RenderError::Sandbox {
+                    path: r,
+                    message: "is a symlink loop (it points to a directory that contains it)".into(),
+                });
             }
-        } else if is_manifest(&p) {
-            out.extend(file_objects(root, &p)?);
+            if kustomization::file_of(sb, &rel)?.is_some() {
+                out.extend(kustomize(sb, root, &rel, opts)?);
+            } else {
+                walk(sb, root, &rel, &real, ignore, opts, out)?;
+            }
+        } else if is_manifest(&rel) {
+            out.extend(file_objects(sb, &rel)?);
         }
     }
     Ok(())
@@ -272,28 +339,31 @@ struct SopsIndex {
     by_mac: HashMap<String, (PathBuf, usize, usize)>,
 }
 
-fn index_sops(root: &Path, ignore: &SourceIgnore) -> Result<SopsIndex, RenderError> {
+/// Indexes the regular files under the root (symlinks are not followed: a SOPS file a link
+/// points to inside the source is indexed where it is).
+fn index_sops(sb: &Sandbox, ignore: &SourceIgnore) -> Result<SopsIndex, RenderError> {
     let mut by_mac = HashMap::new();
-    let mut stack = vec![root.to_path_buf()];
+    let mut stack = vec![PathBuf::new()];
     while let Some(dir) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else {
+        let Ok(entries) = sb.entries(&dir) else {
             continue;
         };
-        for e in rd.flatten() {
-            let p = e.path();
-            let r = rel(root, &p);
-            let is_dir = p.is_dir();
-            if ignore.is_ignored(&r, is_dir) {
+        for p in entries {
+            let Ok(meta) = sb.symlink_metadata(&p) else {
+                continue;
+            };
+            let r = shown(&p);
+            if ignore.is_ignored(&r, meta.is_dir()) {
                 continue;
             }
-            if is_dir {
+            if meta.is_dir() {
                 stack.push(p);
                 continue;
             }
-            if !is_manifest(&p) {
+            if !meta.is_file() || !is_manifest(&p) {
                 continue;
             }
-            let Ok(text) = std::fs::read_to_string(&p) else {
+            let Ok(text) = read_text(sb, &p) else {
                 continue;
             };
             if !text.contains("sops") || !text.contains("ENC[") {
@@ -333,14 +403,16 @@ fn nth_document(text: &str, index: usize) -> Option<String> {
         .nth(index - 1)
 }
 
-/// Decrypts SOPS document `index` of `path`, returning the plaintext object.
+/// Decrypts SOPS document `index` of `path` (relative to the root), returning the plaintext
+/// object.
 fn decrypt_document(
+    sb: &Sandbox,
     path: &Path,
     index: usize,
     count: usize,
     ids: &AgeIdentities,
 ) -> Result<Value, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let text = read_text(sb, path).map_err(|e| e.to_string())?;
     let format = if path.extension().and_then(|e| e.to_str()) == Some("json") {
         FileFormat::Json
     } else {
@@ -361,8 +433,21 @@ fn decrypt_document(
     Ok(docs.remove(0).value)
 }
 
-/// Replaces every `ENC[…]` string of `built` by the value at the same path of `plain`.
-fn substitute(built: &mut Value, plain: &Value, path: &str) -> Result<(), String> {
+/// RFC 6901 escaping of one reference token.
+fn pointer_token(k: &str) -> String {
+    k.replace('~', "~0").replace('/', "~1")
+}
+
+/// Replaces every `ENC[…]` string of `built` by the value at the same path of `plain`, and
+/// records the JSON pointer of each replaced leaf in `decrypted` (`pointer` is where `built`
+/// is; `path` the same for messages).
+fn substitute(
+    built: &mut Value,
+    plain: &Value,
+    path: &str,
+    pointer: &str,
+    decrypted: &mut Vec<String>,
+) -> Result<(), String> {
     match built {
         Value::Object(m) => {
             for (k, v) in m.iter_mut() {
@@ -371,8 +456,9 @@ fn substitute(built: &mut Value, plain: &Value, path: &str) -> Result<(), String
                 } else {
                     format!("{path}.{k}")
                 };
+                let ptr = format!("{pointer}/{}", pointer_token(k));
                 if let Some(pv) = plain.get(k) {
-                    substitute(v, pv, &p)?;
+                    substitute(v, pv, &p, &ptr, decrypted)?;
                 } else if contains_enc(v) {
                     return Err(format!(
                         "{p} is encrypted but not in the decrypted file (was it renamed by kustomize?)"
@@ -383,8 +469,9 @@ fn substitute(built: &mut Value, plain: &Value, path: &str) -> Result<(), String
         Value::Array(a) => {
             for (i, v) in a.iter_mut().enumerate() {
                 let p = format!("{path}[{i}]");
+                let ptr = format!("{pointer}/{i}");
                 match plain.get(i) {
-                    Some(pv) => substitute(v, pv, &p)?,
+                    Some(pv) => substitute(v, pv, &p, &ptr, decrypted)?,
                     None if contains_enc(v) => {
                         return Err(format!("{p} is encrypted but not in the decrypted file"));
                     }
@@ -392,7 +479,10 @@ fn substitute(built: &mut Value, plain: &Value, path: &str) -> Result<(), String
                 }
             }
         }
-        Value::String(s) if s.starts_with("ENC[") => *built = plain.clone(),
+        Value::String(s) if s.starts_with("ENC[") => {
+            *built = plain.clone();
+            decrypted.push(pointer.to_string());
+        }
         _ => {}
     }
     Ok(())
@@ -451,21 +541,25 @@ fn validate(o: &Object) -> Result<(), RenderError> {
     Ok(())
 }
 
-/// Renders `path` (a directory or a file under `root`).
+/// Renders `path` (a directory or a file under `root`). Nothing outside `root` is read, and
+/// kustomize is not run on a tree that could lead it outside (see the crate docs).
 pub fn render(root: &Path, path: &Path, opts: &Options) -> Result<Vec<Object>, RenderError> {
-    let ignore = SourceIgnore::load(root, opts.extra_ignore.as_deref())?;
-    if !path.exists() {
-        return Err(io(path, "no such file or directory"));
-    }
+    let sb = Sandbox::open(root)?;
+    let rel = path.strip_prefix(root).map_err(|_| RenderError::Io {
+        path: path.display().to_string(),
+        message: format!("is not inside the source root {}", root.display()),
+    })?;
+    let ignore = SourceIgnore::from_sandbox(&sb, opts.extra_ignore.as_deref())?;
+    let real = sb.resolve(rel)?;
     let mut objects = Vec::new();
-    if path.is_dir() {
-        if is_kustomization(path) {
-            objects = kustomize(root, path, opts)?;
+    if sb.metadata(&real)?.is_dir() {
+        if kustomization::file_of(&sb, &real)?.is_some() {
+            objects = kustomize(&sb, root, &real, opts)?;
         } else {
-            walk(root, path, &ignore, opts, &mut objects)?;
+            walk(&sb, root, &real, &real, &ignore, opts, &mut objects)?;
         }
     } else {
-        objects = file_objects(root, path)?;
+        objects = file_objects(&sb, &real)?;
     }
     let mut index = None;
     for o in &mut objects {
@@ -497,7 +591,7 @@ pub fn render(root: &Path, path: &Path, opts: &Options) -> Result<Vec<Object>, R
         };
         let mac = mac.ok_or_else(|| fail("sops.mac is missing".into()))?;
         if index.is_none() {
-            index = Some(index_sops(root, &ignore)?);
+            index = Some(index_sops(&sb, &ignore)?);
         }
         let Some((file, doc, count)) = index.as_ref().and_then(|i| i.by_mac.get(&mac)).cloned()
         else {
@@ -505,13 +599,15 @@ pub fn render(root: &Path, path: &Path, opts: &Options) -> Result<Vec<Object>, R
                 "no SOPS file under the source root carries this document's MAC".into(),
             ));
         };
-        let plain = decrypt_document(&file, doc, count, ids)
-            .map_err(|e| fail(format!("{} document {doc}: {e}", rel(root, &file))))?;
+        let plain = decrypt_document(&sb, &file, doc, count, ids)
+            .map_err(|e| fail(format!("{} document {doc}: {e}", shown(&file))))?;
         if let Some(m) = o.value.as_object_mut() {
             m.remove("sops");
         }
-        substitute(&mut o.value, &plain, "").map_err(fail)?;
+        let mut decrypted = Vec::new();
+        substitute(&mut o.value, &plain, "", "", &mut decrypted).map_err(fail)?;
         o.decrypted = true;
+        o.decrypted_paths = decrypted;
     }
     Ok(objects)
 }

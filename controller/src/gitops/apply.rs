@@ -9,12 +9,18 @@
 //!   more than a threshold of the inventory (default 50 %), only objects that are both in the
 //!   inventory and labelled as this Kustomization's, and never one annotated
 //!   `kustomize.toolkit.fluxcd.io/prune: disabled`.
+//! - Names and namespaces become URL path segments of API requests (the client does not
+//!   escape them), so an object or inventory entry whose name could change the request (`/`,
+//!   `%`, `?`, `..`, …) is refused.
+//! - API error texts are passed through the render's [`Redactor`] before they become errors:
+//!   the API server quotes invalid values, which may have come out of SOPS.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Mutex;
 
 use sealkit_api::InventoryEntry;
+use sealkit_render::redact::Redactor;
 use serde_json::Value;
 
 /// Ownership label: the Kustomization's name.
@@ -81,6 +87,48 @@ impl ObjRef {
             ),
             v: self.version.clone(),
         }
+    }
+
+    /// Whether `name` can be an object's name in an API path: not empty, `.` or `..`, and
+    /// without `/`, `%`, `?`, `#`, whitespace or control characters.
+    pub fn valid_name(name: &str) -> bool {
+        !name.is_empty()
+            && name != "."
+            && name != ".."
+            && name.len() <= 253
+            && !name
+                .chars()
+                .any(|c| matches!(c, '/' | '%' | '?' | '#') || c.is_whitespace() || c.is_control())
+    }
+
+    /// Whether the name and namespace can go into an API path (see [`ObjRef::valid_name`];
+    /// a namespace is a lowercase RFC 1123 label).
+    pub fn check(&self) -> Result<(), String> {
+        if !ObjRef::valid_name(&self.name) {
+            return Err(format!(
+                "{} {:?}: metadata.name is not a valid object name",
+                self.kind,
+                self.name.chars().take(80).collect::<String>()
+            ));
+        }
+        if let Some(ns) = &self.namespace {
+            let label = ns.len() <= 63
+                && !ns.is_empty()
+                && ns
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !ns.starts_with('-')
+                && !ns.ends_with('-');
+            if !label {
+                return Err(format!(
+                    "{} {}: metadata.namespace {:?} is not a valid namespace name",
+                    self.kind,
+                    self.name,
+                    ns.chars().take(80).collect::<String>()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Back from an inventory entry.
@@ -178,6 +226,8 @@ pub struct ApplyOptions {
     pub target_namespace: Option<String>,
     /// `spec.force`.
     pub force: bool,
+    /// The render's decrypted values, redacted from API errors.
+    pub redactor: std::sync::Arc<Redactor>,
 }
 
 /// Sets ownership labels and the target namespace; drops cluster-scoped namespaces.
@@ -250,6 +300,9 @@ pub async fn prepare<A: ApplyApi>(
         }
         out.push(o);
     }
+    for o in &out {
+        ObjRef::of(o).check().map_err(ApplyError)?;
+    }
     // Stable: stage first, then the render's order.
     out.sort_by_key(stage);
     let mut seen = BTreeSet::new();
@@ -271,22 +324,23 @@ pub async fn apply_all<A: ApplyApi>(
     opts: &ApplyOptions,
 ) -> Result<Report, ApplyError> {
     let mut report = Report::default();
+    let redact = |e: String| opts.redactor.redact(&e);
     for o in objects {
         let r = ObjRef::of(o);
         let live = api
             .get(&r)
             .await
-            .map_err(|e| ApplyError(format!("{r}: {e}")))?;
+            .map_err(|e| ApplyError(format!("{r}: {}", redact(e))))?;
         let dry = api
             .apply(o, true, opts.force)
             .await
-            .map_err(|e| ApplyError(format!("{r}: dry-run apply failed: {e}")))?;
+            .map_err(|e| ApplyError(format!("{r}: dry-run apply failed: {}", redact(e))))?;
         match live {
             Some(l) if comparable(&l) == comparable(&dry) => report.unchanged += 1,
             live => {
                 api.apply(o, false, opts.force)
                     .await
-                    .map_err(|e| ApplyError(format!("{r}: apply failed: {e}")))?;
+                    .map_err(|e| ApplyError(format!("{r}: apply failed: {}", redact(e))))?;
                 if live.is_some() {
                     report.configured.push(r.to_string());
                 } else {
@@ -363,6 +417,13 @@ pub async fn prune<A: ApplyApi>(
         let Some(r) = ObjRef::from_entry(e) else {
             continue;
         };
+        // The inventory is in the status, which is not ours alone to write.
+        if r.check().is_err() {
+            report
+                .kept
+                .push(format!("{r} (not a valid object reference)"));
+            continue;
+        }
         let live = api
             .get(&r)
             .await
@@ -488,6 +549,9 @@ pub struct MemoryCluster {
     pub kinds: Mutex<BTreeMap<String, bool>>,
     /// When set, applies of this kind fail.
     pub fail_kind: Mutex<Option<String>>,
+    /// When set, applies of this kind fail with a message that quotes the object's values, as
+    /// the API server quotes invalid values in validation errors.
+    pub fail_echo: Mutex<Option<String>>,
 }
 
 /// (group, kind, namespace, name): an object regardless of version.
@@ -552,6 +616,12 @@ impl ApplyApi for MemoryCluster {
         let r = ObjRef::of(obj);
         if locked(&self.fail_kind).as_deref() == Some(r.kind.as_str()) {
             return Err("admission webhook denied the request".into());
+        }
+        if locked(&self.fail_echo).as_deref() == Some(r.kind.as_str()) {
+            return Err(format!(
+                "{} {:?} is invalid: Invalid value: {}",
+                r.kind, r.name, obj
+            ));
         }
         let mut result = obj.clone();
         if let Some(live) = locked(&self.objects).get(&key(&r)) {

@@ -1,6 +1,19 @@
 //! The Kustomization reconciler: dependencies, source, render (+ decryption, substitution),
 //! staged apply, prune, health, status. Every step that fails stops the reconcile before
 //! anything is pruned; status and Events say which step and why, never a value.
+//!
+//! Tenants are not trusted (whoever may create a Kustomization or GitRepository, or push to a
+//! followed repository):
+//! - every name and ref that reaches a path, a URL or a git argument is validated first, and a
+//!   bad one stalls the object with the field named;
+//! - apply, prune and health reads run as `spec.serviceAccountName` (or
+//!   `--default-service-account`) of the Kustomization's namespace, impersonated, so the
+//!   tenant's RBAC decides what a repository may change; `--no-cross-namespace-refs` keeps
+//!   sources and dependencies in the Kustomization's namespace;
+//! - each reconcile renders in a private copy of the artifact (the sandboxed render of
+//!   `sealkit-render`), never writing into the shared cache;
+//! - values that came out of SOPS are redacted from every API error before it becomes a
+//!   status message, an Event or a log line.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -17,8 +30,18 @@ use serde_json::Value;
 use super::apply::{self, ApplyApi, ApplyOptions, Health, ObjRef, PrunePolicy};
 use super::source::{self, GitAuth, GitRef};
 
-/// What the reconciler needs from the cluster besides applying.
-pub trait FluxApi: ApplyApi {
+/// What the reconciler needs from the cluster.
+pub trait FluxApi: Send + Sync {
+    /// The cluster as one identity, for apply, prune and health reads.
+    type Actor<'a>: ApplyApi
+    where
+        Self: 'a;
+    /// The cluster as the controller itself (`None`) or as the ServiceAccount `(namespace,
+    /// name)`, impersonated (`system:serviceaccount:<namespace>:<name>`).
+    fn actor<'a>(
+        &'a self,
+        account: Option<(&'a str, &'a str)>,
+    ) -> impl Future<Output = Result<Self::Actor<'a>, String>> + Send + 'a;
     /// A GitRepository.
     fn git_repository(
         &self,
@@ -75,12 +98,28 @@ pub const FINALIZER: &str = "finalizers.fluxcd.io";
 /// `kustomize.toolkit.fluxcd.io/prune: disabled` are kept), then the finalizer is removed;
 /// otherwise the objects stay and only the finalizer goes. A failed delete keeps the
 /// finalizer, so the next attempt finishes the job.
-async fn finalize<A: FluxApi>(ks: &Kustomization, api: &A) -> Result<Next, String> {
+async fn finalize<A: FluxApi>(
+    ks: &Kustomization,
+    api: &A,
+    settings: &GitopsSettings,
+) -> Result<Next, String> {
     let finalizers = ks.finalizers().to_vec();
     if !finalizers.iter().any(|f| f == FINALIZER) {
         return Ok(Next::Wait);
     }
     if ks.spec.prune && ks.spec.suspend != Some(true) {
+        // Deleted as the identity that applied them: the tenant's RBAC bounds the prune too.
+        let account = match service_account(ks, settings) {
+            Ok(a) => a,
+            Err(f) => {
+                api.event(ks, true, "PruneFailed", &f.message).await;
+                return Err(f.message);
+            }
+        };
+        let ns = ks.namespace().unwrap_or_default();
+        let actor = api
+            .actor(account.as_deref().map(|a| (ns.as_str(), a)))
+            .await?;
         let old = ks
             .status
             .as_ref()
@@ -93,7 +132,7 @@ async fn finalize<A: FluxApi>(ks: &Kustomization, api: &A) -> Result<Next, Strin
             threshold_percent: 100,
             allow_empty: true,
         };
-        if let Err(e) = apply::prune(api, &old, &mut report, &owner, &everything).await {
+        if let Err(e) = apply::prune(&actor, &old, &mut report, &owner, &everything).await {
             let msg = format!("garbage collection on deletion failed: {e}");
             api.event(ks, true, "PruneFailed", &msg).await;
             return Err(msg);
@@ -123,6 +162,14 @@ pub struct GitopsSettings {
     pub cache_dir: PathBuf,
     /// Metrics.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// `--default-service-account`: Kustomizations without `spec.serviceAccountName` apply as
+    /// this ServiceAccount of their namespace (impersonated).
+    pub default_service_account: Option<String>,
+    /// `--no-cross-namespace-refs`: sources and dependencies only in the Kustomization's
+    /// namespace.
+    pub no_cross_namespace_refs: bool,
+    /// `--allow-remote-bases`: kustomize may fetch remote bases and files.
+    pub allow_remote_bases: bool,
 }
 
 impl GitopsSettings {
@@ -131,6 +178,9 @@ impl GitopsSettings {
         GitopsSettings {
             cache_dir,
             metrics: Default::default(),
+            default_service_account: None,
+            no_cross_namespace_refs: false,
+            allow_remote_bases: false,
         }
     }
 }
@@ -340,42 +390,230 @@ async fn variables<A: FluxApi>(
     Ok(Some(vars))
 }
 
-/// The path to render: `spec.path` inside the artifact, and an overlay when `patches` or
-/// `images` are set.
-fn render_path(dir: &Path, ks: &Kustomization) -> Result<PathBuf, String> {
+/// `spec.path`, relative to the source root (`""` for the root).
+fn spec_path(ks: &Kustomization) -> Result<String, String> {
     let rel = ks.spec.path.clone().unwrap_or_default();
     let rel = rel.trim_start_matches("./").trim_start_matches('/');
     if rel.split('/').any(|p| p == "..") {
         return Err(format!("spec.path {rel:?} leaves the source"));
     }
-    let path = if rel.is_empty() {
-        dir.to_path_buf()
+    Ok(rel.trim_end_matches('/').to_string())
+}
+
+/// What a render needs, owned (it runs on a blocking thread).
+struct RenderJob {
+    artifact: PathBuf,
+    /// Where the private copies go (`<cache>/renders`).
+    work_parent: PathBuf,
+    rel: String,
+    /// `spec.patches` and `spec.images`, when any.
+    overlay: Option<(Vec<Value>, Vec<Value>)>,
+    opts: sealkit_render::Options,
+}
+
+/// Renders in a directory of its own: the artifact is copied (a symlink out of it refused), an
+/// overlay for `patches`/`images` is written into the copy, and the copy is deleted when done.
+/// The shared cache is only read, so concurrent reconciles of one revision never meet.
+fn render_job(job: RenderJob) -> Result<Vec<sealkit_render::Object>, Failure> {
+    let build = |e: String| failure("BuildFailed", e);
+    std::fs::create_dir_all(&job.work_parent)
+        .map_err(|e| build(format!("cannot create a render directory: {e}")))?;
+    let work = tempfile::Builder::new()
+        .prefix("render-")
+        .tempdir_in(&job.work_parent)
+        .map_err(|e| build(format!("cannot create a render directory: {e}")))?;
+    let root = work.path().join("source");
+    std::fs::create_dir(&root)
+        .map_err(|e| build(format!("cannot create a render directory: {e}")))?;
+    sealkit_render::copy_source(&job.artifact, &root).map_err(|e| build(e.to_string()))?;
+    let rel = &job.rel;
+    let mut path = if rel.is_empty() {
+        root.clone()
     } else {
-        dir.join(rel)
+        root.join(rel)
     };
+    // The copy holds no link out of it, so plain file tests are safe here.
     if !path.exists() {
-        return Err(format!("spec.path {rel:?} does not exist in the source"));
+        return Err(build(format!(
+            "spec.path {rel:?} does not exist in the source"
+        )));
     }
-    let patches = ks.spec.patches.clone().unwrap_or_default();
-    let images = ks.spec.images.clone().unwrap_or_default();
-    if patches.is_empty() && images.is_empty() {
-        return Ok(path);
+    if let Some((patches, images)) = job.overlay {
+        if !sealkit_render::is_kustomization(&path) {
+            return Err(build("spec.patches and spec.images need a kustomization.yaml at spec.path (sealkit does not generate one yet)".into()));
+        }
+        let mut r = [0u8; 8];
+        let _ = aws_lc_rs::rand::fill(&mut r);
+        let name: String = r.iter().map(|b| format!("{b:02x}")).collect();
+        let overlay = root.join(format!(".sealkit-overlay-{name}"));
+        std::fs::create_dir(&overlay)
+            .map_err(|e| build(format!("cannot create the overlay: {e}")))?;
+        let base = if rel.is_empty() {
+            "..".to_string()
+        } else {
+            format!("../{rel}")
+        };
+        let k = serde_json::json!({
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": [base],
+            "patches": patches,
+            "images": images,
+        });
+        std::fs::write(overlay.join("kustomization.yaml"), k.to_string())
+            .map_err(|e| build(format!("cannot write the overlay: {e}")))?;
+        path = overlay;
     }
-    if !sealkit_render::is_kustomization(&path) {
-        return Err("spec.patches and spec.images need a kustomization.yaml at spec.path (sealkit does not generate one yet)".into());
-    }
-    let overlay = dir.join(format!(".sealkit-overlay-{}", ks.name_any()));
-    std::fs::create_dir_all(&overlay).map_err(|e| format!("cannot create the overlay: {e}"))?;
-    let k = serde_json::json!({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "resources": [format!("../{rel}")],
-        "patches": patches,
-        "images": images,
+    sealkit_render::render(&root, &path, &job.opts).map_err(|e| match e {
+        sealkit_render::RenderError::Decrypt { .. } => failure("DecryptionFailed", e.to_string()),
+        other => failure("BuildFailed", other.to_string()),
+    })
+}
+
+/// A Kubernetes object name (a lowercase RFC 1123 subdomain).
+fn object_name(field: &str, v: &str) -> Result<(), Failure> {
+    static RE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+            .expect("static regex")
     });
-    std::fs::write(overlay.join("kustomization.yaml"), k.to_string())
-        .map_err(|e| format!("cannot write the overlay: {e}"))?;
-    Ok(overlay)
+    if v.len() <= 253 && RE.is_match(v) {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "{field} {:?} is not a valid object name (a lowercase RFC 1123 subdomain)",
+            v.chars().take(80).collect::<String>()
+        )))
+    }
+}
+
+/// A namespace name (a lowercase RFC 1123 label).
+fn namespace_name(field: &str, v: &str) -> Result<(), Failure> {
+    static RE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$").expect("static regex")
+    });
+    if v.len() <= 63 && RE.is_match(v) {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "{field} {:?} is not a valid namespace name (a lowercase RFC 1123 label)",
+            v.chars().take(80).collect::<String>()
+        )))
+    }
+}
+
+/// A bad spec: stalled (nothing changes until the object does), the field named.
+fn invalid(message: String) -> Failure {
+    Failure {
+        reason: "InvalidSpec",
+        message,
+        stalled: true,
+    }
+}
+
+/// The ServiceAccount to act as: `spec.serviceAccountName`, else `--default-service-account`,
+/// else none (the controller's own identity).
+fn service_account(
+    ks: &Kustomization,
+    settings: &GitopsSettings,
+) -> Result<Option<String>, Failure> {
+    let named = match ks.spec.unsupported.get("serviceAccountName") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.is_empty() => None,
+        Some(Value::String(s)) => {
+            object_name("spec.serviceAccountName", s)?;
+            Some(s.clone())
+        }
+        Some(_) => {
+            return Err(invalid("spec.serviceAccountName must be a string".into()));
+        }
+    };
+    match named {
+        Some(n) => Ok(Some(n)),
+        None => match &settings.default_service_account {
+            Some(d) => {
+                object_name("--default-service-account", d)?;
+                Ok(Some(d.clone()))
+            }
+            None => Ok(None),
+        },
+    }
+}
+
+/// Refuses a reference into another namespace under `--no-cross-namespace-refs`.
+fn same_namespace(
+    settings: &GitopsSettings,
+    field: &str,
+    theirs: Option<&str>,
+    ours: &str,
+) -> Result<(), Failure> {
+    match theirs {
+        Some(t) if settings.no_cross_namespace_refs && t != ours => Err(Failure {
+            reason: "AccessDenied",
+            message: format!(
+                "{field} {t:?}: cross-namespace references are not allowed (--no-cross-namespace-refs); use an object in namespace {ours:?}"
+            ),
+            stalled: true,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Checks every name and reference of the spec that reaches an API path, and the lockdown
+/// rules; returns the ServiceAccount to act as.
+fn check_spec(ks: &Kustomization, settings: &GitopsSettings) -> Result<Option<String>, Failure> {
+    let ns = ks.namespace().unwrap_or_default();
+    let src = &ks.spec.source_ref;
+    object_name("spec.sourceRef.name", &src.name)?;
+    if let Some(n) = &src.namespace {
+        namespace_name("spec.sourceRef.namespace", n)?;
+    }
+    same_namespace(
+        settings,
+        "spec.sourceRef.namespace",
+        src.namespace.as_deref(),
+        &ns,
+    )?;
+    for (i, d) in ks.spec.depends_on.iter().flatten().enumerate() {
+        object_name(&format!("spec.dependsOn[{i}].name"), &d.name)?;
+        if let Some(n) = &d.namespace {
+            namespace_name(&format!("spec.dependsOn[{i}].namespace"), n)?;
+        }
+        same_namespace(
+            settings,
+            &format!("spec.dependsOn[{i}].namespace"),
+            d.namespace.as_deref(),
+            &ns,
+        )?;
+    }
+    if let Some(r) = ks
+        .spec
+        .decryption
+        .as_ref()
+        .and_then(|d| d.secret_ref.as_ref())
+    {
+        object_name("spec.decryption.secretRef.name", &r.name)?;
+    }
+    for (i, s) in ks
+        .spec
+        .post_build
+        .iter()
+        .flat_map(|p| p.substitute_from.iter().flatten())
+        .enumerate()
+    {
+        object_name(&format!("spec.postBuild.substituteFrom[{i}].name"), &s.name)?;
+    }
+    for (i, h) in ks.spec.health_checks.iter().flatten().enumerate() {
+        if let Some(n) = &h.namespace {
+            namespace_name(&format!("spec.healthChecks[{i}].namespace"), n)?;
+        }
+        if !ObjRef::valid_name(&h.name) {
+            return Err(invalid(format!(
+                "spec.healthChecks[{i}].name {:?} is not a valid object name",
+                h.name.chars().take(80).collect::<String>()
+            )));
+        }
+    }
+    service_account(ks, settings)
 }
 
 struct Failure {
@@ -399,7 +637,7 @@ pub async fn reconcile<A: FluxApi>(
     settings: &GitopsSettings,
 ) -> Result<Next, String> {
     if ks.metadata.deletion_timestamp.is_some() {
-        return finalize(ks, api).await;
+        return finalize(ks, api, settings).await;
     }
     if ks.spec.suspend == Some(true) {
         return Ok(Next::Wait);
@@ -439,7 +677,7 @@ pub async fn reconcile<A: FluxApi>(
     status.observed_generation = Some(generation);
     let started = std::time::Instant::now();
     let result = match durations {
-        Ok(_) => run(ks, api, settings, &mut status).await,
+        Ok((_, _, timeout)) => run(ks, api, settings, &mut status, timeout).await,
         Err(message) => Err(Failure {
             reason: "InvalidDuration",
             message,
@@ -559,9 +797,30 @@ async fn run<A: FluxApi>(
     api: &A,
     settings: &GitopsSettings,
     status: &mut KustomizationStatus,
+    timeout: Duration,
 ) -> Result<Option<String>, Failure> {
     let ns = ks.namespace().unwrap_or_default();
     let name = ks.name_any();
+    // Fields we would otherwise silently ignore.
+    let fields: Vec<String> = ks
+        .spec
+        .unsupported
+        .iter()
+        .filter(|(k, v)| !v.is_null() && k.as_str() != "serviceAccountName")
+        .map(|(k, _)| format!("spec.{k}"))
+        .collect();
+    if !fields.is_empty() {
+        return Err(Failure {
+            reason: "UnsupportedField",
+            message: format!(
+                "{} not supported by sealkit: remove it or reconcile this Kustomization with Flux",
+                fields.join(", ")
+            ),
+            stalled: true,
+        });
+    }
+    // Names, references and lockdown rules before anything is read.
+    let account = check_spec(ks, settings)?;
     // Dependencies first.
     for d in ks.spec.depends_on.iter().flatten() {
         let dns = d.namespace.clone().unwrap_or_else(|| ns.clone());
@@ -584,24 +843,6 @@ async fn run<A: FluxApi>(
                 format!("dependency '{dns}/{}' is not ready", d.name),
             ));
         }
-    }
-    // Fields we would otherwise silently ignore.
-    let fields: Vec<String> = ks
-        .spec
-        .unsupported
-        .iter()
-        .filter(|(_, v)| !v.is_null())
-        .map(|(k, _)| format!("spec.{k}"))
-        .collect();
-    if !fields.is_empty() {
-        return Err(Failure {
-            reason: "UnsupportedField",
-            message: format!(
-                "{} not supported by sealkit: remove it or reconcile this Kustomization with Flux",
-                fields.join(", ")
-            ),
-            stalled: true,
-        });
     }
     // Source.
     let src = &ks.spec.source_ref;
@@ -643,16 +884,33 @@ async fn run<A: FluxApi>(
             stalled: true,
         });
     }
+    // The ref and URL are checked before any use, whether or not this reconcile fetches.
+    let stalled = |e: source::GitError| Failure {
+        reason: "ArtifactFailed",
+        message: format!("GitRepository '{sns}/{}': {e}", src.name),
+        stalled: true,
+    };
+    let gref = GitRef::from_spec(repo.spec.reference.as_ref()).map_err(stalled)?;
+    source::check_url(&repo.spec.url).map_err(stalled)?;
+    if let Some(r) = &repo.spec.secret_ref {
+        object_name(
+            &format!("GitRepository '{sns}/{}': spec.secretRef.name", src.name),
+            &r.name,
+        )?;
+    }
     // The source loop's artifact, when it is current and on this replica's disk: no second
     // `ls-remote` (a new revision wakes this Kustomization). Otherwise fetch here.
+    // The status is not ours alone to write: its path is trusted only when it is exactly where
+    // this URL's checkout of the revision's commit lives in our cache.
     let current = repo
         .status
         .as_ref()
         .filter(|st| st.observed_generation == repo.metadata.generation)
         .and_then(|st| st.artifact.as_ref())
         .filter(|a| {
-            let dir = Path::new(&a.path);
-            dir.starts_with(&settings.cache_dir) && dir.join(".sealkit-complete").is_file()
+            let commit = a.revision.rsplit(':').next().unwrap_or_default();
+            source::artifact_dir(&settings.cache_dir, &repo.spec.url, commit)
+                .is_ok_and(|d| Path::new(&a.path) == d && d.join(".sealkit-complete").is_file())
         });
     if repo.spec.suspend == Some(true) && current.is_none() {
         return Err(failure(
@@ -679,10 +937,7 @@ async fn run<A: FluxApi>(
             let auth = git_auth(api, &sns, &repo)
                 .await
                 .map_err(|e| failure("ArtifactFailed", e))?;
-            let (url, gref) = (
-                repo.spec.url.clone(),
-                GitRef::from_spec(repo.spec.reference.as_ref()),
-            );
+            let url = repo.spec.url.clone();
             let timeout = crate::guard::duration_or(
                 "spec.timeout",
                 repo.spec.timeout.as_deref(),
@@ -713,38 +968,50 @@ async fn run<A: FluxApi>(
     let vars = variables(api, ks)
         .await
         .map_err(|e| failure("BuildFailed", e))?;
-    let path = render_path(&fetched.dir, ks).map_err(|e| failure("BuildFailed", e))?;
-    let root = fetched.dir.clone();
-    let ignore = repo.spec.ignore.clone();
-    let objects = tokio::task::spawn_blocking(move || {
-        let opts = sealkit_render::Options {
+    let rel = spec_path(ks).map_err(|e| failure("BuildFailed", e))?;
+    let patches = ks.spec.patches.clone().unwrap_or_default();
+    let images = ks.spec.images.clone().unwrap_or_default();
+    let job = RenderJob {
+        artifact: fetched.dir.clone(),
+        work_parent: settings.cache_dir.join("renders"),
+        rel,
+        overlay: (!patches.is_empty() || !images.is_empty()).then_some((patches, images)),
+        opts: sealkit_render::Options {
             identities: ids,
-            extra_ignore: ignore,
+            extra_ignore: repo.spec.ignore.clone(),
+            // spec.timeout bounds the build too, within reason.
+            kustomize_timeout: timeout.clamp(Duration::from_secs(30), Duration::from_secs(300)),
+            allow_remote_bases: settings.allow_remote_bases,
             ..Default::default()
-        };
-        sealkit_render::render(&root, &path, &opts)
-    })
-    .await
-    .map_err(|e| failure("BuildFailed", e.to_string()))?
-    .map_err(|e| match e {
-        sealkit_render::RenderError::Decrypt { .. } => failure("DecryptionFailed", e.to_string()),
-        other => failure("BuildFailed", other.to_string()),
-    })?;
+        },
+    };
+    let objects = tokio::task::spawn_blocking(move || render_job(job))
+        .await
+        .map_err(|e| failure("BuildFailed", e.to_string()))??;
     let mut values = Vec::with_capacity(objects.len());
+    let mut redactor = sealkit_render::redact::Redactor::new();
     for mut o in objects {
         if let Some(vars) = &vars {
             substitute(&mut o.value, vars)
                 .map_err(|e| failure("BuildFailed", format!("{}: {e}", o.origin)))?;
         }
+        // As applied (after substitution): what an API error could quote.
+        redactor.add(&o.value, &o.decrypted_paths);
         values.push(o.value);
     }
-    // Apply, then prune.
+    let redactor = std::sync::Arc::new(redactor);
+    // Apply, then prune, as the Kustomization's ServiceAccount when it has one.
+    let actor = api
+        .actor(account.as_deref().map(|a| (ns.as_str(), a)))
+        .await
+        .map_err(|e| failure("ReconciliationFailed", e))?;
     let opts = ApplyOptions {
         owner: (ns.clone(), name.clone()),
         target_namespace: ks.spec.target_namespace.clone().filter(|t| !t.is_empty()),
         force: ks.spec.force == Some(true),
+        redactor: redactor.clone(),
     };
-    let prepared = apply::prepare(api, values, &opts)
+    let prepared = apply::prepare(&actor, values, &opts)
         .await
         .map_err(|e| failure("ReconciliationFailed", e.0))?;
     let count = |action: &str, n: usize| {
@@ -756,7 +1023,7 @@ async fn run<A: FluxApi>(
             })
             .inc_by(n as u64);
     };
-    let mut report = apply::apply_all(api, &prepared, &opts)
+    let mut report = apply::apply_all(&actor, &prepared, &opts)
         .await
         .map_err(|e| failure("ReconciliationFailed", e.0))?;
     let old = status
@@ -766,7 +1033,7 @@ async fn run<A: FluxApi>(
         .unwrap_or_default();
     if ks.spec.prune {
         let policy = PrunePolicy::from_annotations(ks.metadata.annotations.as_ref());
-        if let Err(e) = apply::prune(api, &old, &mut report, &opts.owner, &policy).await {
+        if let Err(e) = apply::prune(&actor, &old, &mut report, &opts.owner, &policy).await {
             // Applied but not pruned: keep the old entries still in the cluster in the inventory.
             let mut inv = report.inventory.clone();
             inv.extend(
@@ -818,17 +1085,23 @@ async fn run<A: FluxApi>(
     if ks.spec.wait == Some(true) {
         checks.extend(prepared.iter().map(ObjRef::of));
     }
+    // Health messages come from the objects' status, which may quote their (decrypted) spec.
     for r in checks {
-        let live = api
+        let live = actor
             .get(&r)
             .await
-            .map_err(|e| failure("HealthCheckFailed", e))?;
+            .map_err(|e| failure("HealthCheckFailed", format!("{r}: {}", redactor.redact(&e))))?;
         match live.as_ref().map(apply::health) {
             None => return Ok(Some(format!("{r} does not exist yet"))),
             Some(Health::Healthy) => {}
-            Some(Health::Progressing(m)) => return Ok(Some(format!("{r}: {m}"))),
+            Some(Health::Progressing(m)) => {
+                return Ok(Some(format!("{r}: {}", redactor.redact(&m))));
+            }
             Some(Health::Failed(m)) => {
-                return Err(failure("HealthCheckFailed", format!("{r}: {m}")));
+                return Err(failure(
+                    "HealthCheckFailed",
+                    format!("{r}: {}", redactor.redact(&m)),
+                ));
             }
         }
     }
@@ -853,28 +1126,88 @@ pub struct MemoryFlux {
     pub events: std::sync::Mutex<Vec<String>>,
     /// Finalizers by Kustomization name.
     pub finalizers: std::sync::Mutex<BTreeMap<String, Vec<String>>>,
+    /// What impersonated identities may touch: `system:serviceaccount:<ns>:<name>` →
+    /// `(kind, namespace)` pairs. An identity not listed may touch nothing.
+    pub grants: std::sync::Mutex<BTreeMap<String, Vec<(String, String)>>>,
+    /// Who wrote what: `(identity, "apply|delete Kind ns/name")`; the controller's own identity
+    /// is `controller`.
+    pub writers: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 fn lk<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl ApplyApi for MemoryFlux {
+/// [`MemoryFlux`] as one identity: the controller (`None`, may do anything) or an
+/// impersonated ServiceAccount, which may only touch what [`MemoryFlux::grants`] lists and is
+/// refused otherwise with the API server's "forbidden".
+pub struct MemoryActor<'a> {
+    flux: &'a MemoryFlux,
+    identity: Option<String>,
+}
+
+impl MemoryActor<'_> {
+    fn allowed(&self, verb: &str, r: &ObjRef) -> Result<(), String> {
+        let Some(who) = &self.identity else {
+            return Ok(());
+        };
+        let ns = r.namespace.clone().unwrap_or_default();
+        let ok = lk(&self.flux.grants)
+            .get(who)
+            .is_some_and(|g| g.iter().any(|(k, n)| *k == r.kind && *n == ns));
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}s {:?} is forbidden: User {who:?} cannot {verb} resource {:?} in API group {:?} in the namespace {ns:?}",
+                r.kind.to_lowercase(),
+                r.name,
+                format!("{}s", r.kind.to_lowercase()),
+                r.group
+            ))
+        }
+    }
+
+    fn who(&self) -> String {
+        self.identity.clone().unwrap_or_else(|| "controller".into())
+    }
+}
+
+impl ApplyApi for MemoryActor<'_> {
     async fn namespaced(&self, a: &str, k: &str) -> Result<Option<bool>, String> {
-        self.cluster.namespaced(a, k).await
+        self.flux.cluster.namespaced(a, k).await
     }
     async fn get(&self, r: &ObjRef) -> Result<Option<Value>, String> {
-        self.cluster.get(r).await
+        self.allowed("get", r)?;
+        self.flux.cluster.get(r).await
     }
     async fn apply(&self, o: &Value, dry: bool, force: bool) -> Result<Value, String> {
-        self.cluster.apply(o, dry, force).await
+        self.allowed("patch", &ObjRef::of(o))?;
+        let out = self.flux.cluster.apply(o, dry, force).await?;
+        if !dry {
+            lk(&self.flux.writers).push((self.who(), format!("apply {}", ObjRef::of(o))));
+        }
+        Ok(out)
     }
     async fn delete(&self, r: &ObjRef) -> Result<(), String> {
-        self.cluster.delete(r).await
+        self.allowed("delete", r)?;
+        self.flux.cluster.delete(r).await?;
+        lk(&self.flux.writers).push((self.who(), format!("delete {r}")));
+        Ok(())
     }
 }
 
 impl FluxApi for MemoryFlux {
+    type Actor<'a> = MemoryActor<'a>;
+    async fn actor<'a>(
+        &'a self,
+        account: Option<(&'a str, &'a str)>,
+    ) -> Result<MemoryActor<'a>, String> {
+        Ok(MemoryActor {
+            flux: self,
+            identity: account.map(|(ns, n)| format!("system:serviceaccount:{ns}:{n}")),
+        })
+    }
     async fn git_repository(&self, ns: &str, name: &str) -> Result<Option<GitRepository>, String> {
         Ok(lk(&self.repos).get(&format!("{ns}/{name}")).cloned())
     }

@@ -1,6 +1,11 @@
 //! The thin kube layer of the sync loop: server-side apply of any kind through discovery and
 //! `DynamicObject`, reads of sources, Secrets and ConfigMaps, status and Events; and the two
 //! controllers (GitRepository status, Kustomization apply) with their watches.
+//!
+//! Apply, prune and health reads go through a [`KubeActor`]: the controller's own client, or
+//! one that impersonates a Kustomization's ServiceAccount (`Impersonate-User:
+//! system:serviceaccount:<ns>:<name>`; the API server adds the ServiceAccount's groups), built
+//! from the controller's client configuration once per identity and kept.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -27,6 +32,11 @@ use crate::kube_api::KubeApi;
 pub struct KubeFlux {
     base: KubeApi,
     kinds: Mutex<HashMap<(String, String), (ApiResource, bool)>>,
+    /// The controller's client configuration (inferred as the client's was), the base of the
+    /// impersonating clients.
+    config: tokio::sync::OnceCell<kube::Config>,
+    /// One client per impersonated user.
+    accounts: Mutex<HashMap<String, Client>>,
 }
 
 impl KubeFlux {
@@ -35,7 +45,34 @@ impl KubeFlux {
         KubeFlux {
             base: KubeApi::new(client, manager, qps, burst),
             kinds: Mutex::default(),
+            config: tokio::sync::OnceCell::new(),
+            accounts: Mutex::default(),
         }
+    }
+
+    /// A client acting as `user` (cached).
+    async fn impersonating(&self, user: &str) -> Result<Client, String> {
+        if let Some(c) = self.accounts.lock().ok().and_then(|m| m.get(user).cloned()) {
+            return Ok(c);
+        }
+        let base = self
+            .config
+            .get_or_try_init(|| async {
+                kube::Config::infer()
+                    .await
+                    .map_err(|e| format!("cannot read the controller's client configuration: {e}"))
+            })
+            .await?;
+        let mut config = base.clone();
+        config.auth_info.impersonate = Some(user.to_string());
+        // The API server adds a ServiceAccount's groups itself when none are given.
+        config.auth_info.impersonate_groups = None;
+        let client = Client::try_from(config)
+            .map_err(|e| format!("cannot build a client impersonating {user}: {e}"))?;
+        if let Ok(mut m) = self.accounts.lock() {
+            m.insert(user.to_string(), client.clone());
+        }
+        Ok(client)
     }
 
     async fn resource(
@@ -71,7 +108,7 @@ impl KubeFlux {
         Ok(found)
     }
 
-    async fn dynamic(&self, r: &ObjRef) -> Result<Api<DynamicObject>, String> {
+    async fn dynamic(&self, client: &Client, r: &ObjRef) -> Result<Api<DynamicObject>, String> {
         let (ar, namespaced) =
             self.resource(&r.api_version(), &r.kind)
                 .await?
@@ -83,24 +120,31 @@ impl KubeFlux {
                     )
                 })?;
         Ok(match (&r.namespace, namespaced) {
-            (Some(ns), true) => Api::namespaced_with(self.base.client().clone(), ns, &ar),
-            _ => Api::all_with(self.base.client().clone(), &ar),
+            (Some(ns), true) => Api::namespaced_with(client.clone(), ns, &ar),
+            _ => Api::all_with(client.clone(), &ar),
         })
     }
 }
 
-impl ApplyApi for KubeFlux {
+/// The cluster as one identity: the controller's client or an impersonating one. Discovery
+/// (which kinds exist, and their scope) is the controller's, shared.
+pub struct KubeActor<'a> {
+    flux: &'a KubeFlux,
+    client: Client,
+}
+
+impl ApplyApi for KubeActor<'_> {
     async fn namespaced(&self, api_version: &str, kind: &str) -> Result<Option<bool>, String> {
-        Ok(self.resource(api_version, kind).await?.map(|(_, n)| n))
+        Ok(self.flux.resource(api_version, kind).await?.map(|(_, n)| n))
     }
 
     async fn get(&self, r: &ObjRef) -> Result<Option<Value>, String> {
-        let api = match self.dynamic(r).await {
+        let api = match self.flux.dynamic(&self.client, r).await {
             Ok(a) => a,
             // A kind that is gone (CRD deleted) has no live objects.
             Err(_) => return Ok(None),
         };
-        self.base.acquire().await;
+        self.flux.base.acquire().await;
         let obj = api.get_opt(&r.name).await.map_err(|e| e.to_string())?;
         obj.map(|o| serde_json::to_value(o).map_err(|e| e.to_string()))
             .transpose()
@@ -108,12 +152,12 @@ impl ApplyApi for KubeFlux {
 
     async fn apply(&self, obj: &Value, dry_run: bool, force: bool) -> Result<Value, String> {
         let r = ObjRef::of(obj);
-        let api = self.dynamic(&r).await?;
-        let mut params = PatchParams::apply(self.base.manager()).force();
+        let api = self.flux.dynamic(&self.client, &r).await?;
+        let mut params = PatchParams::apply(self.flux.base.manager()).force();
         if dry_run {
             params = params.dry_run();
         }
-        self.base.acquire().await;
+        self.flux.base.acquire().await;
         let res = api.patch(&r.name, &params, &Patch::Apply(obj)).await;
         let res = match res {
             Err(kube::Error::Api(e)) if force && !dry_run && e.message.contains("immutable") => {
@@ -130,8 +174,8 @@ impl ApplyApi for KubeFlux {
     }
 
     async fn delete(&self, r: &ObjRef) -> Result<(), String> {
-        let api = self.dynamic(r).await?;
-        self.base.acquire().await;
+        let api = self.flux.dynamic(&self.client, r).await?;
+        self.flux.base.acquire().await;
         match api.delete(&r.name, &DeleteParams::background()).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
@@ -141,6 +185,22 @@ impl ApplyApi for KubeFlux {
 }
 
 impl FluxApi for KubeFlux {
+    type Actor<'a> = KubeActor<'a>;
+
+    async fn actor<'a>(
+        &'a self,
+        account: Option<(&'a str, &'a str)>,
+    ) -> Result<KubeActor<'a>, String> {
+        let client = match account {
+            None => self.base.client().clone(),
+            Some((ns, name)) => {
+                self.impersonating(&format!("system:serviceaccount:{ns}:{name}"))
+                    .await?
+            }
+        };
+        Ok(KubeActor { flux: self, client })
+    }
+
     async fn git_repository(&self, ns: &str, name: &str) -> Result<Option<GitRepository>, String> {
         self.base
             .get_opt(Api::namespaced(self.base.client().clone(), ns), name)
@@ -249,7 +309,7 @@ async fn reconcile_ks(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Action, F
     Ok(
         match crate::guard::contained(reconcile(&ks, &ctx.api, &ctx.settings))
             .await
-            .map_err(|msg| Failed(msg))?
+            .map_err(Failed)?
             .map_err(Failed)?
         {
             Next::After(d) => Action::requeue(d),
@@ -301,13 +361,20 @@ async fn reconcile_repo_inner(repo: Arc<GitRepository>, ctx: Arc<Ctx>) -> Result
             return Ok(Action::await_change());
         }
     };
+    // The ref and URL reach git and the cache's paths: a bad one is told, never used.
+    let checked = GitRef::from_spec(repo.spec.reference.as_ref())
+        .and_then(|r| source::check_url(&repo.spec.url).map(|()| r));
+    let r = match checked {
+        Ok(r) => r,
+        Err(e) => {
+            write_repo_status(&ctx, &repo, false, "InvalidSpec", &e.0, None).await?;
+            return Ok(Action::await_change());
+        }
+    };
     let auth = super::reconcile::git_auth(&ctx.api, &ns, &repo)
         .await
         .map_err(Failed)?;
-    let (url, r) = (
-        repo.spec.url.clone(),
-        GitRef::from_spec(repo.spec.reference.as_ref()),
-    );
+    let url = repo.spec.url.clone();
     let cache = ctx.settings.cache_dir.clone();
     let res = tokio::task::spawn_blocking(move || source::fetch(&url, &r, &auth, &cache, timeout))
         .await
@@ -365,16 +432,37 @@ async fn write_repo_status(
         .iter()
         .find(|c| c.type_ == "Ready" && c.status == st)
         .map_or(now, |c| c.last_transition_time.clone());
-    status.conditions = Some(vec![
-        k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
-            type_: "Ready".into(),
-            status: st.into(),
+    let mut conditions = vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        type_: "Ready".into(),
+        status: st.into(),
+        reason: reason.into(),
+        message: message.to_string(),
+        observed_generation: repo.metadata.generation,
+        last_transition_time: last,
+    }];
+    // A spec that cannot work is not retried until it changes (kstatus: Stalled).
+    if matches!(reason, "InvalidSpec" | "InvalidDuration") {
+        let since = prev
+            .iter()
+            .find(|c| c.type_ == "Stalled" && c.status == "True")
+            .map_or_else(
+                || {
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                        k8s_openapi::jiff::Timestamp::now(),
+                    )
+                },
+                |c| c.last_transition_time.clone(),
+            );
+        conditions.push(k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: "Stalled".into(),
+            status: "True".into(),
             reason: reason.into(),
             message: message.to_string(),
             observed_generation: repo.metadata.generation,
-            last_transition_time: last,
-        },
-    ]);
+            last_transition_time: since,
+        });
+    }
+    status.conditions = Some(conditions);
     if repo.status.as_ref() != Some(&status) {
         let body = serde_json::json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "status": status});
         ctx.api.base.acquire().await;

@@ -7,10 +7,22 @@
 //! or into a URL: HTTP headers are passed through `GIT_CONFIG_*` environment variables of the
 //! child, and SSH keys through a private (0600) temporary file named in `GIT_SSH_COMMAND`.
 //! Error messages are git's, with any `user:password@` in URLs redacted.
+//!
+//! Everything that reaches git from a manifest is checked first, and git is fenced in:
+//! - `spec.ref.commit` must be a hex object id (it names a cache directory); branch, tag,
+//!   `ref.name` and the tags a semver range picks must be valid ref names by git's rules
+//!   (gix-validate) and may not start with `-`; the URL must be one of the known transports.
+//!   A bad value is an error naming the field, before git runs.
+//! - Values go after `--` / `--end-of-options`, never where git parses options.
+//! - git runs with an environment of our making: no system, global or XDG configuration
+//!   (`GIT_CONFIG_NOSYSTEM`, `GIT_CONFIG_GLOBAL=/dev/null`, an empty `HOME`), hooks off
+//!   (`core.hooksPath=/dev/null`, no templates), no submodules, no fsmonitor, and
+//!   `protocol.allow=never` but for the one transport the URL names (`file` only for a
+//!   `file://` URL). Each git process leads its own process group, killed on timeout.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -37,8 +49,15 @@ pub enum GitRef {
 }
 
 impl GitRef {
-    /// From a `spec.ref` (Flux's precedence: commit, name, semver, tag, branch; default `master`).
-    pub fn from_spec(r: Option<&sealkit_api::GitRepositoryRef>) -> GitRef {
+    /// From a `spec.ref` (Flux's precedence: commit, name, semver, tag, branch; default
+    /// `master`), checked: an error names the field and says why.
+    pub fn from_spec(r: Option<&sealkit_api::GitRepositoryRef>) -> Result<GitRef, GitError> {
+        let r = GitRef::from_spec_unchecked(r);
+        r.check()?;
+        Ok(r)
+    }
+
+    fn from_spec_unchecked(r: Option<&sealkit_api::GitRepositoryRef>) -> GitRef {
         let Some(r) = r else {
             return GitRef::Branch("master".into());
         };
@@ -64,6 +83,110 @@ impl GitRef {
                 .unwrap_or_else(|| "master".into()),
         )
     }
+
+    /// Whether every value is what git will take as a ref (or object id), and nothing else.
+    pub fn check(&self) -> Result<(), GitError> {
+        match self {
+            GitRef::Branch(b) => ref_name("spec.ref.branch", "refs/heads/", b),
+            GitRef::Tag(t) => ref_name("spec.ref.tag", "refs/tags/", t),
+            GitRef::Name(n) => {
+                if n != "HEAD" && !n.starts_with("refs/") {
+                    return Err(GitError(format!(
+                        "spec.ref.name {:?} is not a full reference name (refs/…)",
+                        shown(n)
+                    )));
+                }
+                ref_name("spec.ref.name", "", n)
+            }
+            GitRef::Semver(range) => semver_req(range).map(|_| ()),
+            GitRef::Commit { sha, branch } => {
+                object_id("spec.ref.commit", sha)?;
+                match branch {
+                    Some(b) => ref_name("spec.ref.branch", "refs/heads/", b),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// A value as messages show it: at most 80 characters, control characters escaped (`{:?}`).
+fn shown(v: &str) -> String {
+    let short: String = v.chars().take(80).collect();
+    if short.len() < v.len() {
+        format!("{short}…")
+    } else {
+        short
+    }
+}
+
+/// A 40 (SHA-1) or 64 (SHA-256) digit hex object id.
+fn object_id(field: &str, sha: &str) -> Result<(), GitError> {
+    if matches!(sha.len(), 40 | 64) && sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(GitError(format!(
+            "{field} {:?} is not a commit: it must be a hex object id (40 or 64 hex digits)",
+            shown(sha)
+        )))
+    }
+}
+
+/// `prefix + value` must be a valid ref name by git's rules, and `value` may not look like an
+/// option.
+fn ref_name(field: &str, prefix: &str, value: &str) -> Result<(), GitError> {
+    let bad = |why: String| {
+        Err(GitError(format!(
+            "{field} {:?} is not a valid Git reference name: {why}",
+            shown(value)
+        )))
+    };
+    if value.is_empty() {
+        return bad("it is empty".into());
+    }
+    if value.starts_with('-') {
+        return bad("it starts with '-'".into());
+    }
+    let full = format!("{prefix}{value}");
+    match gix_validate::reference::name(full.as_bytes().into()) {
+        Ok(_) => Ok(()),
+        Err(e) => bad(e.to_string()),
+    }
+}
+
+/// The transport a URL names, which is the only one git may use for it.
+fn transport(url: &str) -> Result<&'static str, GitError> {
+    let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    let t = match scheme.as_deref() {
+        Some("https") => "https",
+        Some("http") => "http",
+        Some("ssh") => "ssh",
+        Some("git") => "git",
+        Some("file") => "file",
+        Some(_) => "",
+        // `<helper>::<address>` runs a remote helper (`ext::` runs a command): never.
+        None if url.contains("::") => "",
+        // scp-like `[user@]host:path` (ssh), as git reads it: a colon before any slash.
+        None if url
+            .find(':')
+            .is_some_and(|c| c > 0 && !url[..c].contains('/') && c + 1 < url.len()) =>
+        {
+            "ssh"
+        }
+        None => "",
+    };
+    if t.is_empty() || url.starts_with('-') || url.chars().any(char::is_control) {
+        return Err(GitError(format!(
+            "spec.url {:?} is not supported: use an https://, http://, ssh://, git@host:path, git:// or file:// URL",
+            redact(&shown(url))
+        )));
+    }
+    Ok(t)
+}
+
+/// Checks a GitRepository's URL before any use (an error names `spec.url`).
+pub fn check_url(url: &str) -> Result<(), GitError> {
+    transport(url).map(|_| ())
 }
 
 /// Credentials from the GitRepository's `secretRef`.
@@ -118,7 +241,26 @@ pub fn redact(msg: &str) -> String {
 struct Env {
     vars: Vec<(String, String)>,
     _files: Vec<tempfile::TempPath>,
+    /// An empty `HOME` (and XDG config home): no user configuration, ssh files or credential
+    /// stores are found.
+    _home: tempfile::TempDir,
 }
+
+/// Variables of the controller's environment git may see: how to reach the network (proxies,
+/// CA bundles the operator set), nothing that changes what git does with a repository.
+const PASSED_THROUGH: [&str; 11] = [
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+];
 
 fn private_file(contents: &[u8]) -> Result<tempfile::TempPath, GitError> {
     let mut f = tempfile::Builder::new()
@@ -131,13 +273,46 @@ fn private_file(contents: &[u8]) -> Result<tempfile::TempPath, GitError> {
     Ok(f.into_temp_path())
 }
 
-fn auth_env(auth: &GitAuth) -> Result<Env, GitError> {
-    let mut vars = vec![
-        ("GIT_TERMINAL_PROMPT".to_string(), "0".to_string()),
-        ("GIT_ASKPASS".to_string(), "true".to_string()),
-    ];
+fn auth_env(auth: &GitAuth, transport: &str) -> Result<Env, GitError> {
+    let home = tempfile::Builder::new()
+        .prefix("sealkit-git-home-")
+        .tempdir()
+        .map_err(|e| GitError(format!("cannot create a temporary directory: {e}")))?;
+    let home_dir = home.path().display().to_string();
+    let mut vars: Vec<(String, String)> = PASSED_THROUGH
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect();
+    vars.extend(
+        [
+            ("GIT_TERMINAL_PROMPT", "0"),
+            ("GIT_ASKPASS", "true"),
+            ("SSH_ASKPASS", "true"),
+            ("GIT_CONFIG_NOSYSTEM", "1"),
+            ("GIT_CONFIG_GLOBAL", "/dev/null"),
+            ("GIT_ATTR_NOSYSTEM", "1"),
+            ("GIT_NO_REPLACE_OBJECTS", "1"),
+            ("GIT_PROTOCOL_FROM_USER", "0"),
+            ("HOME", &home_dir),
+            ("XDG_CONFIG_HOME", &home_dir),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
     let mut files = Vec::new();
-    let mut config: Vec<(String, String)> = Vec::new();
+    // Set through GIT_CONFIG_* (highest precedence short of the command line); nothing else
+    // configures git here.
+    let mut config: Vec<(String, String)> = [
+        ("protocol.allow", "never"),
+        (&format!("protocol.{transport}.allow"), "always"),
+        ("core.hooksPath", "/dev/null"),
+        ("core.fsmonitor", "false"),
+        ("submodule.recurse", "false"),
+        ("fetch.recurseSubmodules", "false"),
+        ("credential.helper", ""),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
     if let Some((user, pass)) = &auth.basic {
         let token = base64::engine::general_purpose::STANDARD
             .encode(format!("{user}:{}", pass.expose_secret()));
@@ -152,12 +327,10 @@ fn auth_env(auth: &GitAuth) -> Result<Env, GitError> {
             format!("Authorization: Bearer {}", t.expose_secret()),
         ));
     }
-    if !config.is_empty() {
-        vars.push(("GIT_CONFIG_COUNT".into(), config.len().to_string()));
-        for (i, (k, v)) in config.into_iter().enumerate() {
-            vars.push((format!("GIT_CONFIG_KEY_{i}"), k));
-            vars.push((format!("GIT_CONFIG_VALUE_{i}"), v));
-        }
+    vars.push(("GIT_CONFIG_COUNT".into(), config.len().to_string()));
+    for (i, (k, v)) in config.into_iter().enumerate() {
+        vars.push((format!("GIT_CONFIG_KEY_{i}"), k));
+        vars.push((format!("GIT_CONFIG_VALUE_{i}"), v));
     }
     if let Some(id) = &auth.ssh_identity {
         let mut key = id.expose_secret().to_string();
@@ -165,8 +338,9 @@ fn auth_env(auth: &GitAuth) -> Result<Env, GitError> {
             key.push('\n');
         }
         let key_file = private_file(key.as_bytes())?;
+        // -F none: no ssh_config of the controller's user or system (ProxyCommand etc.).
         let mut ssh = format!(
-            "ssh -i '{}' -o IdentitiesOnly=yes -o BatchMode=yes",
+            "ssh -F none -i '{}' -o IdentitiesOnly=yes -o BatchMode=yes",
             key_file.display()
         );
         match &auth.known_hosts {
@@ -190,10 +364,12 @@ fn auth_env(auth: &GitAuth) -> Result<Env, GitError> {
     Ok(Env {
         vars,
         _files: files,
+        _home: home,
     })
 }
 
-/// Runs git with a deadline; stdout on success, the (redacted) stderr otherwise.
+/// Runs git with a deadline, in the environment of `env` only; stdout on success, the
+/// (redacted) stderr otherwise.
 fn git(
     args: &[&str],
     cwd: Option<&Path>,
@@ -202,51 +378,30 @@ fn git(
 ) -> Result<String, GitError> {
     let mut cmd = Command::new("git");
     cmd.args(args)
-        .envs(env.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env_clear()
+        .envs(env.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     if let Some(d) = cwd {
         cmd.current_dir(d);
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| GitError(format!("cannot run git: {e} (hint: install git)")))?;
-    // Read output on threads so a chatty child cannot block on a full pipe.
-    let mut out = child.stdout.take();
-    let mut err = child.stderr.take();
-    let t_out = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(o) = out.as_mut() {
-            let _ = std::io::Read::read_to_string(o, &mut s);
-        }
-        s
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(e) = err.as_mut() {
-            let _ = std::io::Read::read_to_string(e, &mut s);
-        }
-        s
-    });
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break s,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(GitError(format!(
-                    "git {} timed out",
-                    args.first().unwrap_or(&"")
-                )));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(GitError(format!("git: {e}"))),
-        }
-    };
-    let stdout = t_out.join().unwrap_or_default();
-    let stderr = t_err.join().unwrap_or_default();
-    if status.success() {
+    let what = args
+        .iter()
+        .find(|a| !a.starts_with('-'))
+        .copied()
+        .unwrap_or("");
+    let out =
+        sealkit_render::process::run(&mut cmd, deadline.saturating_duration_since(Instant::now()))
+            .map_err(|e| match e {
+                sealkit_render::process::RunError::Spawn(e) => {
+                    GitError(format!("cannot run git: {e} (hint: install git)"))
+                }
+                sealkit_render::process::RunError::TimedOut => {
+                    GitError(format!("git {what} timed out"))
+                }
+                sealkit_render::process::RunError::Wait(e) => GitError(format!("git: {e}")),
+            })?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
         Ok(stdout)
     } else {
         let msg = stderr.trim();
@@ -295,8 +450,12 @@ fn semver_req(range: &str) -> Result<semver::VersionReq, GitError> {
         }
         parts.join(", ")
     };
-    semver::VersionReq::parse(&normalized)
-        .map_err(|e| GitError(format!("ref.semver {range:?} is not a semver range: {e}")))
+    semver::VersionReq::parse(&normalized).map_err(|e| {
+        GitError(format!(
+            "spec.ref.semver {:?} is not a semver range: {e}",
+            shown(range)
+        ))
+    })
 }
 
 /// Resolves a ref to (refname to fetch, commit, revision string).
@@ -322,10 +481,12 @@ fn resolve(refs: &[(String, String)], r: &GitRef) -> Result<(String, String, Str
         }
         GitRef::Semver(range) => {
             let req = semver_req(range)?;
+            // Tag names come from the remote: only valid ref names are candidates.
             let best = refs
                 .iter()
                 .filter_map(|(n, sha)| {
                     let tag = n.strip_prefix("refs/tags/")?;
+                    ref_name("tag", "refs/tags/", tag).ok()?;
                     let v = semver::Version::parse(tag.trim_start_matches('v')).ok()?;
                     req.matches(&v).then(|| (v, tag.to_string(), sha.clone()))
                 })
@@ -338,6 +499,7 @@ fn resolve(refs: &[(String, String)], r: &GitRef) -> Result<(String, String, Str
             ))
         }
         GitRef::Commit { sha, branch } => {
+            let sha = sha.to_ascii_lowercase();
             let refname = match branch {
                 Some(b) => format!("refs/heads/{b}"),
                 None => String::new(),
@@ -346,9 +508,28 @@ fn resolve(refs: &[(String, String)], r: &GitRef) -> Result<(String, String, Str
                 Some(b) => format!("{b}@sha1:{sha}"),
                 None => format!("sha1:{sha}"),
             };
-            Ok((refname, sha.clone(), rev))
+            Ok((refname, sha, rev))
         }
     }
+}
+
+/// Where the checkout of `commit` of `url` is kept in `cache`: the only directory an artifact
+/// of that revision may be read from.
+pub fn artifact_dir(cache: &Path, url: &str, commit: &str) -> Result<PathBuf, GitError> {
+    object_id("the artifact's commit", commit)?;
+    Ok(repo_dir(cache, url)
+        .join("artifacts")
+        .join(commit.to_ascii_lowercase()))
+}
+
+/// One lock per cached repository: two fetches of it at once (the source loop and a
+/// Kustomization) would trip over each other's git locks and artifact directories.
+fn repo_lock(dir: &Path) -> std::sync::Arc<std::sync::Mutex<()>> {
+    static LOCKS: std::sync::LazyLock<
+        std::sync::Mutex<std::collections::HashMap<PathBuf, std::sync::Arc<std::sync::Mutex<()>>>>,
+    > = std::sync::LazyLock::new(Default::default);
+    let mut locks = LOCKS.lock().unwrap_or_else(|p| p.into_inner());
+    locks.entry(dir.to_path_buf()).or_default().clone()
 }
 
 /// The cache directory of a URL.
@@ -370,10 +551,17 @@ pub fn fetch(
     timeout: Duration,
 ) -> Result<Fetched, GitError> {
     let deadline = Instant::now() + timeout;
-    let env = auth_env(auth)?;
+    let transport = transport(url)?;
+    r.check()?;
+    let env = auth_env(auth, transport)?;
     let refs = ls_remote(url, &env, deadline)?;
     let (refname, commit, revision) = resolve(&refs, r)?;
+    // The commit names a directory: whatever the remote answered, only a hex object id.
+    object_id("the commit the remote resolved the ref to", &commit)?;
+    let commit = commit.to_ascii_lowercase();
     let base = repo_dir(cache, url);
+    let lock = repo_lock(&base);
+    let _turn = lock.lock().unwrap_or_else(|p| p.into_inner());
     let artifact = base.join("artifacts").join(&commit);
     if artifact.join(".sealkit-complete").is_file() {
         return Ok(Fetched {
@@ -387,12 +575,28 @@ pub fn fetch(
     std::fs::create_dir_all(&repo)
         .map_err(|e| GitError(format!("cannot create {}: {e}", repo.display())))?;
     if !repo.join("HEAD").exists() {
-        git(&["init", "-q", "--bare"], Some(&repo), &env, deadline)?;
+        // --template=: no hooks (or anything else) copied from a template directory.
+        git(
+            &["init", "-q", "--bare", "--template="],
+            Some(&repo),
+            &env,
+            deadline,
+        )?;
     }
     match r {
-        GitRef::Commit { sha, branch: None } => {
+        GitRef::Commit { branch: None, .. } => {
             git(
-                &["fetch", "-q", "--depth", "1", "--no-tags", "--", url, sha],
+                &[
+                    "fetch",
+                    "-q",
+                    "--depth",
+                    "1",
+                    "--no-tags",
+                    "--no-recurse-submodules",
+                    "--",
+                    url,
+                    &commit,
+                ],
                 Some(&repo),
                 &env,
                 deadline,
@@ -401,7 +605,15 @@ pub fn fetch(
         GitRef::Commit { .. } => {
             // The commit may be anywhere on the branch: fetch its history.
             git(
-                &["fetch", "-q", "--no-tags", "--", url, &refname],
+                &[
+                    "fetch",
+                    "-q",
+                    "--no-tags",
+                    "--no-recurse-submodules",
+                    "--",
+                    url,
+                    &refname,
+                ],
                 Some(&repo),
                 &env,
                 deadline,
@@ -415,6 +627,7 @@ pub fn fetch(
                     "--depth",
                     "1",
                     "--no-tags",
+                    "--no-recurse-submodules",
                     "--",
                     url,
                     &refname,
@@ -431,7 +644,17 @@ pub fn fetch(
         .map_err(|e| GitError(format!("cannot create {}: {e}", tmp.display())))?;
     let work_tree = format!("--work-tree={}", tmp.display());
     git(
-        &[&work_tree, "checkout", "-q", "-f", &commit, "--", "."],
+        &[
+            &work_tree,
+            "checkout",
+            "-q",
+            "-f",
+            "--no-recurse-submodules",
+            "--end-of-options",
+            &commit,
+            "--",
+            ".",
+        ],
         Some(&repo),
         &env,
         deadline,

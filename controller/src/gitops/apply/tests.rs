@@ -11,6 +11,7 @@ fn opts() -> ApplyOptions {
         owner: ("flux-system".into(), "apps".into()),
         target_namespace: Some("app".into()),
         force: false,
+        ..Default::default()
     }
 }
 
@@ -174,4 +175,53 @@ fn inventory_ids_round_trip_and_health() {
         health(&serde_json::json!({"kind": "ConfigMap"})),
         Health::Healthy
     );
+}
+
+/// Names and namespaces become URL path segments of API requests, unescaped: one that could
+/// change the request is refused (from a render) or kept out of a prune (from an inventory).
+#[tokio::test]
+async fn names_that_would_change_an_api_path_are_refused() {
+    let c = MemoryCluster::new();
+    for (name, ns) in [
+        ("../../secrets/x", None),
+        ("x?dryRun=All", None),
+        ("a%2Fb", None),
+        ("..", None),
+        ("ok", Some("kube-system/secrets")),
+    ] {
+        let mut o = cm(name, "v");
+        if let Some(ns) = ns {
+            o["metadata"]["namespace"] = ns.into();
+        }
+        let mut opts = opts();
+        opts.target_namespace = None;
+        let err = prepare(&c, vec![o], &opts).await.unwrap_err();
+        assert!(err.0.contains("not a valid"), "{name}: {err}");
+    }
+    // A crafted inventory entry is not deleted.
+    let evil = InventoryEntry {
+        id: "app_..%2F..%2Fx__ConfigMap".into(),
+        v: "v1".into(),
+    };
+    let ok = ObjRef::of(&cm("kept", "v")).entry();
+    let mut report = Report {
+        inventory: vec![ok.clone()],
+        ..Default::default()
+    };
+    prune(
+        &c,
+        &[ok, evil],
+        &mut report,
+        &opts().owner,
+        &PrunePolicy::from_annotations(None),
+    )
+    .await
+    .expect("prune");
+    assert!(report.pruned.is_empty());
+    assert!(
+        report.kept.iter().any(|k| k.contains("not a valid")),
+        "{:?}",
+        report.kept
+    );
+    assert_eq!(c.writes(), 0);
 }

@@ -316,7 +316,7 @@ async fn unsupported_fields_are_reported_not_ignored_and_spec_ignore_applies() {
     let s = setup();
     let k = ks(
         "./apps/overlays/staging",
-        serde_json::json!({"serviceAccountName": "deployer"}),
+        serde_json::json!({"kubeConfig": {"secretRef": {"name": "remote"}}}),
     );
     assert!(
         matches!(reconcile(&k, &s.flux, &s.settings).await, Ok(Next::Wait)),
@@ -327,7 +327,7 @@ async fn unsupported_fields_are_reported_not_ignored_and_spec_ignore_applies() {
         (st.as_str(), reason.as_str()),
         ("False", "UnsupportedField")
     );
-    assert!(msg.contains("spec.serviceAccountName"), "{msg}");
+    assert!(msg.contains("spec.kubeConfig"), "{msg}");
     assert_eq!(s.flux.cluster.writes(), 0);
 
     lk(&s.flux.repos)
@@ -475,7 +475,7 @@ async fn uses_the_source_loops_artifact_without_fetching_again() {
             .read_dir()
             .expect("cache")
             .flatten()
-            .next()
+            .find(|e| e.file_name() != "renders")
             .expect("repo")
             .path()
             .join("artifacts"),
@@ -498,9 +498,10 @@ async fn uses_the_source_loops_artifact_without_fetching_again() {
                 last_update_time: None,
             }),
         });
-        // Unreachable now: only the artifact can serve this reconcile.
-        gr.spec.url = "file:///nonexistent".into();
     }
+    // Unreachable now (the repository moved away): only the artifact can serve this reconcile.
+    let moved = s.repo.path().with_extension("moved");
+    std::fs::rename(s.repo.path(), &moved).expect("move the repository");
     reconcile(&observed(&s.flux, &k), &s.flux, &s.settings)
         .await
         .expect("from the artifact");
@@ -519,7 +520,13 @@ async fn uses_the_source_loops_artifact_without_fetching_again() {
         .expect("gr")
         .spec
         .suspend = None;
+    std::fs::rename(&moved, s.repo.path()).expect("move it back");
     // A stale artifact (spec changed since) is not trusted.
+    lk(&s.flux.repos)
+        .get_mut("flux-system/gitops")
+        .expect("gr")
+        .spec
+        .url = "file:///nonexistent".into();
     lk(&s.flux.repos)
         .get_mut("flux-system/gitops")
         .expect("gr")
@@ -633,4 +640,356 @@ async fn absurd_durations_stall_the_object() {
         );
         assert_eq!(s.flux.cluster.writes(), 0, "nothing applied");
     }
+}
+
+fn stalled(f: &Flux) -> (String, String) {
+    let st = lk(&f.statuses).get("apps").cloned().expect("status");
+    let c = st
+        .conditions
+        .expect("conditions")
+        .into_iter()
+        .find(|c| c.type_ == "Stalled")
+        .expect("stalled");
+    (c.status, c.message)
+}
+
+/// Refs that are not refs (paths, options, ref-name violations) stall the Kustomization with
+/// the field named; git is never asked.
+#[tokio::test]
+async fn refs_that_are_not_refs_stall_naming_the_field() {
+    for (field, r) in [
+        (
+            "spec.ref.commit",
+            serde_json::json!({"commit": "../../x/artifacts/y"}),
+        ),
+        ("spec.ref.branch", serde_json::json!({"branch": "-x"})),
+        ("spec.ref.branch", serde_json::json!({"branch": "a\u{1b}b"})),
+        ("spec.ref.tag", serde_json::json!({"tag": "v1..2"})),
+        (
+            "spec.ref.name",
+            serde_json::json!({"name": "refs/heads/a:refs/heads/b"}),
+        ),
+    ] {
+        let s = setup();
+        lk(&s.flux.repos)
+            .get_mut("flux-system/gitops")
+            .expect("gr")
+            .spec
+            .reference = Some(serde_json::from_value(r).expect("ref"));
+        let k = ks("./apps/overlays/staging", serde_json::json!({}));
+        assert_eq!(
+            reconcile(&k, &s.flux, &s.settings).await,
+            Ok(Next::Wait),
+            "{field}: stalled, no retry storm"
+        );
+        let (st, msg) = stalled(&s.flux);
+        assert_eq!(st, "True", "{field}: {msg}");
+        assert!(msg.contains(field), "{field}: {msg}");
+        assert_eq!(s.flux.cluster.writes(), 0);
+    }
+}
+
+/// Grants `identity` the `(kind, namespace)` pairs.
+fn grant(f: &Flux, identity: &str, pairs: &[(&str, &str)]) {
+    lk(&f.grants).insert(
+        identity.to_string(),
+        pairs
+            .iter()
+            .map(|(k, n)| (k.to_string(), n.to_string()))
+            .collect(),
+    );
+}
+
+fn tenant_repo(s: &Setup, files: &[(&str, &str)]) {
+    let dir = s.repo.path().join("tenant");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).expect("write");
+    }
+    commit_all(s.repo.path(), "tenant");
+}
+
+const TENANT_CM: &str =
+    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  k: v\n";
+
+/// `spec.serviceAccountName`: apply, prune and health reads go through that ServiceAccount
+/// (impersonated); what it may not touch is refused with the API's "forbidden".
+#[tokio::test]
+async fn service_account_name_applies_prunes_and_reads_as_that_account() {
+    let s = setup();
+    let sa = "system:serviceaccount:flux-system:deployer";
+    grant(&s.flux, sa, &[("ConfigMap", "flux-system")]);
+    tenant_repo(
+        &s,
+        &[
+            ("cm.yaml", TENANT_CM),
+            ("extra.yaml", &TENANT_CM.replace("settings", "extra")),
+        ],
+    );
+    let k = ks(
+        "./tenant",
+        serde_json::json!({"serviceAccountName": "deployer", "wait": true}),
+    );
+    reconcile(&k, &s.flux, &s.settings).await.expect("applied");
+    assert_eq!(ready(&s.flux).0, "True", "{:?}", ready(&s.flux));
+    assert!(
+        s.flux
+            .cluster
+            .live("ConfigMap", Some("flux-system"), "settings")
+            .is_some()
+    );
+    let writers = lk(&s.flux.writers).clone();
+    assert!(!writers.is_empty());
+    assert!(
+        writers.iter().all(|(who, _)| who == sa),
+        "every write as the ServiceAccount: {writers:?}"
+    );
+    // Prune as the ServiceAccount.
+    tenant_repo(&s, &[("cm.yaml", TENANT_CM)]);
+    lk(&s.flux.writers).clear();
+    let mut pk = observed(&s.flux, &k);
+    pk.metadata.annotations = Some(BTreeMap::from([(
+        crate::gitops::apply::PRUNE_THRESHOLD_ANNOTATION.to_string(),
+        "100".to_string(),
+    )]));
+    reconcile(&pk, &s.flux, &s.settings).await.expect("pruned");
+    assert!(
+        lk(&s.flux.writers)
+            .iter()
+            .any(|(who, what)| who == sa && what.starts_with("delete ConfigMap flux-system/extra")),
+        "{:?}",
+        lk(&s.flux.writers)
+    );
+
+    // A kind it may not create, and a namespace it may not write to: forbidden, nothing else.
+    for (name, text) in [
+        (
+            "secret.yaml",
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\nstringData:\n  k: v\n".to_string(),
+        ),
+        (
+            "other.yaml",
+            TENANT_CM.replace("name: settings", "name: o\n  namespace: kube-system"),
+        ),
+    ] {
+        tenant_repo(&s, &[("cm.yaml", TENANT_CM), (name, &text)]);
+        assert!(
+            reconcile(&observed(&s.flux, &k), &s.flux, &s.settings)
+                .await
+                .is_err()
+        );
+        let (st, reason, msg) = ready(&s.flux);
+        assert_eq!(
+            (st.as_str(), reason.as_str()),
+            ("False", "ReconciliationFailed")
+        );
+        assert!(
+            msg.contains("forbidden") && msg.contains(sa),
+            "{name}: {msg}"
+        );
+    }
+    assert!(
+        s.flux
+            .cluster
+            .live("ConfigMap", Some("kube-system"), "o")
+            .is_none()
+            && s.flux
+                .cluster
+                .live("Secret", Some("flux-system"), "s")
+                .is_none()
+    );
+}
+
+/// `--default-service-account` for Kustomizations that name none; `--no-cross-namespace-refs`
+/// refuses sources and dependencies in other namespaces, naming the field.
+#[tokio::test]
+async fn lockdown_flags_default_account_and_no_cross_namespace_refs() {
+    let mut s = setup();
+    let sa = "system:serviceaccount:flux-system:tenant-default";
+    grant(&s.flux, sa, &[("ConfigMap", "flux-system")]);
+    tenant_repo(&s, &[("cm.yaml", TENANT_CM)]);
+    s.settings.default_service_account = Some("tenant-default".into());
+    reconcile(&ks("./tenant", serde_json::json!({})), &s.flux, &s.settings)
+        .await
+        .expect("applied");
+    let writers = lk(&s.flux.writers).clone();
+    assert!(
+        !writers.is_empty() && writers.iter().all(|(who, _)| who == sa),
+        "{writers:?}"
+    );
+    // Without a grant for it, the default account applies nothing.
+    s.settings.default_service_account = Some("nobody".into());
+    assert!(
+        reconcile(&ks("./tenant", serde_json::json!({})), &s.flux, &s.settings)
+            .await
+            .is_err()
+    );
+    assert!(ready(&s.flux).2.contains("forbidden"));
+
+    s.settings.default_service_account = None;
+    s.settings.no_cross_namespace_refs = true;
+    let other = lk(&s.flux.repos)
+        .get("flux-system/gitops")
+        .cloned()
+        .expect("gr");
+    lk(&s.flux.repos).insert("other/gitops".into(), other);
+    for (field, extra) in [
+        (
+            "spec.sourceRef.namespace",
+            serde_json::json!({"sourceRef": {"kind": "GitRepository", "name": "gitops", "namespace": "other"}}),
+        ),
+        (
+            "spec.dependsOn[0].namespace",
+            serde_json::json!({"dependsOn": [{"name": "infra", "namespace": "other"}]}),
+        ),
+    ] {
+        lk(&s.flux.writers).clear();
+        let next = reconcile(&ks("./tenant", extra), &s.flux, &s.settings)
+            .await
+            .expect("reported");
+        assert_eq!(next, Next::Wait, "{field}");
+        let (st, msg) = stalled(&s.flux);
+        assert_eq!(st, "True", "{field}: {msg}");
+        assert!(msg.contains(field), "{field}: {msg}");
+        assert!(lk(&s.flux.writers).is_empty());
+    }
+}
+
+/// Each reconcile renders in a directory of its own: the shared artifact is never written
+/// (two Kustomizations named alike in two namespaces used to share an overlay directory).
+#[tokio::test]
+async fn each_reconcile_renders_in_a_directory_of_its_own() {
+    let s = setup();
+    let key = lk(&s.flux.secrets)
+        .get("flux-system/sops-age")
+        .cloned()
+        .expect("key");
+    let mut kss = Vec::new();
+    for team in ["team-a", "team-b"] {
+        lk(&s.flux.secrets).insert(format!("{team}/sops-age"), key.clone());
+        let mut k = ks(
+            "./apps/overlays/staging",
+            serde_json::json!({
+                "targetNamespace": team,
+                "sourceRef": {"kind": "GitRepository", "name": "gitops", "namespace": "flux-system"},
+                "images": [{"name": "ghcr.io/stefanprodan/podinfo", "newTag": team}],
+            }),
+        );
+        k.metadata.namespace = Some(team.into());
+        kss.push(k);
+    }
+    // Fetched once, so that the two below only render (at the same time).
+    reconcile(&kss[0], &s.flux, &s.settings)
+        .await
+        .expect("team-a, first");
+    let again = observed(&s.flux, &kss[0]);
+    let (a, b) = tokio::join!(
+        reconcile(&again, &s.flux, &s.settings),
+        reconcile(&kss[1], &s.flux, &s.settings)
+    );
+    a.expect("team-a");
+    b.expect("team-b");
+    for team in ["team-a", "team-b"] {
+        let dep = s
+            .flux
+            .cluster
+            .live("Deployment", Some(team), "podinfo")
+            .expect("deployment");
+        assert_eq!(
+            dep["spec"]["template"]["spec"]["containers"][0]["image"],
+            format!("ghcr.io/stefanprodan/podinfo:{team}")
+        );
+    }
+    let mut written = Vec::new();
+    let mut stack = vec![s.settings.cache_dir.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("dir").flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".sealkit-overlay") {
+                written.push(e.path());
+            }
+            if e.file_type().is_ok_and(|t| t.is_dir()) && name != "repo.git" {
+                stack.push(e.path());
+            }
+        }
+    }
+    assert!(written.is_empty(), "written into the cache: {written:?}");
+}
+
+/// The API server quotes invalid values in its errors; a decrypted value quoted there never
+/// reaches status, Events or the returned error (which is logged).
+#[tokio::test]
+async fn api_errors_never_quote_decrypted_values() {
+    let s = setup();
+    *lk(&s.flux.cluster.fail_echo) = Some("Secret".into());
+    let k = ks("./apps/overlays/staging", serde_json::json!({}));
+    let err = reconcile(&k, &s.flux, &s.settings).await.unwrap_err();
+    let (_, reason, msg) = ready(&s.flux);
+    assert_eq!(reason, "ReconciliationFailed");
+    for text in std::iter::once(&err)
+        .chain(std::iter::once(&msg))
+        .chain(lk(&s.flux.events).iter())
+    {
+        assert!(
+            !text.contains("example-staging-password-change-me")
+                && !text.contains("\"podinfo-staging\""),
+            "{text}"
+        );
+    }
+    assert!(
+        msg.contains("Secret podinfo-staging/db-credentials") && msg.contains("is invalid"),
+        "{msg}"
+    );
+}
+
+/// A GitRepository's status is not ours alone to write (tenants who may edit Flux objects may
+/// edit their status): an artifact path that is not where our cache keeps that URL's revision
+/// is never rendered, whatever it holds.
+#[tokio::test]
+async fn an_artifact_path_from_status_is_trusted_only_where_our_cache_keeps_it() {
+    let s = setup();
+    // Someone else's checkout in the cache (as another tenant's repository would be).
+    let stolen = s
+        .settings
+        .cache_dir
+        .join("0123456789abcdef01234567/artifacts/x");
+    std::fs::create_dir_all(stolen.join("tenant")).expect("mkdir");
+    std::fs::write(
+        stolen.join("tenant/cm.yaml"),
+        TENANT_CM.replace("settings", "stolen"),
+    )
+    .expect("write");
+    std::fs::write(stolen.join(".sealkit-complete"), "x").expect("write");
+    tenant_repo(&s, &[("cm.yaml", TENANT_CM)]);
+    {
+        let mut repos = lk(&s.flux.repos);
+        let gr = repos.get_mut("flux-system/gitops").expect("gr");
+        gr.status = Some(sealkit_api::GitRepositoryStatus {
+            observed_generation: gr.metadata.generation,
+            conditions: None,
+            artifact: Some(sealkit_api::Artifact {
+                revision: format!("main@sha1:{}", "a".repeat(40)),
+                path: stolen.display().to_string(),
+                url: String::new(),
+                last_update_time: None,
+            }),
+        });
+    }
+    let k = ks("./tenant", serde_json::json!({}));
+    reconcile(&k, &s.flux, &s.settings).await.expect("applied");
+    assert!(
+        s.flux
+            .cluster
+            .live("ConfigMap", Some("flux-system"), "stolen")
+            .is_none(),
+        "the forged artifact was rendered"
+    );
+    assert!(
+        s.flux
+            .cluster
+            .live("ConfigMap", Some("flux-system"), "settings")
+            .is_some(),
+        "the repository itself was fetched instead"
+    );
 }

@@ -2,6 +2,8 @@
 
 use super::*;
 
+use std::process::Stdio;
+
 use crate::gitops::testutil::git as sh;
 
 fn commit(dir: &Path, file: &str, text: &str, msg: &str) -> String {
@@ -227,8 +229,8 @@ fn redaction_and_ref_precedence() {
         tag: Some("v1".into()),
         ..Default::default()
     };
-    assert_eq!(GitRef::from_spec(Some(&r)), GitRef::Tag("v1".into()));
-    assert_eq!(GitRef::from_spec(None), GitRef::Branch("master".into()));
+    assert_eq!(GitRef::from_spec(Some(&r)), Ok(GitRef::Tag("v1".into())));
+    assert_eq!(GitRef::from_spec(None), Ok(GitRef::Branch("master".into())));
 }
 
 #[test]
@@ -300,4 +302,275 @@ fn http_basic_and_bearer_auth_through_git_http_backend() {
     assert!(!e.0.contains("pa55word") && !e.0.contains("nope"), "{e}");
     assert_eq!(basic.expect("basic auth").commit, c1);
     assert_eq!(bearer.expect("bearer auth").commit, c1);
+}
+
+/// `spec.ref.commit` used to become a directory name: a tenant could name another tenant's
+/// cached revision (`../../<repo>/artifacts/<commit>`) and be served its files.
+#[test]
+fn a_commit_is_a_hex_object_id_never_a_path() {
+    let a = new_repo();
+    let ca = commit(a.path(), "a.yaml", "private to tenant A", "a");
+    let cache = tempfile::tempdir().expect("cache");
+    let url_a = format!("file://{}", a.path().display());
+    let fa = fetch(
+        &url_a,
+        &GitRef::Branch("main".into()),
+        &GitAuth::default(),
+        cache.path(),
+        T,
+    )
+    .expect("tenant A");
+    let hash_a = fa
+        .dir
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::file_name)
+        .expect("repo dir")
+        .to_string_lossy()
+        .into_owned();
+    let b = new_repo();
+    commit(b.path(), "b.yaml", "tenant B", "b");
+    let url_b = format!("file://{}", b.path().display());
+    // Tenant B's own revision first, so its cache directory exists for `..` to climb out of.
+    fetch(
+        &url_b,
+        &GitRef::Branch("main".into()),
+        &GitAuth::default(),
+        cache.path(),
+        T,
+    )
+    .expect("tenant B");
+    for bad in [
+        format!("../../{hash_a}/artifacts/{ca}"),
+        "--upload-pack=touch /tmp/sealkit-pwned".to_string(),
+        ca[..12].to_string(),
+        format!("{}x", &ca[..39]),
+        format!("{ca}\n"),
+    ] {
+        let r = GitRef::Commit {
+            sha: bad.clone(),
+            branch: None,
+        };
+        let err = fetch(&url_b, &r, &GitAuth::default(), cache.path(), T)
+            .expect_err(&bad)
+            .to_string();
+        assert!(
+            err.contains("spec.ref.commit") && err.contains("hex"),
+            "{bad:?}: {err}"
+        );
+    }
+    // SHA-1 and SHA-256 lengths are both object ids (upper case is read as lower case).
+    let ok = fetch(
+        &url_a,
+        &GitRef::Commit {
+            sha: ca.to_uppercase(),
+            branch: None,
+        },
+        &GitAuth::default(),
+        cache.path(),
+        T,
+    )
+    .expect("an upper-case SHA");
+    assert_eq!(ok.commit, ca);
+}
+
+/// Branch, tag and name values reach git as ref names: git's ref-name rules apply, and none
+/// may look like an option.
+#[test]
+fn refs_follow_gits_ref_name_rules() {
+    let repo = new_repo();
+    commit(repo.path(), "a.yaml", "x", "x");
+    let cache = tempfile::tempdir().expect("cache");
+    let url = format!("file://{}", repo.path().display());
+    let cases = [
+        (GitRef::Branch("-x".into()), "spec.ref.branch"),
+        (GitRef::Branch("a..b".into()), "spec.ref.branch"),
+        (GitRef::Branch("a\u{7}b".into()), "spec.ref.branch"),
+        (GitRef::Branch("main.lock".into()), "spec.ref.branch"),
+        (GitRef::Branch("a b".into()), "spec.ref.branch"),
+        (GitRef::Tag("v1:refs/heads/x".into()), "spec.ref.tag"),
+        (GitRef::Tag("v1@{0}".into()), "spec.ref.tag"),
+        (
+            GitRef::Name("refs/heads/main:refs/heads/evil".into()),
+            "spec.ref.name",
+        ),
+        (GitRef::Name("--upload-pack=x".into()), "spec.ref.name"),
+        (GitRef::Name("refs//heads".into()), "spec.ref.name"),
+        (GitRef::Semver("-1".into()), "spec.ref.semver"),
+    ];
+    for (r, field) in cases {
+        let err = fetch(&url, &r, &GitAuth::default(), cache.path(), T)
+            .expect_err(field)
+            .to_string();
+        assert!(err.contains(field), "{r:?}: {err}");
+    }
+    for good in ["main", "feature/x-1", "release-1.2"] {
+        let r = GitRef::Branch(good.into());
+        let err = fetch(&url, &r, &GitAuth::default(), cache.path(), T);
+        if good == "main" {
+            err.expect("main");
+        } else {
+            assert!(err.unwrap_err().0.contains("not found"), "{good}");
+        }
+    }
+}
+
+/// Only the transport the URL names; a plain path (git's local transport) and `ext::` (runs
+/// a command) are refused before git runs.
+#[test]
+fn only_the_transport_of_the_url_is_allowed() {
+    let repo = new_repo();
+    commit(repo.path(), "a.yaml", "x", "x");
+    let cache = tempfile::tempdir().expect("cache");
+    let marker = cache.path().join("ext-ran");
+    for url in [
+        repo.path().display().to_string(),
+        format!("ext::sh -c touch% {}", marker.display()),
+        format!("-u{}", repo.path().display()),
+    ] {
+        let err = fetch(
+            &url,
+            &GitRef::Branch("main".into()),
+            &GitAuth::default(),
+            cache.path(),
+            T,
+        )
+        .expect_err(&url)
+        .to_string();
+        assert!(err.contains("spec.url"), "{url}: {err}");
+    }
+    assert!(!marker.exists());
+}
+
+fn post_checkout_hook(dir: &Path, marker: &Path) {
+    std::fs::create_dir_all(dir).expect("hooks");
+    let hook = dir.join("post-checkout");
+    std::fs::write(&hook, format!("#!/bin/sh\ntouch '{}'\n", marker.display())).expect("hook");
+    let mut perms = std::fs::metadata(&hook).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&hook, perms).expect("chmod");
+}
+
+/// No hook runs: not one in the cache's repository, not one the environment configures.
+#[test]
+fn hooks_never_run() {
+    let repo = new_repo();
+    commit(repo.path(), "a.yaml", "x", "x");
+    let cache = tempfile::tempdir().expect("cache");
+    let url = format!("file://{}", repo.path().display());
+    let marker = cache.path().join("hook-ran");
+    let bare = repo_dir(cache.path(), &url).join("repo.git");
+    std::fs::create_dir_all(&bare).expect("bare");
+    sh(&bare, &["init", "-q", "--bare"]);
+    post_checkout_hook(&bare.join("hooks"), &marker);
+    fetch(
+        &url,
+        &GitRef::Branch("main".into()),
+        &GitAuth::default(),
+        cache.path(),
+        T,
+    )
+    .expect("fetch");
+    assert!(!marker.exists(), "a hook ran");
+}
+
+/// Run by [`the_users_and_systems_git_config_is_never_read`] in a child process whose
+/// environment points git at hostile configuration.
+#[test]
+#[ignore = "run in a child process by the_users_and_systems_git_config_is_never_read"]
+fn fetch_in_a_hostile_environment() {
+    let (Some(url), Some(cache)) = (
+        std::env::var_os("SEALKIT_TEST_URL"),
+        std::env::var_os("SEALKIT_TEST_CACHE"),
+    ) else {
+        return;
+    };
+    fetch(
+        &url.to_string_lossy(),
+        &GitRef::Branch("main".into()),
+        &GitAuth::default(),
+        Path::new(&cache),
+        T,
+    )
+    .expect("fetch");
+}
+
+#[test]
+fn the_users_and_systems_git_config_is_never_read() {
+    let repo = new_repo();
+    commit(repo.path(), "a.yaml", "x", "x");
+    let home = tempfile::tempdir().expect("home");
+    let cache = tempfile::tempdir().expect("cache");
+    let marker = home.path().join("hook-ran");
+    post_checkout_hook(&home.path().join("hooks"), &marker);
+    let config = format!(
+        "[core]\n\thooksPath = {}\n",
+        home.path().join("hooks").display()
+    );
+    std::fs::write(home.path().join(".gitconfig"), &config).expect("global");
+    std::fs::create_dir_all(home.path().join(".config/git")).expect("xdg");
+    std::fs::write(home.path().join(".config/git/config"), &config).expect("xdg");
+    std::fs::write(home.path().join("system.gitconfig"), &config).expect("system");
+    let out = Command::new(std::env::current_exe().expect("exe"))
+        .args([
+            "--exact",
+            "gitops::source::tests::fetch_in_a_hostile_environment",
+            "--ignored",
+            "--quiet",
+        ])
+        .env("HOME", home.path())
+        .env("XDG_CONFIG_HOME", home.path().join(".config"))
+        .env("GIT_CONFIG_SYSTEM", home.path().join("system.gitconfig"))
+        .env("GIT_CONFIG_GLOBAL", home.path().join(".gitconfig"))
+        .env(
+            "SEALKIT_TEST_URL",
+            format!("file://{}", repo.path().display()),
+        )
+        .env("SEALKIT_TEST_CACHE", cache.path())
+        .output()
+        .expect("child");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(!marker.exists(), "the configured hooks path was used");
+}
+
+/// Fetches of one repository at once (a Kustomization fetching while the source loop does)
+/// share its cache: they take turns instead of failing on git's locks.
+#[test]
+fn concurrent_fetches_of_one_repository_take_turns() {
+    let repo = new_repo();
+    let c1 = commit(repo.path(), "a.yaml", "x", "x");
+    let cache = tempfile::tempdir().expect("cache");
+    let url = format!("file://{}", repo.path().display());
+    let results: Vec<Result<Fetched, GitError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    fetch(
+                        &url,
+                        &GitRef::Branch("main".into()),
+                        &GitAuth::default(),
+                        cache.path(),
+                        T,
+                    )
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    for r in results {
+        assert_eq!(r.expect("fetch").commit, c1);
+    }
 }
