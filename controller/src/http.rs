@@ -9,8 +9,7 @@
 
 pub mod server;
 
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::sync::{Arc, RwLock};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -22,41 +21,6 @@ use sealkit_keys::seal::manifest;
 
 use crate::metrics::Metrics;
 use crate::unseal::keys::SealingKeys;
-
-/// A token bucket.
-pub struct RateLimit {
-    rate: f64,
-    burst: f64,
-    state: Mutex<(f64, Instant)>,
-}
-
-impl RateLimit {
-    /// `rate` tokens per second, at most `burst` saved up.
-    pub fn new(rate: f64, burst: f64) -> Self {
-        RateLimit {
-            rate,
-            burst,
-            state: Mutex::new((burst, Instant::now())),
-        }
-    }
-
-    /// Takes a token if one is available.
-    pub fn try_take(&self) -> bool {
-        let Ok(mut s) = self.state.lock() else {
-            return false;
-        };
-        let now = Instant::now();
-        let refill = now.duration_since(s.1).as_secs_f64() * self.rate;
-        s.0 = (s.0 + refill).min(self.burst);
-        s.1 = now;
-        if s.0 >= 1.0 {
-            s.0 -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
 
 /// What the HTTP handlers share with the reconciler.
 pub struct AppState {

@@ -57,6 +57,9 @@ struct Args {
     /// Prometheus metrics.
     #[arg(long, default_value = "0.0.0.0:8081")]
     listen_metrics_addr: SocketAddr,
+    /// Git webhook receiver (`POST /hook/<digest>`), apart from the kubeseal endpoints.
+    #[arg(long, default_value = "0.0.0.0:9292")]
+    listen_webhook_addr: SocketAddr,
     /// Server-side-apply field manager.
     #[arg(long, default_value = "sealkit")]
     field_manager: String,
@@ -398,12 +401,18 @@ async fn main() -> std::process::ExitCode {
         );
         return std::process::ExitCode::from(3);
     }
-    let app = router(state.clone()).merge(sealkit_controller::gitops::webhook::router(
-        sealkit_controller::gitops::webhook::KubeHook {
-            client: client.clone(),
-        },
-    ));
-    tokio::spawn(serve(args.listen_addr, app));
+    tokio::spawn(serve(args.listen_addr, router(state.clone())));
+    if args.gitops {
+        tokio::spawn(serve(
+            args.listen_webhook_addr,
+            sealkit_controller::gitops::webhook::router(
+                sealkit_controller::gitops::webhook::KubeHook {
+                    client: client.clone(),
+                    namespace: args.watch_namespace.clone(),
+                },
+            ),
+        ));
+    }
     tokio::spawn(serve(
         args.listen_metrics_addr,
         metrics_router(state.clone()),

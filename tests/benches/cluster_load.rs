@@ -85,6 +85,7 @@ impl Controller {
                 "200",
                 &format!("--listen-addr=127.0.0.1:{http}"),
                 &format!("--listen-metrics-addr=127.0.0.1:{metrics}"),
+                &format!("--listen-webhook-addr=127.0.0.1:{}", free_port()),
             ])
             .env("KUBECONFIG", kubeconfig)
             .env(

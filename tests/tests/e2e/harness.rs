@@ -269,6 +269,7 @@ impl Cluster {
         cmd.args(args)
             .arg(format!("--listen-addr={listen_ip}:{http}"))
             .arg(format!("--listen-metrics-addr=127.0.0.1:{metrics}"))
+            .arg(format!("--listen-webhook-addr=127.0.0.1:{}", free_port()))
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,sealkit_controller=debug")
             .env_remove("AWS_ENDPOINT_URL")
