@@ -239,7 +239,7 @@ impl EncryptedFile {
                     source: Box::new(SopsError::Authentication),
                 })?;
             use crate::secret::ExposeSecret;
-            if !mac.expose_secret().eq_ignore_ascii_case(dec.mac.as_bytes()) {
+            if !walk::mac_matches(mac.expose_secret(), &dec.mac) {
                 return Err(SopsError::MacMismatch);
             }
         }

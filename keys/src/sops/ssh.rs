@@ -201,7 +201,12 @@ impl SshEd25519Identity {
             .ok_or_else(|| bad("truncated"))?
             .to_vec();
         let mut private = read_string(&mut r).ok_or_else(|| bad("truncated"))?;
-        if private.len() < 8 || private[..4] != private[4..8] {
+        // The two check integers match when a key decrypted correctly; compared like any
+        // other integrity check, in constant time.
+        if private.len() < 8
+            || aws_lc_rs::constant_time::verify_slices_are_equal(&private[..4], &private[4..8])
+                .is_err()
+        {
             return Err(bad("corrupt private section"));
         }
         private = &private[8..];
