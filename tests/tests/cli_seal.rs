@@ -697,3 +697,48 @@ fn syntax_errors_do_not_quote_secret_values() {
         assert!(!stderr(&o).contains("sup3r-s3cret"), "{}", stderr(&o));
     }
 }
+
+/// Input nested 100,000 levels deep gets an error, not a stack overflow (which, through the
+/// real binary, would show as a signal rather than an exit code).
+#[test]
+fn deeply_nested_input_is_refused() {
+    let k = shared_key();
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let cert = s(&k.cert());
+    const N: usize = 100_000;
+    for (name, text) in [
+        (
+            "flow.yaml",
+            format!(
+                "kind: Secret\nmetadata: {{name: x, namespace: y}}\nstringData: {{a: {}1{}}}\n",
+                "[".repeat(N),
+                "]".repeat(N)
+            ),
+        ),
+        (
+            "block.yaml",
+            format!(
+                "kind: Secret\nmetadata: {{name: x, namespace: y}}\nextra:\n{}x\n",
+                "- ".repeat(N)
+            ),
+        ),
+        (
+            "deep.json",
+            format!(
+                "{{\"kind\": \"Secret\", \"extra\": {}1{}}}",
+                "[".repeat(N),
+                "]".repeat(N)
+            ),
+        ),
+    ] {
+        let input = with_file(d, name, &text);
+        let o = sealkit(d, &["seal", "--cert", &cert, "-f", &input], b"");
+        assert!(
+            o.status.code().is_some(),
+            "{name}: killed by a signal ({})",
+            o.status
+        );
+        fails(&o, 1, &[name]);
+    }
+}

@@ -441,3 +441,101 @@ fn indent_and_huge_files() {
         &["huge.yaml", "129 MiB", "up to 128 MiB"],
     );
 }
+
+fn chmod(p: &Path, m: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(p, fs::Permissions::from_mode(m)).expect("chmod");
+}
+
+fn script(e: &Env, name: &str, body: &str) -> String {
+    e.write(name, &format!("#!/bin/sh\n{body}"));
+    chmod(&e.path(name), 0o755);
+    e.path(name).display().to_string()
+}
+
+/// A document nested 100,000 levels deep: a clear error naming the file, never a stack
+/// overflow (run through the real binary, where an overflow is a SIGSEGV/SIGABRT).
+#[test]
+fn deeply_nested_files_are_refused() {
+    let e = Env::new();
+    const N: usize = 100_000;
+    let deep = [
+        (
+            "meta.env",
+            format!("A=1\nsops_version{}=x\n", "__list_0".repeat(N)),
+        ),
+        (
+            "meta.ini",
+            format!("[s]\na = 1\n[sops]\nversion{} = x\n", "__map_a".repeat(N)),
+        ),
+        (
+            "flow.yaml",
+            format!("a: {}1{}\n", "[".repeat(N), "]".repeat(N)),
+        ),
+        (
+            "map.yaml",
+            format!("a: {}1{}\n", "{a: ".repeat(N), "}".repeat(N)),
+        ),
+        ("block.yaml", format!("a:\n{}x\n", "- ".repeat(N))),
+        (
+            "deep.json",
+            format!("{{\"a\": {}1{}}}", "[".repeat(N), "]".repeat(N)),
+        ),
+    ];
+    let editor = script(&e, "noop.sh", "exit 0\n");
+    for (name, text) in &deep {
+        e.write(name, text);
+        let mut runs: Vec<Vec<&str>> = vec![
+            vec!["decrypt", name],
+            vec!["edit", name],
+            vec!["set", name, "[\"a\"]", "1"],
+            vec!["exec-file", name, "true"],
+            vec!["filestatus", name],
+        ];
+        runs.push(vec!["encrypt", "--age", &e.recipient, name]);
+        for args in runs {
+            let o = e.sops(&args, &[("EDITOR", &editor)]);
+            let err = stderr(&o);
+            assert!(
+                o.status.code().is_some(),
+                "{args:?}: killed by a signal ({}):\n{err}",
+                o.status
+            );
+            fails(&o, &[name, "nested deeper than"]);
+            assert_eq!(&e.read(name), text, "{args:?}: the file changed");
+        }
+        // `check` names the file instead of skipping it.
+        let o = e.sops(&["check", name], &[]);
+        assert!(o.status.code().is_some(), "check: {}", o.status);
+        assert_ne!(o.status.code(), Some(0));
+        let out = String::from_utf8_lossy(&o.stdout).into_owned() + &stderr(&o);
+        assert!(
+            out.contains(name) && out.contains("nested deeper than"),
+            "check {name}:\n{out}"
+        );
+    }
+    // An edit that produces a deeply nested file is refused; the file stays as it was.
+    e.write("ok.yaml", "a: b\n");
+    ok(&e.sops(&["encrypt", "-i", "--age", &e.recipient, "ok.yaml"], &[]));
+    let before = e.read("ok.yaml");
+    let deepen = script(
+        &e,
+        "deepen.sh",
+        &format!(
+            "printf 'a: %s1%s\\n' '{}' '{}' > \"$1\"\n",
+            "[".repeat(N),
+            "]".repeat(N)
+        ),
+    );
+    let o = e.sops(&["edit", "ok.yaml"], &[("EDITOR", &deepen)]);
+    assert!(o.status.code().is_some(), "edit: {}", o.status);
+    fails(&o, &["ok.yaml", "nested deeper than", "not changed"]);
+    assert_eq!(e.read("ok.yaml"), before);
+    // Nesting up to the limit is fine.
+    e.write(
+        "sixty.yaml",
+        &format!("a: {}1{}\n", "[".repeat(60), "]".repeat(60)),
+    );
+    ok(&e.sops(&["encrypt", "-i", "--age", &e.recipient, "sixty.yaml"], &[]));
+    ok(&e.sops(&["decrypt", "sixty.yaml"], &[]));
+}

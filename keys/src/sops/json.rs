@@ -17,16 +17,30 @@ pub struct JsonDoc {
     pub metadata: Option<Value>,
 }
 
-fn collect(v: &Value, path: &mut Vec<String>, out: &mut Vec<Leaf>) {
+// Recursive, so bounded: `depth` counts the collections around `v` (serde_json's own limit is
+// higher than ours). `replaced` walks only values that passed here.
+fn collect(
+    v: &Value,
+    depth: usize,
+    path: &mut Vec<String>,
+    out: &mut Vec<Leaf>,
+) -> Result<(), SopsError> {
+    if matches!(v, Value::Object(_) | Value::Array(_)) && depth >= super::MAX_DEPTH {
+        return Err(super::depth::too_deep());
+    }
     match v {
         Value::Object(m) => {
             for (k, v) in m {
                 path.push(k.clone());
-                collect(v, path, out);
+                collect(v, depth + 1, path, out)?;
                 path.pop();
             }
         }
-        Value::Array(a) => a.iter().for_each(|v| collect(v, path, out)),
+        Value::Array(a) => {
+            for v in a {
+                collect(v, depth + 1, path, out)?;
+            }
+        }
         other => out.push(Leaf {
             path: path.clone(),
             value: scalar(other),
@@ -34,6 +48,7 @@ fn collect(v: &Value, path: &mut Vec<String>, out: &mut Vec<Leaf>) {
             comments: Vec::new(),
         }),
     }
+    Ok(())
 }
 
 fn scalar(v: &Value) -> Scalar {
@@ -58,7 +73,7 @@ impl JsonDoc {
         })?;
         let metadata = obj.shift_remove("sops");
         let mut leaves = Vec::new();
-        collect(&value, &mut Vec::new(), &mut leaves);
+        collect(&value, 0, &mut Vec::new(), &mut leaves)?;
         Ok(JsonDoc {
             value,
             leaves,

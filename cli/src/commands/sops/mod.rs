@@ -563,7 +563,11 @@ fn filestatus(file: &Path, common: &SopsCommon) -> Result<(), CliError> {
     let encrypted = match EncryptedFile::load(&text, input_format(file, common)) {
         Ok(_) => true,
         Err(SopsError::NotSopsFile) => false,
-        Err(SopsError::Format(_)) if input_format(file, common) == FileFormat::Binary => false,
+        Err(SopsError::Format(_) | SopsError::TooDeep { .. })
+            if input_format(file, common) == FileFormat::Binary =>
+        {
+            false
+        }
         Err(e) => return Err(sops_err(&name, e)),
     };
     println!("{}", serde_json::json!({ "encrypted": encrypted }));
@@ -724,9 +728,16 @@ fn check_cmd(paths: &[PathBuf], common: &SopsCommon) -> Result<(), CliError> {
             continue;
         };
         let format = FileFormat::from_path(&file.display().to_string());
-        let encrypted = EncryptedFile::load(&text, format).is_ok();
-        if encrypted {
-            continue;
+        match EncryptedFile::load(&text, format) {
+            Ok(_) => continue,
+            // A file too deep to read cannot be checked: say so rather than pass it. (Any file
+            // of an unknown type is tried as a binary SOPS file, i.e. JSON; deep JSON in one of
+            // those is simply not a SOPS file.)
+            Err(e @ SopsError::TooDeep { .. }) if format != FileFormat::Binary => {
+                problems.push(format!("{}: {e}; it cannot be checked", file.display()));
+                continue;
+            }
+            Err(_) => {}
         }
         let rule_hit = match &found {
             Some(f) => f
