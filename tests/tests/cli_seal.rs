@@ -698,6 +698,106 @@ fn syntax_errors_do_not_quote_secret_values() {
     }
 }
 
+/// Stderr must hold none of what the base64 crate's error text would echo about a value: the
+/// marker in it, a byte ("Invalid symbol 126"), an offset or a length.
+fn no_echo(o: &Output, what: &str) {
+    let err = stderr(o);
+    assert_ne!(o.status.code(), Some(0), "{what}: should fail:\n{err}");
+    for leak in ["MARKER", "symbol", "offset", "Invalid", "length", "padding"] {
+        assert!(
+            !err.contains(leak),
+            "{what}: stderr contains {leak:?}:\n{err}"
+        );
+    }
+}
+
+/// Values that are not base64 (Secret `data`, `encryptedData`, the legacy `spec.data`, a key
+/// Secret's `tls.key`, the body of a PEM key or certificate) give an error naming the file,
+/// document and field, and never a byte of the value, its length or an offset into it.
+#[test]
+fn base64_errors_never_echo_the_value() {
+    let k = shared_key();
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let cert = s(&k.cert());
+    let bad = "aHVudGVy~MARKER~";
+
+    let input = with_file(
+        d,
+        "secret.yaml",
+        &format!("kind: Secret\nmetadata: {{name: x, namespace: y}}\ndata:\n  password: '{bad}'\n"),
+    );
+    let o = sealkit(d, &["seal", "--cert", &cert, "-f", &input], b"");
+    no_echo(&o, "data");
+    fails(
+        &o,
+        1,
+        &["secret.yaml", "document 1", "data.password", "base64"],
+    );
+
+    let recover = |name: &str, doc: &str, key: &str| {
+        let f = with_file(d, name, doc);
+        sealkit(
+            d,
+            &[
+                "seal",
+                "--recovery-unseal",
+                "--recovery-private-key",
+                key,
+                "-f",
+                &f,
+            ],
+            b"",
+        )
+    };
+    let right = s(&k.key());
+    let sealed: Value = serde_json::from_slice(&seal_good(d, k, &[])).expect("json");
+    let mut doc = sealed.clone();
+    doc["spec"]["encryptedData"]["password"] = bad.into();
+    let o = recover("enc.json", &doc.to_string(), &right);
+    no_echo(&o, "encryptedData");
+    fails(&o, 1, &["enc.json", "encryptedData.password", "base64"]);
+
+    let mut doc = sealed.clone();
+    doc["spec"]["encryptedData"] = serde_json::json!({});
+    doc["spec"]["data"] = bad.into();
+    let o = recover("legacy.json", &doc.to_string(), &right);
+    no_echo(&o, "spec.data");
+    fails(&o, 1, &["legacy.json", "spec.data", "base64"]);
+
+    // A backup of the key Secrets whose tls.key is not base64, and a PEM key whose body is not.
+    let backup = with_file(
+        d,
+        "backup.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: sealed-secrets-key}}\ndata:\n  tls.key: '{bad}'\n"
+        ),
+    );
+    let o = recover("sealed.json", &sealed.to_string(), &backup);
+    no_echo(&o, "tls.key");
+    fails(&o, 1, &["backup.yaml", "tls.key", "base64"]);
+    let pem = with_file(
+        d,
+        "broken.key",
+        &format!(
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIJKAIBAAKCAgEA{bad}\n-----END RSA PRIVATE KEY-----\n"
+        ),
+    );
+    let o = recover("sealed.json", &sealed.to_string(), &pem);
+    no_echo(&o, "PEM key");
+    fails(&o, 1, &["broken.key", "PEM"]);
+    let pem = with_file(
+        d,
+        "broken.crt",
+        &format!(
+            "-----BEGIN CERTIFICATE-----\nMIIFazCCA1OgAwIBAgIU{bad}\n-----END CERTIFICATE-----\n"
+        ),
+    );
+    let o = sealkit(d, &["seal", "--cert", &pem], GOOD.as_bytes());
+    no_echo(&o, "PEM certificate");
+    fails(&o, 1, &["broken.crt", "PEM"]);
+}
+
 /// Input nested 100,000 levels deep gets an error, not a stack overflow (which, through the
 /// real binary, would show as a signal rather than an exit code).
 #[test]

@@ -453,6 +453,122 @@ fn script(e: &Env, name: &str, body: &str) -> String {
     e.path(name).display().to_string()
 }
 
+/// What the base64 crate's error text (and other echoes) would put into a message about a
+/// value: none of it may reach stderr.
+fn assert_no_echo(o: &Output, what: &str) {
+    let err = stderr(o);
+    assert_ne!(o.status.code(), Some(0), "{what}: should fail:\n{err}");
+    for leak in [
+        "MARKER", "symbol", "offset", "Invalid", "length", "padding", "found",
+    ] {
+        assert!(
+            !err.contains(leak),
+            "{what}: stderr contains {leak:?}:\n{err}"
+        );
+    }
+}
+
+/// Bad base64 (and other bad key material) in SOPS files, recipients and identities gives an
+/// error naming where it is, never a byte of the value, its length or an offset into it.
+#[test]
+fn bad_base64_is_never_echoed() {
+    let e = Env::new();
+    e.write("s.yaml", "app:\n  password: hunter2\n");
+    ok(&e.sops(&["encrypt", "-i", "--age", &e.recipient, "s.yaml"], &[]));
+    let enc = e.read("s.yaml");
+    let line = enc
+        .lines()
+        .find(|l| l.contains("password: ENC["))
+        .expect("enc line")
+        .to_string();
+    let field = |name: &str| {
+        let start = line.find(&format!("{name}:")).expect("field") + name.len() + 1;
+        let end = start + line[start..].find([',', ']']).expect("end");
+        line[start..end].to_string()
+    };
+    // data, iv and tag that are not base64; an iv and a tag of the wrong length.
+    for (i, (name, bad)) in [
+        ("data", "aGVsbG8~MARKER~"),
+        ("iv", "~MARKER~AAAA"),
+        ("tag", "MARKER=="),
+        ("iv", "AAAAAAAAAAAAAAAA"),
+        ("tag", "AAAA"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let broken = enc.replace(&format!("{name}:{}", field(name)), &format!("{name}:{bad}"));
+        assert_ne!(broken, enc);
+        let f = format!("b64-{i}.yaml");
+        e.write(&f, &broken);
+        let o = e.sops(&["decrypt", &f], &[]);
+        assert_no_echo(&o, &format!("ENC {name} {bad}"));
+        fails(&o, &[&f, "app.password", "malformed encrypted value", name]);
+    }
+    // The age envelope of the data key.
+    let begin = enc
+        .lines()
+        .find(|l| l.trim_start() == "-----BEGIN AGE ENCRYPTED FILE-----")
+        .expect("armor");
+    let indent = &begin[..begin.len() - begin.trim_start().len()];
+    let broken = enc.replacen(
+        &format!("{begin}\n"),
+        &format!("{begin}\n{indent}~MARKER~\n"),
+        1,
+    );
+    assert_ne!(broken, enc);
+    e.write("armor.yaml", &broken);
+    assert_no_echo(&e.sops(&["decrypt", "armor.yaml"], &[]), "age armor");
+
+    // Recipients: an ssh-ed25519 key whose key data is not base64, and an age identity (a
+    // secret key) given where a recipient belongs.
+    e.write("p.yaml", "a: b\n");
+    let o = e.sops(
+        &[
+            "encrypt",
+            "--age",
+            "ssh-ed25519 AAAAC3Nz~MARKER~ me@host",
+            "p.yaml",
+        ],
+        &[],
+    );
+    assert_no_echo(&o, "ssh recipient");
+    fails(&o, &["ssh-ed25519"]);
+    let secret_key = fs::read_to_string(&e.key)
+        .expect("key")
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
+        .expect("secret key line")
+        .to_string();
+    let o = e.sops(&["encrypt", "--age", &secret_key, "p.yaml"], &[]);
+    let err = stderr(&o);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        !err.contains(&secret_key),
+        "the secret key is echoed:\n{err}"
+    );
+    assert!(
+        !err.contains(&secret_key[20..40]),
+        "part of the secret key is echoed:\n{err}"
+    );
+    // An SSH private key whose body is not base64.
+    e.write(
+        "id_ed25519",
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA~MARKER~\n-----END OPENSSH PRIVATE KEY-----\n",
+    );
+    let o = e.sops(
+        &["decrypt", "s.yaml"],
+        &[
+            ("SOPS_AGE_KEY_FILE", ""),
+            (
+                "SOPS_AGE_SSH_PRIVATE_KEY_FILE",
+                &e.path("id_ed25519").display().to_string(),
+            ),
+        ],
+    );
+    assert_no_echo(&o, "ssh private key");
+}
+
 /// A document nested 100,000 levels deep: a clear error naming the file, never a stack
 /// overflow (run through the real binary, where an overflow is a SIGSEGV/SIGABRT).
 #[test]

@@ -92,16 +92,14 @@ pub struct SshEd25519Recipient {
 }
 
 impl SshEd25519Recipient {
-    /// Parses an OpenSSH public key line.
+    /// Parses an OpenSSH public key line. The error does not quote the key data: what is there
+    /// may not be a public key at all.
     pub fn parse(line: &str) -> Result<Self, SopsError> {
         let bad = || {
-            SopsError::Identity(format!(
-                "invalid ssh-ed25519 public key '{}'",
-                line.split_whitespace()
-                    .take(2)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ))
+            SopsError::Identity(
+                "invalid ssh-ed25519 recipient: the key data is not the base64 of an ed25519 public key"
+                    .into(),
+            )
         };
         let mut parts = line.split_whitespace();
         if parts.next() != Some(TAG) {

@@ -142,7 +142,13 @@ impl Plain {
                 "0" | "f" | "F" | "FALSE" | "false" | "False" => false,
                 _ => return Err("type:bool value is not a boolean".into()),
             }),
-            other => return Err(format!("unknown value type '{other}'")),
+            // Not quoted back: it is part of the encrypted value's text.
+            _ => {
+                return Err(
+                    "unknown value type (expected str, int, float, bool, bytes, time or comment)"
+                        .into(),
+                );
+            }
         })
     }
 
