@@ -442,6 +442,11 @@ fn indent_and_huge_files() {
     );
 }
 
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(p).expect("meta").permissions().mode() & 0o777
+}
+
 fn chmod(p: &Path, m: u32) {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(p, fs::Permissions::from_mode(m)).expect("chmod");
@@ -451,6 +456,72 @@ fn script(e: &Env, name: &str, body: &str) -> String {
     e.write(name, &format!("#!/bin/sh\n{body}"));
     chmod(&e.path(name), 0o755);
     e.path(name).display().to_string()
+}
+
+/// Every path that puts plaintext on disk creates it 0600, also over an existing file whose
+/// looser mode must not survive (`-i` on a 0644 file, `--output` onto a 0644 file).
+#[test]
+fn plaintext_files_are_written_0600() {
+    let e = Env::new();
+    e.write("s.yaml", SECRET);
+    ok(&e.sops(&["encrypt", "-i", "--age", &e.recipient, "s.yaml"], &[]));
+    let enc = e.read("s.yaml");
+    chmod(&e.path("s.yaml"), 0o644);
+    ok(&e.sops(&["decrypt", "-i", "s.yaml"], &[]));
+    assert_eq!(e.read("s.yaml"), SECRET);
+    assert_eq!(mode(&e.path("s.yaml")), 0o600, "decrypt -i");
+
+    e.write("s2.yaml", &enc);
+    e.write("out.yaml", "old\n");
+    chmod(&e.path("out.yaml"), 0o644);
+    ok(&e.sops(&["decrypt", "--output", "out.yaml", "s2.yaml"], &[]));
+    assert_eq!(e.read("out.yaml"), SECRET);
+    assert_eq!(
+        mode(&e.path("out.yaml")),
+        0o600,
+        "decrypt --output onto a 0644 file"
+    );
+    ok(&e.sops(
+        &[
+            "decrypt",
+            "--output-type",
+            "json",
+            "--output",
+            "new.json",
+            "s2.yaml",
+        ],
+        &[],
+    ));
+    assert_eq!(
+        mode(&e.path("new.json")),
+        0o600,
+        "decrypt --output to a new file"
+    );
+    // No temporary files left next to the outputs.
+    let stray: Vec<_> = fs::read_dir(e.dir.path())
+        .expect("ls")
+        .flatten()
+        .filter(|d| d.file_name().to_string_lossy().starts_with(".sealkit-"))
+        .collect();
+    assert!(stray.is_empty(), "temporary files left behind");
+
+    // The editor's and exec-file's temporary plaintexts: 0600, in a 0700 directory.
+    let editor = script(
+        &e,
+        "stat-editor.sh",
+        &format!(
+            "stat -c %a \"$1\" \"$(dirname \"$1\")\" > {}\n",
+            e.path("edit-modes").display()
+        ),
+    );
+    ok(&e.sops(&["edit", "s2.yaml"], &[("EDITOR", &editor)]));
+    assert_eq!(e.read("edit-modes"), "600\n700\n");
+    let out = String::from_utf8(ok(&e.sops(
+        &["exec-file", "s2.yaml", "stat -c %a {} \"$(dirname {})\""],
+        &[],
+    )))
+    .expect("utf8");
+    assert_eq!(out, "600\n700\n");
 }
 
 /// What the base64 crate's error text (and other echoes) would put into a message about a

@@ -199,11 +199,15 @@ fn write_out(
     bytes: &[u8],
     plaintext: bool,
 ) -> Result<(), CliError> {
+    // Plaintext is written 0600 whatever was there: the mode of the encrypted file it replaces
+    // (`-i`) or of an old output file is often 0644 and must not carry over. write_atomic
+    // creates the temporary file 0600 and renames it into place, so no other mode is ever seen.
+    let mode = plaintext.then_some(0o600);
     if out.in_place {
-        return write_atomic(file, bytes, None);
+        return write_atomic(file, bytes, mode);
     }
     match &out.output {
-        Some(p) => write_atomic(p, bytes, plaintext.then_some(0o600).filter(|_| !p.exists())),
+        Some(p) => write_atomic(p, bytes, mode),
         None => {
             let mut o = std::io::stdout().lock();
             o.write_all(bytes)
@@ -387,6 +391,14 @@ impl PlainFile {
             .prefix("sealkit-sops-")
             .tempdir()
             .map_err(|e| CliError::io_at("cannot create a temporary directory", &e))?;
+        // tempfile creates the directory with the umask's mode (often 0755): the names in it
+        // (the editor's swap and backup files too) are nobody else's business.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| CliError::io_at("cannot make the temporary directory private", &e))?;
+        }
         let name = original
             .file_name()
             .map(|n| n.to_os_string())
