@@ -524,6 +524,115 @@ fn plaintext_files_are_written_0600() {
     assert_eq!(out, "600\n700\n");
 }
 
+/// A process the test started, stopped by its id when the test ends (pass or fail).
+struct Reaper(Option<String>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+fn wait_for_file(p: &Path) -> String {
+    for _ in 0..600 {
+        if let Ok(t) = fs::read_to_string(p)
+            && t.ends_with('\n')
+        {
+            return t.trim_end().to_string();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("{} never appeared", p.display());
+}
+
+/// `edit` and `exec-file` hold plaintext in a temporary file while the editor or command runs;
+/// a SIGTERM or SIGINT to sealkit then removes it (and its directory), leaves the encrypted
+/// file as it was, stops the child and exits non-zero.
+#[test]
+fn temp_plaintext_removed_on_sigterm_and_sigint() {
+    let e = Env::new();
+    e.write("s.yaml", SECRET);
+    ok(&e.sops(&["encrypt", "-i", "--age", &e.recipient, "s.yaml"], &[]));
+    let enc = e.read("s.yaml");
+    for (i, (signal, sub)) in [
+        ("TERM", "edit"),
+        ("INT", "edit"),
+        ("TERM", "exec-file"),
+        ("INT", "exec-file"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let seen = e.path(format!("seen-{i}").as_str());
+        let pidfile = e.path(format!("pid-{i}").as_str());
+        // The child records the plaintext's path and its own pid, then waits to be stopped.
+        let child = script(
+            &e,
+            &format!("child-{i}.sh"),
+            &format!(
+                "echo $$ > {}\nprintf '%s\\n' \"$1\" > {}\nexec sleep 60\n",
+                pidfile.display(),
+                seen.display()
+            ),
+        );
+        let mut cmd = Command::new(sealkit_tests::sealkit_bin());
+        cmd.arg("sops")
+            .current_dir(e.dir.path())
+            .env("SOPS_AGE_KEY_FILE", &e.key)
+            .env("XDG_CONFIG_HOME", e.path("xdg"))
+            .env_remove("SOPS_AGE_KEY")
+            .env_remove("SOPS_CONFIG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if sub == "edit" {
+            cmd.args(["edit", "s.yaml"]).env("EDITOR", &child);
+        } else {
+            cmd.args(["exec-file", "s.yaml", &format!("{child} {{}}")]);
+        }
+        let mut proc = cmd.spawn().expect("spawn sealkit");
+        let mut sealkit = Reaper(Some(proc.id().to_string()));
+        let tmp = std::path::PathBuf::from(wait_for_file(&seen));
+        let _child = Reaper(Some(wait_for_file(&pidfile)));
+        assert!(
+            tmp.exists(),
+            "{sub}: the plaintext exists while the child runs"
+        );
+        assert_eq!(fs::read_to_string(&tmp).expect("read tmp"), SECRET);
+        ok(&run(
+            Command::new("kill").args([format!("-{signal}"), proc.id().to_string()]),
+            b"",
+        ));
+        let mut status = None;
+        for _ in 0..400 {
+            if let Some(s) = proc.try_wait().expect("wait") {
+                // Reaped: its pid is no longer ours to signal.
+                sealkit.0 = None;
+                status = Some(s);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let status = status.unwrap_or_else(|| panic!("{sub}: sealkit did not exit on SIG{signal}"));
+        assert!(!status.success(), "{sub}/SIG{signal}: exit status {status}");
+        assert!(
+            !tmp.exists(),
+            "{sub}/SIG{signal}: the temporary plaintext {} is still there",
+            tmp.display()
+        );
+        assert!(
+            tmp.parent().is_none_or(|d| !d.exists()),
+            "{sub}/SIG{signal}: the temporary directory is still there"
+        );
+        assert_eq!(e.read("s.yaml"), enc, "{sub}/SIG{signal}: the file changed");
+    }
+}
+
 /// What the base64 crate's error text (and other echoes) would put into a message about a
 /// value: none of it may reach stderr.
 fn assert_no_echo(o: &Output, what: &str) {

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod identities;
+mod plaintext;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use zeroize::Zeroizing;
 use crate::args::{OutputFlags, RuleFlags, SopsCommand, SopsCommon};
 use crate::error::CliError;
 use crate::io::{read_bytes, read_limited, write_atomic};
+use plaintext::PlainFile;
 
 /// The largest file `sealkit sops` reads: SOPS files are configuration, not bulk data, and
 /// everything is held in memory (twice) while it is processed.
@@ -379,45 +381,6 @@ fn editor() -> String {
         .unwrap_or_else(|| "vi".to_string())
 }
 
-/// A private temporary copy of a plaintext (0600 in a 0700 directory), removed on drop.
-struct PlainFile {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
-impl PlainFile {
-    fn new(original: &Path, bytes: &[u8]) -> Result<Self, CliError> {
-        let dir = tempfile::Builder::new()
-            .prefix("sealkit-sops-")
-            .tempdir()
-            .map_err(|e| CliError::io_at("cannot create a temporary directory", &e))?;
-        // tempfile creates the directory with the umask's mode (often 0755): the names in it
-        // (the editor's swap and backup files too) are nobody else's business.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| CliError::io_at("cannot make the temporary directory private", &e))?;
-        }
-        let name = original
-            .file_name()
-            .map(|n| n.to_os_string())
-            .unwrap_or_else(|| "plaintext".into());
-        let path = dir.path().join(name);
-        write_atomic(&path, bytes, Some(0o600))?;
-        Ok(PlainFile { _dir: dir, path })
-    }
-}
-
-impl Drop for PlainFile {
-    fn drop(&mut self) {
-        // Overwrite before unlinking: the plaintext should not linger in the page cache's file.
-        if let Ok(meta) = std::fs::metadata(&self.path) {
-            let _ = std::fs::write(&self.path, vec![0u8; meta.len() as usize]);
-        }
-    }
-}
-
 fn shell_quote(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
 }
@@ -428,11 +391,11 @@ fn edit_cmd(file: &Path, ignore_mac: bool, common: &SopsCommon) -> Result<(), Cl
     let stash = ef.iv_stash(&key);
     let tmp = PlainFile::new(file, &plain)?;
     loop {
-        let status = Command::new("sh")
-            .arg("-c")
-            .arg(format!("{} {}", editor(), shell_quote(&tmp.path)))
-            .status()
-            .map_err(|e| CliError::io_at("cannot start the editor", &e))?;
+        let status = tmp.run(Command::new("sh").arg("-c").arg(format!(
+            "{} {}",
+            editor(),
+            shell_quote(&tmp.path)
+        )))?;
         if !status.success() {
             return Err(CliError::input(format!(
                 "the editor exited with {status}; {name} was not changed"
@@ -444,7 +407,9 @@ fn edit_cmd(file: &Path, ignore_mac: bool, common: &SopsCommon) -> Result<(), Cl
             return Ok(());
         }
         match encrypt_with_key(&edited, format, &ef.options(), &key, Some(&stash)) {
-            Ok(text) => return write_atomic(file, text.as_bytes(), None),
+            // A signal arriving now waits for the write: the file is either untouched or
+            // completely rewritten.
+            Ok(text) => return tmp.guarded(|| write_atomic(file, text.as_bytes(), None)),
             Err(e) => {
                 eprintln!("error: {name}: the edited file cannot be encrypted: {e}");
                 if !std::io::stdin().is_terminal() {
@@ -527,6 +492,11 @@ fn run_shell(command: &str, envs: Vec<(String, String)>) -> Result<(), CliError>
         .envs(envs)
         .status()
         .map_err(|e| CliError::io_at("cannot run the command", &e))?;
+    exit_like(status)
+}
+
+/// Passes a command's exit code on.
+fn exit_like(status: std::process::ExitStatus) -> Result<(), CliError> {
     match status.code() {
         Some(0) => Ok(()),
         Some(c) => Err(CliError::silent(u8::try_from(c).unwrap_or(1))),
@@ -565,7 +535,7 @@ fn exec_file(file: &Path, command: &str, common: &SopsCommon) -> Result<(), CliE
     } else {
         format!("{command} {}", shell_quote(&tmp.path))
     };
-    run_shell(&cmd, Vec::new())
+    exit_like(tmp.run(Command::new("sh").arg("-c").arg(cmd))?)
 }
 
 fn filestatus(file: &Path, common: &SopsCommon) -> Result<(), CliError> {
