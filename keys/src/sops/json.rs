@@ -124,19 +124,6 @@ fn float_json(f: f64) -> Value {
     }
 }
 
-#[cfg(test)]
-mod float_tests {
-    use super::*;
-
-    #[test]
-    fn integral_floats_print_as_go_prints_them() {
-        assert_eq!(float_json(5432.0).to_string(), "5432");
-        assert_eq!(float_json(-3.0).to_string(), "-3");
-        assert_eq!(float_json(0.25).to_string(), "0.25");
-        assert_eq!(float_json(1.5).to_string(), "1.5");
-    }
-}
-
 /// Pretty JSON with `indent` (sops uses a tab by default).
 pub fn to_string(v: &Value, indent: &str) -> String {
     let mut out = Vec::new();
@@ -148,4 +135,17 @@ pub fn to_string(v: &Value, indent: &str) -> String {
     let mut s = String::from_utf8(out).unwrap_or_default();
     s.push('\n');
     s
+}
+
+#[cfg(test)]
+mod float_tests {
+    use super::*;
+
+    #[test]
+    fn integral_floats_print_as_go_prints_them() {
+        assert_eq!(float_json(5432.0).to_string(), "5432");
+        assert_eq!(float_json(-3.0).to_string(), "-3");
+        assert_eq!(float_json(0.25).to_string(), "0.25");
+        assert_eq!(float_json(1.5).to_string(), "1.5");
+    }
 }
