@@ -842,3 +842,29 @@ fn deeply_nested_input_is_refused() {
         fails(&o, 1, &[name]);
     }
 }
+
+/// A kubeconfig `*-data` field that is not base64 (for client-key-data, a private key): the
+/// error names the field, never a byte of it or an offset.
+#[test]
+fn kubeconfig_base64_errors_never_echo_the_value() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let good = "aGVsbG8=";
+    let bad = "aGVsbG8~MARKER~";
+    for (field, ca, cert, key) in [
+        ("certificate-authority-data", bad, good, good),
+        ("client-certificate-data", good, bad, good),
+        ("client-key-data", good, good, bad),
+    ] {
+        let kc = with_file(
+            d,
+            &format!("{field}.kubeconfig"),
+            &format!(
+                "apiVersion: v1\nkind: Config\ncurrent-context: dev\ncontexts:\n- name: dev\n  context: {{cluster: c, user: u}}\nclusters:\n- name: c\n  cluster: {{server: 'https://127.0.0.1:1', certificate-authority-data: '{ca}'}}\nusers:\n- name: u\n  user: {{client-certificate-data: '{cert}', client-key-data: '{key}'}}\n"
+            ),
+        );
+        let o = sealkit(d, &["seal", "--fetch-cert", "--kubeconfig", &kc], b"");
+        no_echo(&o, field);
+        assert!(stderr(&o).contains(field), "{field}:\n{}", stderr(&o));
+    }
+}
