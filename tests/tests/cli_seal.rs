@@ -843,6 +843,46 @@ fn deeply_nested_input_is_refused() {
     }
 }
 
+/// `--recovery-unseal -w` writes plaintext: mode 0600, also over an existing 0644 file.
+#[test]
+fn recovery_unseal_output_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let k = shared_key();
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let sealed = with_file(
+        d,
+        "sealed.json",
+        &String::from_utf8(seal_good(d, k, &[])).expect("utf8"),
+    );
+    let out = d.join("plain.yaml");
+    fs::write(&out, "old\n").expect("write");
+    fs::set_permissions(&out, fs::Permissions::from_mode(0o644)).expect("chmod");
+    ok(&sealkit(
+        d,
+        &[
+            "seal",
+            "--recovery-unseal",
+            "--recovery-private-key",
+            &s(&k.key()),
+            "-f",
+            &sealed,
+            "-w",
+            &s(&out),
+        ],
+        b"",
+    ));
+    assert!(
+        fs::read_to_string(&out)
+            .expect("read")
+            .contains("aHVudGVyMg==")
+    );
+    assert_eq!(
+        fs::metadata(&out).expect("meta").permissions().mode() & 0o777,
+        0o600
+    );
+}
+
 /// A kubeconfig `*-data` field that is not base64 (for client-key-data, a private key): the
 /// error names the field, never a byte of it or an offset.
 #[test]
