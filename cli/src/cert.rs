@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sealkit_keys::seal::PublicKey;
+use sealkit_keys::seal::{KeyError, PublicKey};
 
 use crate::error::CliError;
 use crate::io::read_bytes;
@@ -73,6 +73,12 @@ pub fn load(
         }
     };
     PublicKey::from_certificate_pem(&pem).map_err(|e| {
+        // The pem crate's error for a bad body is the base64 crate's (a byte and its offset):
+        // not repeated.
+        let e = match e {
+            KeyError::Pem(_) => "invalid PEM: the base64 body does not decode".to_string(),
+            other => other.to_string(),
+        };
         CliError::input(format!("{name}: {e}")).with_hint(
             "--cert must be the controller's certificate (`sealkit seal --fetch-cert` prints it)",
         )

@@ -52,16 +52,44 @@ pub(crate) async fn client(t: &Target<'_>) -> Result<Client, CliError> {
             })?;
             Config::from_custom_kubeconfig(kc, &options)
                 .await
-                .map_err(|e| CliError::input(format!("kubeconfig: {e}")))?
+                .map_err(|e| CliError::input(format!("kubeconfig: {}", kube_message(&e))))?
         }
         None => Config::infer().await.map_err(|e| {
-            CliError::usage(format!("cannot find a cluster: {e}")).with_hint(
+            CliError::usage(format!("cannot find a cluster: {}", kube_message(&e))).with_hint(
                 "set KUBECONFIG or pass --kubeconfig, or give --cert FILE|URL to work offline",
             )
         })?,
     };
-    Client::try_from(config)
-        .map_err(|e| CliError::io(format!("cannot create a Kubernetes client: {e}")))
+    Client::try_from(config).map_err(|e| {
+        CliError::io(format!(
+            "cannot create a Kubernetes client: {}",
+            kube_message(&e)
+        ))
+    })
+}
+
+/// kube's message for a kubeconfig error, unless a `*-data` field is not valid base64: kube's
+/// text then ends in the base64 crate's, which names a byte of the value and its offset (for
+/// `client-key-data`, a byte of the private key). That error names the field instead.
+fn kube_message(e: &(dyn std::error::Error + 'static)) -> String {
+    use kube::config::{KubeconfigError, LoadDataError};
+    let mut field = "a *-data field";
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        match err.downcast_ref::<KubeconfigError>() {
+            Some(KubeconfigError::LoadCertificateAuthority(_)) => {
+                field = "certificate-authority-data"
+            }
+            Some(KubeconfigError::LoadClientCertificate(_)) => field = "client-certificate-data",
+            Some(KubeconfigError::LoadClientKey(_)) => field = "client-key-data",
+            _ => {}
+        }
+        if let Some(LoadDataError::DecodeBase64(_)) = err.downcast_ref::<LoadDataError>() {
+            return format!("the kubeconfig's {field} is not valid base64");
+        }
+        cur = err.source();
+    }
+    e.to_string()
 }
 
 async fn proxy_path(client: &Client, t: &Target<'_>, suffix: &str) -> Result<String, CliError> {

@@ -78,8 +78,10 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Writes `bytes` to `path` atomically. New files get `mode` (default 0644); an existing
-/// file keeps its permissions.
+/// Writes `bytes` to `path` atomically. With `mode`, the file gets that mode whether or not it
+/// existed (plaintext outputs pass 0600); without, an existing file keeps its permissions and a
+/// new one gets 0644. The temporary file is created 0600, so the content is never readable by
+/// others, even before the final mode is set.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<(), CliError> {
     let name = path.display().to_string();
     let dir = match path.parent() {

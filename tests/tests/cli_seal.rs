@@ -697,3 +697,214 @@ fn syntax_errors_do_not_quote_secret_values() {
         assert!(!stderr(&o).contains("sup3r-s3cret"), "{}", stderr(&o));
     }
 }
+
+/// Stderr must hold none of what the base64 crate's error text would echo about a value: the
+/// marker in it, a byte ("Invalid symbol 126"), an offset or a length.
+fn no_echo(o: &Output, what: &str) {
+    let err = stderr(o);
+    assert_ne!(o.status.code(), Some(0), "{what}: should fail:\n{err}");
+    for leak in ["MARKER", "symbol", "offset", "Invalid", "length", "padding"] {
+        assert!(
+            !err.contains(leak),
+            "{what}: stderr contains {leak:?}:\n{err}"
+        );
+    }
+}
+
+/// Values that are not base64 (Secret `data`, `encryptedData`, the legacy `spec.data`, a key
+/// Secret's `tls.key`, the body of a PEM key or certificate) give an error naming the file,
+/// document and field, and never a byte of the value, its length or an offset into it.
+#[test]
+fn base64_errors_never_echo_the_value() {
+    let k = shared_key();
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let cert = s(&k.cert());
+    let bad = "aHVudGVy~MARKER~";
+
+    let input = with_file(
+        d,
+        "secret.yaml",
+        &format!("kind: Secret\nmetadata: {{name: x, namespace: y}}\ndata:\n  password: '{bad}'\n"),
+    );
+    let o = sealkit(d, &["seal", "--cert", &cert, "-f", &input], b"");
+    no_echo(&o, "data");
+    fails(
+        &o,
+        1,
+        &["secret.yaml", "document 1", "data.password", "base64"],
+    );
+
+    let recover = |name: &str, doc: &str, key: &str| {
+        let f = with_file(d, name, doc);
+        sealkit(
+            d,
+            &[
+                "seal",
+                "--recovery-unseal",
+                "--recovery-private-key",
+                key,
+                "-f",
+                &f,
+            ],
+            b"",
+        )
+    };
+    let right = s(&k.key());
+    let sealed: Value = serde_json::from_slice(&seal_good(d, k, &[])).expect("json");
+    let mut doc = sealed.clone();
+    doc["spec"]["encryptedData"]["password"] = bad.into();
+    let o = recover("enc.json", &doc.to_string(), &right);
+    no_echo(&o, "encryptedData");
+    fails(&o, 1, &["enc.json", "encryptedData.password", "base64"]);
+
+    let mut doc = sealed.clone();
+    doc["spec"]["encryptedData"] = serde_json::json!({});
+    doc["spec"]["data"] = bad.into();
+    let o = recover("legacy.json", &doc.to_string(), &right);
+    no_echo(&o, "spec.data");
+    fails(&o, 1, &["legacy.json", "spec.data", "base64"]);
+
+    // A backup of the key Secrets whose tls.key is not base64, and a PEM key whose body is not.
+    let backup = with_file(
+        d,
+        "backup.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: sealed-secrets-key}}\ndata:\n  tls.key: '{bad}'\n"
+        ),
+    );
+    let o = recover("sealed.json", &sealed.to_string(), &backup);
+    no_echo(&o, "tls.key");
+    fails(&o, 1, &["backup.yaml", "tls.key", "base64"]);
+    let pem = with_file(
+        d,
+        "broken.key",
+        &format!(
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIJKAIBAAKCAgEA{bad}\n-----END RSA PRIVATE KEY-----\n"
+        ),
+    );
+    let o = recover("sealed.json", &sealed.to_string(), &pem);
+    no_echo(&o, "PEM key");
+    fails(&o, 1, &["broken.key", "PEM"]);
+    let pem = with_file(
+        d,
+        "broken.crt",
+        &format!(
+            "-----BEGIN CERTIFICATE-----\nMIIFazCCA1OgAwIBAgIU{bad}\n-----END CERTIFICATE-----\n"
+        ),
+    );
+    let o = sealkit(d, &["seal", "--cert", &pem], GOOD.as_bytes());
+    no_echo(&o, "PEM certificate");
+    fails(&o, 1, &["broken.crt", "PEM"]);
+}
+
+/// Input nested 100,000 levels deep gets an error, not a stack overflow (which, through the
+/// real binary, would show as a signal rather than an exit code).
+#[test]
+fn deeply_nested_input_is_refused() {
+    let k = shared_key();
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let cert = s(&k.cert());
+    const N: usize = 100_000;
+    for (name, text) in [
+        (
+            "flow.yaml",
+            format!(
+                "kind: Secret\nmetadata: {{name: x, namespace: y}}\nstringData: {{a: {}1{}}}\n",
+                "[".repeat(N),
+                "]".repeat(N)
+            ),
+        ),
+        (
+            "block.yaml",
+            format!(
+                "kind: Secret\nmetadata: {{name: x, namespace: y}}\nextra:\n{}x\n",
+                "- ".repeat(N)
+            ),
+        ),
+        (
+            "deep.json",
+            format!(
+                "{{\"kind\": \"Secret\", \"extra\": {}1{}}}",
+                "[".repeat(N),
+                "]".repeat(N)
+            ),
+        ),
+    ] {
+        let input = with_file(d, name, &text);
+        let o = sealkit(d, &["seal", "--cert", &cert, "-f", &input], b"");
+        assert!(
+            o.status.code().is_some(),
+            "{name}: killed by a signal ({})",
+            o.status
+        );
+        fails(&o, 1, &[name]);
+    }
+}
+
+/// `--recovery-unseal -w` writes plaintext: mode 0600, also over an existing 0644 file.
+#[test]
+fn recovery_unseal_output_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let k = shared_key();
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let sealed = with_file(
+        d,
+        "sealed.json",
+        &String::from_utf8(seal_good(d, k, &[])).expect("utf8"),
+    );
+    let out = d.join("plain.yaml");
+    fs::write(&out, "old\n").expect("write");
+    fs::set_permissions(&out, fs::Permissions::from_mode(0o644)).expect("chmod");
+    ok(&sealkit(
+        d,
+        &[
+            "seal",
+            "--recovery-unseal",
+            "--recovery-private-key",
+            &s(&k.key()),
+            "-f",
+            &sealed,
+            "-w",
+            &s(&out),
+        ],
+        b"",
+    ));
+    assert!(
+        fs::read_to_string(&out)
+            .expect("read")
+            .contains("aHVudGVyMg==")
+    );
+    assert_eq!(
+        fs::metadata(&out).expect("meta").permissions().mode() & 0o777,
+        0o600
+    );
+}
+
+/// A kubeconfig `*-data` field that is not base64 (for client-key-data, a private key): the
+/// error names the field, never a byte of it or an offset.
+#[test]
+fn kubeconfig_base64_errors_never_echo_the_value() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let good = "aGVsbG8=";
+    let bad = "aGVsbG8~MARKER~";
+    for (field, ca, cert, key) in [
+        ("certificate-authority-data", bad, good, good),
+        ("client-certificate-data", good, bad, good),
+        ("client-key-data", good, good, bad),
+    ] {
+        let kc = with_file(
+            d,
+            &format!("{field}.kubeconfig"),
+            &format!(
+                "apiVersion: v1\nkind: Config\ncurrent-context: dev\ncontexts:\n- name: dev\n  context: {{cluster: c, user: u}}\nclusters:\n- name: c\n  cluster: {{server: 'https://127.0.0.1:1', certificate-authority-data: '{ca}'}}\nusers:\n- name: u\n  user: {{client-certificate-data: '{cert}', client-key-data: '{key}'}}\n"
+            ),
+        );
+        let o = sealkit(d, &["seal", "--fetch-cert", "--kubeconfig", &kc], b"");
+        no_echo(&o, field);
+        assert!(stderr(&o).contains(field), "{field}:\n{}", stderr(&o));
+    }
+}

@@ -68,7 +68,9 @@ pub fn is_encrypted(s: &str) -> bool {
 }
 
 impl Envelope {
-    /// Parses `ENC[AES256_GCM,data:…,iv:…,tag:…,type:…]`.
+    /// Parses `ENC[AES256_GCM,data:…,iv:…,tag:…,type:…]`. Errors name the field at fault and
+    /// never quote the value: not a byte of it, its length or an offset into it (the base64
+    /// crate's own error text has all three, so it is never formatted).
     pub fn parse(s: &str) -> Result<Self, SopsError> {
         let bad = |why: &str| SopsError::MalformedValue(why.to_string());
         let inner = s
@@ -92,7 +94,7 @@ impl Envelope {
                 "iv" => iv = Some(decode(v, "iv")?),
                 "tag" => tag = Some(decode(v, "tag")?),
                 "type" => kind = Some(v.to_string()),
-                other => return Err(bad(&format!("unknown field '{other}'"))),
+                _ => return Err(bad("unknown field (expected data, iv, tag and type)")),
             }
         }
         let env = Envelope {
@@ -102,13 +104,10 @@ impl Envelope {
             kind: kind.ok_or_else(|| bad("missing type"))?,
         };
         if env.iv.len() != 32 {
-            return Err(bad(&format!("iv must be 32 bytes, found {}", env.iv.len())));
+            return Err(bad("iv must be 32 bytes"));
         }
         if env.tag.len() != 16 {
-            return Err(bad(&format!(
-                "tag must be 16 bytes, found {}",
-                env.tag.len()
-            )));
+            return Err(bad("tag must be 16 bytes"));
         }
         Ok(env)
     }

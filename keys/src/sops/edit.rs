@@ -46,6 +46,7 @@ pub fn parse_path(s: &str) -> Result<Vec<Step>, SopsError> {
 
 /// A plaintext file as a JSON value (YAML and JSON; dotenv and INI as flat maps).
 pub fn to_value(text: &str, format: FileFormat) -> Result<Value, SopsError> {
+    super::depth::check(text, format)?;
     match format {
         FileFormat::Yaml => serde_saphyr::from_str_with_options(
             text,
@@ -200,6 +201,7 @@ pub fn set_in_text(
     path: &[Step],
     value: Option<Value>,
 ) -> Result<String, SopsError> {
+    super::depth::check(text, format)?;
     match format {
         FileFormat::Yaml => {
             let file = yaml_edit::YamlFile::from_str(text)

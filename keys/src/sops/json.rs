@@ -17,16 +17,30 @@ pub struct JsonDoc {
     pub metadata: Option<Value>,
 }
 
-fn collect(v: &Value, path: &mut Vec<String>, out: &mut Vec<Leaf>) {
+// Recursive, so bounded: `depth` counts the collections around `v` (serde_json's own limit is
+// higher than ours). `replaced` walks only values that passed here.
+fn collect(
+    v: &Value,
+    depth: usize,
+    path: &mut Vec<String>,
+    out: &mut Vec<Leaf>,
+) -> Result<(), SopsError> {
+    if matches!(v, Value::Object(_) | Value::Array(_)) && depth >= super::MAX_DEPTH {
+        return Err(super::depth::too_deep());
+    }
     match v {
         Value::Object(m) => {
             for (k, v) in m {
                 path.push(k.clone());
-                collect(v, path, out);
+                collect(v, depth + 1, path, out)?;
                 path.pop();
             }
         }
-        Value::Array(a) => a.iter().for_each(|v| collect(v, path, out)),
+        Value::Array(a) => {
+            for v in a {
+                collect(v, depth + 1, path, out)?;
+            }
+        }
         other => out.push(Leaf {
             path: path.clone(),
             value: scalar(other),
@@ -34,6 +48,7 @@ fn collect(v: &Value, path: &mut Vec<String>, out: &mut Vec<Leaf>) {
             comments: Vec::new(),
         }),
     }
+    Ok(())
 }
 
 fn scalar(v: &Value) -> Scalar {
@@ -58,7 +73,7 @@ impl JsonDoc {
         })?;
         let metadata = obj.shift_remove("sops");
         let mut leaves = Vec::new();
-        collect(&value, &mut Vec::new(), &mut leaves);
+        collect(&value, 0, &mut Vec::new(), &mut leaves)?;
         Ok(JsonDoc {
             value,
             leaves,
@@ -109,19 +124,6 @@ fn float_json(f: f64) -> Value {
     }
 }
 
-#[cfg(test)]
-mod float_tests {
-    use super::*;
-
-    #[test]
-    fn integral_floats_print_as_go_prints_them() {
-        assert_eq!(float_json(5432.0).to_string(), "5432");
-        assert_eq!(float_json(-3.0).to_string(), "-3");
-        assert_eq!(float_json(0.25).to_string(), "0.25");
-        assert_eq!(float_json(1.5).to_string(), "1.5");
-    }
-}
-
 /// Pretty JSON with `indent` (sops uses a tab by default).
 pub fn to_string(v: &Value, indent: &str) -> String {
     let mut out = Vec::new();
@@ -133,4 +135,17 @@ pub fn to_string(v: &Value, indent: &str) -> String {
     let mut s = String::from_utf8(out).unwrap_or_default();
     s.push('\n');
     s
+}
+
+#[cfg(test)]
+mod float_tests {
+    use super::*;
+
+    #[test]
+    fn integral_floats_print_as_go_prints_them() {
+        assert_eq!(float_json(5432.0).to_string(), "5432");
+        assert_eq!(float_json(-3.0).to_string(), "-3");
+        assert_eq!(float_json(0.25).to_string(), "0.25");
+        assert_eq!(float_json(1.5).to_string(), "1.5");
+    }
 }

@@ -68,8 +68,14 @@ impl AgeIdentities {
         // The Go CLI writes work factor 18 and accepts up to 22; do the same rather than
         // second-guess from a timing estimate.
         scrypt.set_max_work_factor(22);
+        // age's armor errors carry the base64 crate's text (a byte of the file and its offset):
+        // never formatted.
         let decryptor = age::Decryptor::new_buffered(age::armor::ArmoredReader::new(data))
-            .map_err(|e| SopsError::Identity(format!("not an encrypted identity file: {e}")))?;
+            .map_err(|_| {
+                SopsError::Identity(
+                    "not an encrypted identity file (bad age header or armor)".into(),
+                )
+            })?;
         let mut reader = decryptor
             .decrypt(std::iter::once(&scrypt as &dyn age::Identity))
             .map_err(|e| match e {
@@ -112,15 +118,16 @@ impl AgeIdentities {
     /// Opens an armored age file (`enc`) with any identity.
     pub fn unwrap(&self, enc: &str) -> Result<Zeroizing<Vec<u8>>, SopsError> {
         let decryptor =
-            age::Decryptor::new_buffered(age::armor::ArmoredReader::new(enc.as_bytes()))
-                .map_err(|e| SopsError::Identity(format!("invalid age envelope: {e}")))?;
+            age::Decryptor::new_buffered(age::armor::ArmoredReader::new(enc.as_bytes())).map_err(
+                |_| SopsError::Identity("invalid age envelope (bad age header or armor)".into()),
+            )?;
         let mut reader = decryptor
             .decrypt(self.ids.iter().map(|i| i.as_ref() as &dyn age::Identity))
             .map_err(|_| SopsError::NoIdentity)?;
         let mut out = Zeroizing::new(Vec::new());
         reader
             .read_to_end(&mut out)
-            .map_err(|e| SopsError::Identity(format!("age payload: {e}")))?;
+            .map_err(|_| SopsError::Identity("the age payload does not decrypt".into()))?;
         Ok(out)
     }
 }
@@ -139,9 +146,20 @@ pub fn wrap_for(recipient: &str, key: &[u8]) -> Result<String, SopsError> {
         return Err(SopsError::Unsupported(
             "post-quantum age1pq recipients".into(),
         ));
+    } else if recipient.starts_with("AGE-SECRET-KEY-") {
+        // A private key pasted where a public one belongs: never repeated in an error.
+        return Err(SopsError::Identity(
+            "an age identity (AGE-SECRET-KEY-1…, a private key) was given as a recipient; give its public key (age1…, `age-keygen -y` prints it)".into(),
+        ));
     } else {
         Box::new(age::x25519::Recipient::from_str(recipient).map_err(|e| {
-            SopsError::Identity(format!("invalid age recipient '{recipient}': {e}"))
+            // A malformed public key is shown so the user can find it; anything else is not
+            // (it may be a secret pasted into the wrong place).
+            if recipient.starts_with("age1") {
+                SopsError::Identity(format!("invalid age recipient '{recipient}': {e}"))
+            } else {
+                SopsError::Identity(format!("invalid age recipient (expected age1…): {e}"))
+            }
         })?)
     };
     let encryptor = age::Encryptor::with_recipients(std::iter::once(boxed.as_ref()))

@@ -238,10 +238,18 @@ pub fn unflatten(pairs: &[(String, String)]) -> Result<Value, SopsError> {
         let top = parts.next().unwrap_or_default();
         let mut segs = vec![Seg::Key(top.to_string())];
         for p in parts {
+            // Each segment is a level of nesting, built (and later dropped and read) by
+            // recursion: bounded like any other document.
+            if segs.len() >= super::MAX_DEPTH {
+                return Err(super::depth::too_deep());
+            }
             if let Some(n) = p.strip_prefix("list_") {
-                segs.push(Seg::Index(n.parse().map_err(|_| {
-                    SopsError::Metadata(format!("bad list index in '{key}'"))
-                })?));
+                // sops numbers list items from 0 without gaps, so an index is below the number
+                // of keys; a larger one would only allocate a list of nulls.
+                let i: usize = n.parse().ok().filter(|&i| i < pairs.len()).ok_or_else(|| {
+                    SopsError::Metadata("a flattened key has a bad list index".into())
+                })?;
+                segs.push(Seg::Index(i));
             } else if let Some(k) = p.strip_prefix("map_") {
                 segs.push(Seg::Key(k.to_string()));
             } else {

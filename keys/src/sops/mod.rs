@@ -3,9 +3,11 @@
 //! `cipher` is the value envelope, `walk` the one walk that encrypts/decrypts leaves and
 //! computes the MAC, `metadata` the `sops` block, `keysource` age wrapping, `shamir` key
 //! groups; the stores (`yaml`, `json`, `dotenv`, `ini`, binary) only load leaves and emit text.
+//! `depth` bounds how deeply a file may nest before anything recurses over it.
 //! Formats follow sops 3.x exactly (see `docs/formats.md`).
 
 pub mod cipher;
+mod depth;
 mod dotenv;
 pub mod edit;
 mod ini;
@@ -21,6 +23,7 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 pub use cipher::DataKey;
+pub use depth::MAX_DEPTH;
 pub use keysource::AgeIdentities;
 pub use metadata::Metadata;
 use walk::{Leaf, Plain, decrypt_leaves, encrypt_leaves};
@@ -89,6 +92,12 @@ pub enum SopsError {
     /// The RNG failed.
     #[error("the random number generator failed")]
     Random,
+    /// The document nests mappings and lists deeper than sealkit reads ([`MAX_DEPTH`]).
+    #[error("the document is nested deeper than {limit} levels (the most sealkit reads)")]
+    TooDeep {
+        /// The limit.
+        limit: usize,
+    },
 }
 
 impl SopsError {
@@ -166,6 +175,7 @@ pub struct EncryptedFile {
 impl EncryptedFile {
     /// Loads an encrypted file.
     pub fn load(text: &str, format: FileFormat) -> Result<Self, SopsError> {
+        depth::check(text, format)?;
         let (store, raw) = match format {
             FileFormat::Yaml => {
                 let d = yaml::YamlDoc::load(text)?;
@@ -239,7 +249,7 @@ impl EncryptedFile {
                     source: Box::new(SopsError::Authentication),
                 })?;
             use crate::secret::ExposeSecret;
-            if !mac.expose_secret().eq_ignore_ascii_case(dec.mac.as_bytes()) {
+            if !walk::mac_matches(mac.expose_secret(), &dec.mac) {
                 return Err(SopsError::MacMismatch);
             }
         }
@@ -454,6 +464,7 @@ fn load_plain(text: &[u8], format: FileFormat) -> Result<(Vec<Leaf>, Store), Sop
     Ok(match format {
         FileFormat::Yaml => {
             let text = as_text()?;
+            depth::check(text, format)?;
             // The lossless parser forgives some invalid YAML; sops would not, so check first.
             for doc in serde_saphyr::from_multiple_with_options::<serde::de::IgnoredAny>(
                 text,
@@ -468,7 +479,9 @@ fn load_plain(text: &[u8], format: FileFormat) -> Result<(Vec<Leaf>, Store), Sop
             (d.leaves.clone(), Store::Yaml(d))
         }
         FileFormat::Json => {
-            let d = json::JsonDoc::load(as_text()?)?;
+            let text = as_text()?;
+            depth::check(text, format)?;
+            let d = json::JsonDoc::load(text)?;
             check(&d.metadata)?;
             (d.leaves.clone(), Store::Json(d))
         }

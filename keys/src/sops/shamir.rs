@@ -1,39 +1,43 @@
 //! Shamir secret sharing as sops uses it (forked from Vault): GF(2^8) with the AES polynomial,
-//! each share = the secret's length of y bytes followed by one x-coordinate byte.
+//! each share = the secret's length of y bytes followed by one x-coordinate byte. The field
+//! arithmetic is constant-time (see `gf_mul`).
 
+use subtle::{Choice, ConditionallySelectable};
 use zeroize::Zeroizing;
 
 use super::SopsError;
 
-fn gf_mul(mut a: u8, mut b: u8) -> u8 {
+// The arithmetic runs on secret bytes (the data key and the random coefficients), so it must
+// not leak them through timing: no table lookups indexed by a secret (Vault's and sops' log/exp
+// tables do that) and no branch or loop count that depends on one. Each multiplication is a
+// fixed 8-round shift-and-add whose conditional steps are masks chosen by `subtle`, which keeps
+// the compiler from turning them back into branches.
+fn gf_mul(a: u8, b: u8) -> u8 {
+    let mut a = a;
+    let mut b = b;
     let mut p = 0u8;
-    while b != 0 {
-        if b & 1 != 0 {
-            p ^= a;
-        }
-        let hi = a & 0x80;
-        a <<= 1;
-        if hi != 0 {
-            a ^= 0x1b;
-        }
+    for _ in 0..8 {
+        p ^= u8::conditional_select(&0, &a, Choice::from(b & 1));
+        let carry = Choice::from(a >> 7);
+        a = (a << 1) ^ u8::conditional_select(&0, &0x1b, carry);
         b >>= 1;
     }
     p
 }
 
 fn gf_inv(a: u8) -> u8 {
-    // a^254 = a^-1 in GF(2^8).
-    let mut r = 1u8;
-    let mut base = a;
-    let mut e = 254u32;
-    while e > 0 {
-        if e & 1 == 1 {
-            r = gf_mul(r, base);
-        }
-        base = gf_mul(base, base);
-        e >>= 1;
-    }
-    r
+    // a^254 = a^-1 in GF(2^8) (and 0 for 0), by a fixed chain of squarings and multiplications:
+    // the exponent is a constant, so the sequence of operations is the same for every input.
+    let a2 = gf_mul(a, a);
+    let a3 = gf_mul(a2, a);
+    let a6 = gf_mul(a3, a3);
+    let a12 = gf_mul(a6, a6);
+    let a15 = gf_mul(a12, a3);
+    let a30 = gf_mul(a15, a15);
+    let a60 = gf_mul(a30, a30);
+    let a120 = gf_mul(a60, a60);
+    let a127 = gf_mul(a120, gf_mul(a6, a));
+    gf_mul(a127, a127)
 }
 
 /// Combines shares (each `y… || x`) into the secret by Lagrange interpolation at 0.
@@ -141,6 +145,38 @@ mod tests {
         for a in 1..=255u8 {
             assert_eq!(gf_mul(a, gf_inv(a)), 1, "{a}");
         }
+    }
+
+    /// The schoolbook product in GF(2^8) mod x^8 + x^4 + x^3 + x + 1, computed the obvious way
+    /// (carry-less multiply to 15 bits, then reduce), independently of `gf_mul`.
+    fn reference_mul(a: u8, b: u8) -> u8 {
+        let mut wide = 0u16;
+        for i in 0..8 {
+            if b >> i & 1 == 1 {
+                wide ^= u16::from(a) << i;
+            }
+        }
+        for bit in (8..15).rev() {
+            if wide >> bit & 1 == 1 {
+                wide ^= 0x11b << (bit - 8);
+            }
+        }
+        wide as u8
+    }
+
+    #[test]
+    fn constant_time_arithmetic_matches_the_reference_on_every_input() {
+        for a in 0..=255u8 {
+            for b in 0..=255u8 {
+                assert_eq!(gf_mul(a, b), reference_mul(a, b), "{a} * {b}");
+            }
+            // The inverse by search: the one b with a * b = 1 (and 0 for 0, as a^254 gives).
+            let inv = (1..=255u8).find(|&b| reference_mul(a, b) == 1).unwrap_or(0);
+            assert_eq!(gf_inv(a), inv, "1 / {a}");
+        }
+        // Known values: AES's field, as in FIPS-197 (0x57 * 0x83 = 0xc1, 0x53^-1 = 0xca).
+        assert_eq!(gf_mul(0x57, 0x83), 0xc1);
+        assert_eq!(gf_inv(0x53), 0xca);
     }
 
     #[test]

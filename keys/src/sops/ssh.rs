@@ -92,16 +92,14 @@ pub struct SshEd25519Recipient {
 }
 
 impl SshEd25519Recipient {
-    /// Parses an OpenSSH public key line.
+    /// Parses an OpenSSH public key line. The error does not quote the key data: what is there
+    /// may not be a public key at all.
     pub fn parse(line: &str) -> Result<Self, SopsError> {
         let bad = || {
-            SopsError::Identity(format!(
-                "invalid ssh-ed25519 public key '{}'",
-                line.split_whitespace()
-                    .take(2)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ))
+            SopsError::Identity(
+                "invalid ssh-ed25519 recipient: the key data is not the base64 of an ed25519 public key"
+                    .into(),
+            )
         };
         let mut parts = line.split_whitespace();
         if parts.next() != Some(TAG) {
@@ -201,7 +199,12 @@ impl SshEd25519Identity {
             .ok_or_else(|| bad("truncated"))?
             .to_vec();
         let mut private = read_string(&mut r).ok_or_else(|| bad("truncated"))?;
-        if private.len() < 8 || private[..4] != private[4..8] {
+        // The two check integers match when a key decrypted correctly; compared like any
+        // other integrity check, in constant time.
+        if private.len() < 8
+            || aws_lc_rs::constant_time::verify_slices_are_equal(&private[..4], &private[4..8])
+                .is_err()
+        {
             return Err(bad("corrupt private section"));
         }
         private = &private[8..];

@@ -142,7 +142,13 @@ impl Plain {
                 "0" | "f" | "F" | "FALSE" | "false" | "False" => false,
                 _ => return Err("type:bool value is not a boolean".into()),
             }),
-            other => return Err(format!("unknown value type '{other}'")),
+            // Not quoted back: it is part of the encrypted value's text.
+            _ => {
+                return Err(
+                    "unknown value type (expected str, int, float, bool, bytes, time or comment)"
+                        .into(),
+                );
+            }
         })
     }
 
@@ -245,6 +251,21 @@ impl Mac {
             .map(|b| format!("{b:02X}"))
             .collect()
     }
+}
+
+/// Whether the MAC stored in a file (hex, in either case; sops writes upper case) is the one
+/// computed over its values. The comparison takes the same time wherever the two differ
+/// (aws-lc's `CRYPTO_memcmp`): a timing difference must not tell anyone how much of a forged
+/// MAC is right. Only a difference in length (not secret: a SHA-512 is 128 hex digits) returns
+/// early.
+pub fn mac_matches(stored: &[u8], computed: &str) -> bool {
+    // The MAC is a hash of every plaintext (the reason sops stores it encrypted): its copies
+    // are wiped too. `to_ascii_uppercase` is arithmetic, not a branch, per byte.
+    let stored: Zeroizing<Vec<u8>> =
+        Zeroizing::new(stored.iter().map(u8::to_ascii_uppercase).collect());
+    let computed: Zeroizing<Vec<u8>> =
+        Zeroizing::new(computed.bytes().map(|b| b.to_ascii_uppercase()).collect());
+    aws_lc_rs::constant_time::verify_slices_are_equal(&stored, &computed).is_ok()
 }
 
 /// The outcome of decrypting a file's leaves.
@@ -476,6 +497,31 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("pw"));
+    }
+
+    #[test]
+    fn mac_comparison() {
+        let mut mac = Mac::new(false);
+        mac.update(b"value");
+        let computed = mac.finish();
+        assert_eq!(computed.len(), 128);
+        // Equal, in either case (older sops versions wrote lower case).
+        assert!(mac_matches(computed.as_bytes(), &computed));
+        assert!(mac_matches(
+            computed.to_ascii_lowercase().as_bytes(),
+            &computed
+        ));
+        // A different MAC, one digit changed at the start or at the end.
+        let mut other = computed.clone().into_bytes();
+        other[0] = if other[0] == b'0' { b'1' } else { b'0' };
+        assert!(!mac_matches(&other, &computed));
+        let mut other = computed.clone().into_bytes();
+        other[127] = if other[127] == b'0' { b'1' } else { b'0' };
+        assert!(!mac_matches(&other, &computed));
+        // Different lengths: a prefix, an extension, nothing.
+        assert!(!mac_matches(&computed.as_bytes()[..64], &computed));
+        assert!(!mac_matches(format!("{computed}00").as_bytes(), &computed));
+        assert!(!mac_matches(b"", &computed));
     }
 
     #[test]

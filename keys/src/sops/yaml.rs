@@ -186,7 +186,11 @@ fn content(n: &Node) -> Option<Node> {
     })
 }
 
-fn to_json(n: &Node) -> Result<Value, SopsError> {
+/// Recursive, so bounded: `depth` counts the collections around `n`.
+fn to_json(n: &Node, depth: usize) -> Result<Value, SopsError> {
+    if matches!(n.kind(), SyntaxKind::MAPPING | SyntaxKind::SEQUENCE) && depth >= super::MAX_DEPTH {
+        return Err(super::depth::too_deep());
+    }
     Ok(match n.kind() {
         SyntaxKind::MAPPING => {
             let mut m = serde_json::Map::new();
@@ -199,7 +203,7 @@ fn to_json(n: &Node) -> Result<Value, SopsError> {
                     .children()
                     .find(|c| c.kind() == SyntaxKind::VALUE)
                     .and_then(|v| content(&v))
-                    .map(|c| to_json(&c))
+                    .map(|c| to_json(&c, depth + 1))
                     .transpose()?
                     .unwrap_or(Value::Null);
                 m.insert(k, v);
@@ -210,7 +214,7 @@ fn to_json(n: &Node) -> Result<Value, SopsError> {
             n.children()
                 .filter(|c| c.kind() == SyntaxKind::SEQUENCE_ENTRY)
                 .filter_map(|e| content(&e))
-                .map(|c| to_json(&c))
+                .map(|c| to_json(&c, depth + 1))
                 .collect::<Result<_, _>>()?,
         ),
         SyntaxKind::SCALAR => match scalar_value(n)? {
@@ -221,7 +225,7 @@ fn to_json(n: &Node) -> Result<Value, SopsError> {
             Scalar::Null => Value::Null,
         },
         SyntaxKind::TAGGED_NODE => content(n)
-            .map(|c| to_json(&c))
+            .map(|c| to_json(&c, depth))
             .transpose()?
             .unwrap_or(Value::Null),
         _ => {
@@ -387,8 +391,12 @@ impl Walker<'_> {
         self.stack_comments(text, &comment_offsets);
     }
 
-    fn node(&mut self, n: &Node, path: &mut Vec<String>) -> Result<(), SopsError> {
+    /// Recursive, so bounded: `depth` counts the collections around `n`.
+    fn node(&mut self, n: &Node, depth: usize, path: &mut Vec<String>) -> Result<(), SopsError> {
         match n.kind() {
+            SyntaxKind::MAPPING | SyntaxKind::SEQUENCE if depth >= super::MAX_DEPTH => {
+                Err(super::depth::too_deep())
+            }
             SyntaxKind::MAPPING | SyntaxKind::SEQUENCE => {
                 for c in n.children_with_tokens() {
                     match c {
@@ -402,7 +410,7 @@ impl Walker<'_> {
                             path.push(key);
                             let value = e.children().find(|c| c.kind() == SyntaxKind::VALUE);
                             if let Some(c) = value.as_ref().and_then(content) {
-                                self.node(&c, path)?;
+                                self.node(&c, depth + 1, path)?;
                             } else {
                                 self.push_value(
                                     Leaf {
@@ -422,7 +430,7 @@ impl Walker<'_> {
                         rowan::NodeOrToken::Node(e) if e.kind() == SyntaxKind::SEQUENCE_ENTRY => {
                             self.entry(&e, path);
                             if let Some(c) = content(&e) {
-                                self.node(&c, path)?;
+                                self.node(&c, depth + 1, path)?;
                             }
                         }
                         _ => {}
@@ -447,7 +455,7 @@ impl Walker<'_> {
                 Ok(())
             }
             SyntaxKind::TAGGED_NODE => match content(n) {
-                Some(c) => self.node(&c, path),
+                Some(c) => self.node(&c, depth, path),
                 None => Ok(()),
             },
             _ => Err(SopsError::Format(format!(
@@ -508,7 +516,7 @@ impl YamlDoc {
             for c in dn.children_with_tokens() {
                 match c {
                     rowan::NodeOrToken::Node(n) if n.kind() == SyntaxKind::MAPPING => {
-                        w.node(&n, &mut path)?;
+                        w.node(&n, 0, &mut path)?;
                     }
                     rowan::NodeOrToken::Node(n)
                         if matches!(n.kind(), SyntaxKind::SEQUENCE | SyntaxKind::SCALAR) =>
@@ -526,7 +534,7 @@ impl YamlDoc {
                         .children()
                         .find(|c| c.kind() == SyntaxKind::VALUE)
                         .and_then(|v| content(&v));
-                    doc.metadata = v.map(|v| to_json(&v)).transpose()?;
+                    doc.metadata = v.map(|v| to_json(&v, 1)).transpose()?;
                 }
                 doc.sops_spans.push(range(&e));
             }

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod identities;
+mod plaintext;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use zeroize::Zeroizing;
 use crate::args::{OutputFlags, RuleFlags, SopsCommand, SopsCommon};
 use crate::error::CliError;
 use crate::io::{read_bytes, read_limited, write_atomic};
+use plaintext::PlainFile;
 
 /// The largest file `sealkit sops` reads: SOPS files are configuration, not bulk data, and
 /// everything is held in memory (twice) while it is processed.
@@ -199,11 +201,15 @@ fn write_out(
     bytes: &[u8],
     plaintext: bool,
 ) -> Result<(), CliError> {
+    // Plaintext is written 0600 whatever was there: the mode of the encrypted file it replaces
+    // (`-i`) or of an old output file is often 0644 and must not carry over. write_atomic
+    // creates the temporary file 0600 and renames it into place, so no other mode is ever seen.
+    let mode = plaintext.then_some(0o600);
     if out.in_place {
-        return write_atomic(file, bytes, None);
+        return write_atomic(file, bytes, mode);
     }
     match &out.output {
-        Some(p) => write_atomic(p, bytes, plaintext.then_some(0o600).filter(|_| !p.exists())),
+        Some(p) => write_atomic(p, bytes, mode),
         None => {
             let mut o = std::io::stdout().lock();
             o.write_all(bytes)
@@ -375,37 +381,6 @@ fn editor() -> String {
         .unwrap_or_else(|| "vi".to_string())
 }
 
-/// A private temporary copy of a plaintext (0600 in a 0700 directory), removed on drop.
-struct PlainFile {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
-impl PlainFile {
-    fn new(original: &Path, bytes: &[u8]) -> Result<Self, CliError> {
-        let dir = tempfile::Builder::new()
-            .prefix("sealkit-sops-")
-            .tempdir()
-            .map_err(|e| CliError::io_at("cannot create a temporary directory", &e))?;
-        let name = original
-            .file_name()
-            .map(|n| n.to_os_string())
-            .unwrap_or_else(|| "plaintext".into());
-        let path = dir.path().join(name);
-        write_atomic(&path, bytes, Some(0o600))?;
-        Ok(PlainFile { _dir: dir, path })
-    }
-}
-
-impl Drop for PlainFile {
-    fn drop(&mut self) {
-        // Overwrite before unlinking: the plaintext should not linger in the page cache's file.
-        if let Ok(meta) = std::fs::metadata(&self.path) {
-            let _ = std::fs::write(&self.path, vec![0u8; meta.len() as usize]);
-        }
-    }
-}
-
 fn shell_quote(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
 }
@@ -416,11 +391,11 @@ fn edit_cmd(file: &Path, ignore_mac: bool, common: &SopsCommon) -> Result<(), Cl
     let stash = ef.iv_stash(&key);
     let tmp = PlainFile::new(file, &plain)?;
     loop {
-        let status = Command::new("sh")
-            .arg("-c")
-            .arg(format!("{} {}", editor(), shell_quote(&tmp.path)))
-            .status()
-            .map_err(|e| CliError::io_at("cannot start the editor", &e))?;
+        let status = tmp.run(Command::new("sh").arg("-c").arg(format!(
+            "{} {}",
+            editor(),
+            shell_quote(&tmp.path)
+        )))?;
         if !status.success() {
             return Err(CliError::input(format!(
                 "the editor exited with {status}; {name} was not changed"
@@ -432,7 +407,9 @@ fn edit_cmd(file: &Path, ignore_mac: bool, common: &SopsCommon) -> Result<(), Cl
             return Ok(());
         }
         match encrypt_with_key(&edited, format, &ef.options(), &key, Some(&stash)) {
-            Ok(text) => return write_atomic(file, text.as_bytes(), None),
+            // A signal arriving now waits for the write: the file is either untouched or
+            // completely rewritten.
+            Ok(text) => return tmp.guarded(|| write_atomic(file, text.as_bytes(), None)),
             Err(e) => {
                 eprintln!("error: {name}: the edited file cannot be encrypted: {e}");
                 if !std::io::stdin().is_terminal() {
@@ -515,6 +492,11 @@ fn run_shell(command: &str, envs: Vec<(String, String)>) -> Result<(), CliError>
         .envs(envs)
         .status()
         .map_err(|e| CliError::io_at("cannot run the command", &e))?;
+    exit_like(status)
+}
+
+/// Passes a command's exit code on.
+fn exit_like(status: std::process::ExitStatus) -> Result<(), CliError> {
     match status.code() {
         Some(0) => Ok(()),
         Some(c) => Err(CliError::silent(u8::try_from(c).unwrap_or(1))),
@@ -553,7 +535,7 @@ fn exec_file(file: &Path, command: &str, common: &SopsCommon) -> Result<(), CliE
     } else {
         format!("{command} {}", shell_quote(&tmp.path))
     };
-    run_shell(&cmd, Vec::new())
+    exit_like(tmp.run(Command::new("sh").arg("-c").arg(cmd))?)
 }
 
 fn filestatus(file: &Path, common: &SopsCommon) -> Result<(), CliError> {
@@ -563,7 +545,11 @@ fn filestatus(file: &Path, common: &SopsCommon) -> Result<(), CliError> {
     let encrypted = match EncryptedFile::load(&text, input_format(file, common)) {
         Ok(_) => true,
         Err(SopsError::NotSopsFile) => false,
-        Err(SopsError::Format(_)) if input_format(file, common) == FileFormat::Binary => false,
+        Err(SopsError::Format(_) | SopsError::TooDeep { .. })
+            if input_format(file, common) == FileFormat::Binary =>
+        {
+            false
+        }
         Err(e) => return Err(sops_err(&name, e)),
     };
     println!("{}", serde_json::json!({ "encrypted": encrypted }));
@@ -724,9 +710,16 @@ fn check_cmd(paths: &[PathBuf], common: &SopsCommon) -> Result<(), CliError> {
             continue;
         };
         let format = FileFormat::from_path(&file.display().to_string());
-        let encrypted = EncryptedFile::load(&text, format).is_ok();
-        if encrypted {
-            continue;
+        match EncryptedFile::load(&text, format) {
+            Ok(_) => continue,
+            // A file too deep to read cannot be checked: say so rather than pass it. (Any file
+            // of an unknown type is tried as a binary SOPS file, i.e. JSON; deep JSON in one of
+            // those is simply not a SOPS file.)
+            Err(e @ SopsError::TooDeep { .. }) if format != FileFormat::Binary => {
+                problems.push(format!("{}: {e}; it cannot be checked", file.display()));
+                continue;
+            }
+            Err(_) => {}
         }
         let rule_hit = match &found {
             Some(f) => f
