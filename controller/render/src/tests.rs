@@ -501,11 +501,13 @@ fn a_slow_kustomize_is_killed_with_its_process_group() {
     // Killed with the group (a zombie until reaped by init counts as gone: state Z).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        let state = std::fs::read_to_string(proc.join("stat")).unwrap_or_default();
-        let alive = state
-            .rsplit(')')
-            .next()
-            .is_some_and(|s| !s.trim_start().starts_with('Z'));
+        // Gone from /proc (reaped) or a zombie: dead. Only a readable, non-zombie state is alive.
+        let alive = std::fs::read_to_string(proc.join("stat")).is_ok_and(|state| {
+            state
+                .rsplit(')')
+                .next()
+                .is_some_and(|s| !s.trim_start().starts_with('Z'))
+        });
         if !alive {
             break;
         }
