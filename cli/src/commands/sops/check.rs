@@ -1,0 +1,93 @@
+//! `sealkit sops check`: files a `.sops.yaml` rule says must be encrypted but are not, and
+//! Kubernetes Secrets committed in clear (a pre-commit hook).
+
+use std::path::PathBuf;
+
+use sealkit_keys::sops::{EncryptedFile, FileFormat, SopsError};
+use serde_json::Value;
+
+use super::{config, walk_files};
+use crate::args::SopsCommon;
+use crate::error::CliError;
+
+/// Whether a YAML/JSON document is a Kubernetes Secret holding clear values.
+fn clear_secret(doc: &Value) -> bool {
+    if doc.get("kind").and_then(Value::as_str) != Some("Secret") {
+        return false;
+    }
+    ["data", "stringData"].iter().any(|f| {
+        doc.get(*f).and_then(Value::as_object).is_some_and(|m| {
+            m.values().any(|v| {
+                v.as_str()
+                    .is_some_and(|s| !s.is_empty() && !s.starts_with("ENC[AES256_GCM,"))
+            })
+        })
+    })
+}
+
+pub(super) fn check_cmd(paths: &[PathBuf], common: &SopsCommon) -> Result<(), CliError> {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let found = config::find(
+        common.config.as_deref(),
+        paths.first().map(PathBuf::as_path).unwrap_or(&cwd),
+    )?;
+    let files = walk_files(paths)?;
+    let mut problems = Vec::new();
+    for file in &files {
+        let Ok(bytes) = std::fs::read(file) else {
+            continue;
+        };
+        let Ok(text) = String::from_utf8(bytes) else {
+            continue;
+        };
+        let format = FileFormat::from_path(&file.display().to_string());
+        match EncryptedFile::load(&text, format) {
+            Ok(_) => continue,
+            // A file too deep to read cannot be checked: say so rather than pass it. (Any file
+            // of an unknown type is tried as a binary SOPS file, i.e. JSON; deep JSON in one of
+            // those is simply not a SOPS file.)
+            Err(e @ SopsError::TooDeep { .. }) if format != FileFormat::Binary => {
+                problems.push(format!("{}: {e}; it cannot be checked", file.display()));
+                continue;
+            }
+            Err(_) => {}
+        }
+        let rule_hit = match &found {
+            Some(f) => f
+                .rule_for(file)?
+                .is_some_and(|r| r.path_regex.is_some())
+                .then_some(f),
+            None => None,
+        };
+        if let Some(f) = rule_hit {
+            problems.push(format!(
+                "{}: must be encrypted (it matches a creation rule in {})",
+                file.display(),
+                f.path.display()
+            ));
+            continue;
+        }
+        let docs = match format {
+            FileFormat::Yaml | FileFormat::Json if text.contains("Secret") => {
+                sealkit_keys::seal::manifest::parse_documents(&text).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
+        for d in docs.iter().filter(|d| clear_secret(&d.value)) {
+            problems.push(format!(
+                "{}: document {} is a Kubernetes Secret '{}' in clear text; seal it (sealkit seal) or encrypt it (sealkit sops encrypt)",
+                file.display(),
+                d.index,
+                d.name().unwrap_or("?")
+            ));
+        }
+    }
+    if problems.is_empty() {
+        eprintln!("ok: {} file(s) checked, nothing in clear", files.len());
+        return Ok(());
+    }
+    for p in &problems {
+        println!("{p}");
+    }
+    Err(CliError::silent(1))
+}

@@ -1,0 +1,71 @@
+//! `sealkit sops edit`: the plaintext in a private temporary file, `$SOPS_EDITOR`/`$EDITOR` on
+//! it, then re-encrypted with the same data key (unchanged values keep their ciphertext).
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::Command;
+
+use sealkit_keys::sops::encrypt_with_key;
+use zeroize::Zeroizing;
+
+use super::plaintext::PlainFile;
+use super::{display_name, open_plain, shell_quote};
+use crate::args::SopsCommon;
+use crate::error::CliError;
+use crate::io::{read_bytes, write_atomic};
+
+fn editor() -> String {
+    std::env::var("SOPS_EDITOR")
+        .or_else(|_| std::env::var("EDITOR"))
+        .ok()
+        .filter(|e| !e.trim().is_empty())
+        .unwrap_or_else(|| "vi".to_string())
+}
+
+pub(super) fn edit_cmd(file: &Path, ignore_mac: bool, common: &SopsCommon) -> Result<(), CliError> {
+    let name = display_name(file, common);
+    let (ef, format, key, plain) = open_plain(file, common, &name, ignore_mac)?;
+    let stash = ef.iv_stash(&key);
+    let tmp = PlainFile::new(file, &plain)?;
+    loop {
+        let status = tmp.run(Command::new("sh").arg("-c").arg(format!(
+            "{} {}",
+            editor(),
+            shell_quote(&tmp.path)
+        )))?;
+        if !status.success() {
+            return Err(CliError::input(format!(
+                "the editor exited with {status}; {name} was not changed"
+            )));
+        }
+        let edited = Zeroizing::new(read_bytes(&tmp.path)?);
+        if edited[..] == plain[..] {
+            eprintln!("{name}: no changes; the file was not rewritten");
+            return Ok(());
+        }
+        match encrypt_with_key(&edited, format, &ef.options(), &key, Some(&stash)) {
+            // A signal arriving now waits for the write: the file is either untouched or
+            // completely rewritten.
+            Ok(text) => return tmp.guarded(|| write_atomic(file, text.as_bytes(), None)),
+            Err(e) => {
+                eprintln!("error: {name}: the edited file cannot be encrypted: {e}");
+                if !std::io::stdin().is_terminal() {
+                    return Err(CliError::input(format!(
+                        "{name} was not changed (no terminal to re-edit from)"
+                    )));
+                }
+                eprint!(
+                    "Press Enter to return to the editor, or Ctrl+C to give up ({name} is unchanged) "
+                );
+                let mut line = String::new();
+                if std::io::stdin()
+                    .read_line(&mut line)
+                    .map(|n| n == 0)
+                    .unwrap_or(true)
+                {
+                    return Err(CliError::input(format!("{name} was not changed")));
+                }
+            }
+        }
+    }
+}

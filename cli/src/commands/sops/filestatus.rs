@@ -1,0 +1,28 @@
+//! `sealkit sops filestatus`: whether a file is encrypted with sops.
+
+use std::path::Path;
+
+use sealkit_keys::sops::{EncryptedFile, FileFormat, SopsError};
+
+use super::{display_name, input_format, sops_err};
+use crate::args::SopsCommon;
+use crate::error::CliError;
+use crate::io::read_bytes;
+
+pub(super) fn filestatus(file: &Path, common: &SopsCommon) -> Result<(), CliError> {
+    let name = display_name(file, common);
+    let bytes = read_bytes(file)?;
+    let text = String::from_utf8_lossy(&bytes);
+    let encrypted = match EncryptedFile::load(&text, input_format(file, common)) {
+        Ok(_) => true,
+        Err(SopsError::NotSopsFile) => false,
+        Err(SopsError::Format(_) | SopsError::TooDeep { .. })
+            if input_format(file, common) == FileFormat::Binary =>
+        {
+            false
+        }
+        Err(e) => return Err(sops_err(&name, e)),
+    };
+    println!("{}", serde_json::json!({ "encrypted": encrypted }));
+    Ok(())
+}
