@@ -3,12 +3,23 @@
 
 use std::path::PathBuf;
 
+use clap::Args;
 use sealkit_keys::sops::{EncryptedFile, FileFormat, SopsError};
 use serde_json::Value;
 
 use super::{config, walk_files};
 use crate::args::SopsCommon;
 use crate::error::CliError;
+
+/// `sealkit sops check`.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Files or directories.
+    #[arg(default_value = ".")]
+    pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub common: SopsCommon,
+}
 
 /// Whether a YAML/JSON document is a Kubernetes Secret holding clear values.
 fn clear_secret(doc: &Value) -> bool {
@@ -25,7 +36,9 @@ fn clear_secret(doc: &Value) -> bool {
     })
 }
 
-pub(super) fn check_cmd(paths: &[PathBuf], common: &SopsCommon) -> Result<(), CliError> {
+/// Runs `sealkit sops check`.
+pub fn run(a: &CheckArgs) -> Result<(), CliError> {
+    let CheckArgs { paths, common } = a;
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let found = config::find(
         common.config.as_deref(),

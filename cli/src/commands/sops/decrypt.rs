@@ -1,7 +1,9 @@
 //! `sealkit sops decrypt`: the plaintext, whole or one part (`--extract`), in the file's format
 //! or converted to another (`--output-type`).
 
-use std::path::Path;
+use std::path::PathBuf;
+
+use clap::Args;
 
 use sealkit_keys::sops::FileFormat;
 use sealkit_keys::sops::edit::{extract, parse_path, to_value};
@@ -11,6 +13,23 @@ use zeroize::Zeroizing;
 use super::{display_name, open_plain, output_format, sops_err, write_out};
 use crate::args::{OutputFlags, SopsCommon};
 use crate::error::CliError;
+
+/// `sealkit sops decrypt`.
+#[derive(Debug, Clone, Args)]
+pub struct DecryptArgs {
+    /// The encrypted file.
+    pub file: PathBuf,
+    /// Print only this part, e.g. '["data"]["password"]'.
+    #[arg(long, value_name = "PATH")]
+    pub extract: Option<String>,
+    /// Decrypt even when the MAC does not verify (or is missing).
+    #[arg(long)]
+    pub ignore_mac: bool,
+    #[command(flatten)]
+    pub out: OutputFlags,
+    #[command(flatten)]
+    pub common: SopsCommon,
+}
 
 fn convert(
     plain: &[u8],
@@ -66,17 +85,19 @@ fn render(v: &Value, to: FileFormat, name: &str) -> Result<String, CliError> {
     })
 }
 
-pub(super) fn decrypt_cmd(
-    file: &Path,
-    extract_path: Option<&str>,
-    ignore_mac: bool,
-    out: &OutputFlags,
-    common: &SopsCommon,
-) -> Result<(), CliError> {
+/// Runs `sealkit sops decrypt`.
+pub fn run(a: &DecryptArgs) -> Result<(), CliError> {
+    let DecryptArgs {
+        file,
+        extract: extract_path,
+        ignore_mac,
+        out,
+        common,
+    } = a;
     let name = display_name(file, common);
-    let (_ef, format, _key, plain) = open_plain(file, common, &name, ignore_mac)?;
+    let (_ef, format, _key, plain) = open_plain(file, common, &name, *ignore_mac)?;
     let to = output_format(format, common);
-    let bytes = match extract_path {
+    let bytes = match extract_path.as_deref() {
         Some(p) => {
             let path = parse_path(p).map_err(|e| CliError::usage(e.to_string()))?;
             let text = std::str::from_utf8(&plain)

@@ -2,9 +2,10 @@
 //! it, then re-encrypted with the same data key (unchanged values keep their ciphertext).
 
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::Command;
 
+use clap::Args;
 use sealkit_keys::sops::encrypt_with_key;
 use zeroize::Zeroizing;
 
@@ -14,6 +15,18 @@ use crate::args::SopsCommon;
 use crate::error::CliError;
 use crate::io::{read_bytes, write_atomic};
 
+/// `sealkit sops edit`.
+#[derive(Debug, Clone, Args)]
+pub struct EditArgs {
+    /// The encrypted file.
+    pub file: PathBuf,
+    /// Open even when the MAC does not verify.
+    #[arg(long)]
+    pub ignore_mac: bool,
+    #[command(flatten)]
+    pub common: SopsCommon,
+}
+
 fn editor() -> String {
     std::env::var("SOPS_EDITOR")
         .or_else(|_| std::env::var("EDITOR"))
@@ -22,9 +35,15 @@ fn editor() -> String {
         .unwrap_or_else(|| "vi".to_string())
 }
 
-pub(super) fn edit_cmd(file: &Path, ignore_mac: bool, common: &SopsCommon) -> Result<(), CliError> {
+/// Runs `sealkit sops edit`.
+pub fn run(a: &EditArgs) -> Result<(), CliError> {
+    let EditArgs {
+        file,
+        ignore_mac,
+        common,
+    } = a;
     let name = display_name(file, common);
-    let (ef, format, key, plain) = open_plain(file, common, &name, ignore_mac)?;
+    let (ef, format, key, plain) = open_plain(file, common, &name, *ignore_mac)?;
     let stash = ef.iv_stash(&key);
     let tmp = PlainFile::new(file, &plain)?;
     loop {

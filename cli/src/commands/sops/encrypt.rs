@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use clap::Args;
+
 use sealkit_keys::sops::{EncryptOptions, MetadataRule, encrypt};
 use zeroize::Zeroizing;
 
@@ -10,6 +12,30 @@ use super::{MAX_FILE, config, display_name, input_format, sops_err, write_out};
 use crate::args::{OutputFlags, RuleFlags, SopsCommon};
 use crate::error::CliError;
 use crate::io::read_limited;
+
+/// `sealkit sops encrypt`.
+#[derive(Debug, Clone, Args)]
+pub struct EncryptArgs {
+    /// The plaintext file.
+    pub file: PathBuf,
+    /// age recipients (comma-separated; overrides .sops.yaml).
+    #[arg(
+        short = 'a',
+        long = "age",
+        env = "SOPS_AGE_RECIPIENTS",
+        value_delimiter = ','
+    )]
+    pub age: Vec<String>,
+    /// Key groups needed to decrypt when .sops.yaml gives several.
+    #[arg(long = "shamir-secret-sharing-threshold", value_name = "N")]
+    pub shamir_threshold: Option<usize>,
+    #[command(flatten)]
+    pub rules: RuleFlags,
+    #[command(flatten)]
+    pub out: OutputFlags,
+    #[command(flatten)]
+    pub common: SopsCommon,
+}
 
 fn rule_from_flags(r: &RuleFlags) -> Result<Option<MetadataRule>, CliError> {
     MetadataRule::from_fields([
@@ -63,19 +89,21 @@ pub(super) fn options_for(
     Ok(opts)
 }
 
-pub(super) fn encrypt_cmd(
-    file: &Path,
-    age: Vec<String>,
-    shamir: Option<usize>,
-    rules: &RuleFlags,
-    out: &OutputFlags,
-    common: &SopsCommon,
-) -> Result<(), CliError> {
+/// Runs `sealkit sops encrypt`.
+pub fn run(a: &EncryptArgs) -> Result<(), CliError> {
+    let EncryptArgs {
+        file,
+        age,
+        shamir_threshold: shamir,
+        rules,
+        out,
+        common,
+    } = a;
     let name = display_name(file, common);
-    let mut opts = options_for(file, common, age, Some(rules))?;
+    let mut opts = options_for(file, common, age.clone(), Some(rules))?;
     opts.indent = common.indent.map(usize::from);
     if shamir.is_some() {
-        opts.shamir_threshold = shamir;
+        opts.shamir_threshold = *shamir;
     }
     let plain = Zeroizing::new(read_limited(file, MAX_FILE)?);
     let text =

@@ -1,9 +1,10 @@
 //! `sealkit sops exec-env` / `exec-file`: a command run with the plaintext as environment
 //! variables or as a private temporary file; its exit code is passed on.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::Command;
 
+use clap::Args;
 use sealkit_keys::sops::edit::to_value;
 use serde_json::Value;
 
@@ -11,6 +12,17 @@ use super::plaintext::PlainFile;
 use super::{display_name, open_plain, shell_quote, sops_err};
 use crate::args::SopsCommon;
 use crate::error::CliError;
+
+/// `sealkit sops exec-env` and `sealkit sops exec-file`.
+#[derive(Debug, Clone, Args)]
+pub struct ExecArgs {
+    /// The encrypted file.
+    pub file: PathBuf,
+    /// The command (run by sh -c).
+    pub command: String,
+    #[command(flatten)]
+    pub common: SopsCommon,
+}
 
 fn run_shell(command: &str, envs: Vec<(String, String)>) -> Result<(), CliError> {
     let status = Command::new("sh")
@@ -33,7 +45,13 @@ fn exit_like(status: std::process::ExitStatus) -> Result<(), CliError> {
     }
 }
 
-pub(super) fn exec_env(file: &Path, command: &str, common: &SopsCommon) -> Result<(), CliError> {
+/// Runs `sealkit sops exec-env`.
+pub fn run_env(a: &ExecArgs) -> Result<(), CliError> {
+    let ExecArgs {
+        file,
+        command,
+        common,
+    } = a;
     let name = display_name(file, common);
     let (_ef, format, _key, plain) = open_plain(file, common, &name, false)?;
     let text = std::str::from_utf8(&plain)
@@ -53,7 +71,13 @@ pub(super) fn exec_env(file: &Path, command: &str, common: &SopsCommon) -> Resul
     run_shell(command, envs)
 }
 
-pub(super) fn exec_file(file: &Path, command: &str, common: &SopsCommon) -> Result<(), CliError> {
+/// Runs `sealkit sops exec-file`.
+pub fn run_file(a: &ExecArgs) -> Result<(), CliError> {
+    let ExecArgs {
+        file,
+        command,
+        common,
+    } = a;
     let name = display_name(file, common);
     let (_ef, _, _key, plain) = open_plain(file, common, &name, false)?;
     let tmp = PlainFile::new(file, &plain)?;

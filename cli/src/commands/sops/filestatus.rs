@@ -1,7 +1,8 @@
 //! `sealkit sops filestatus`: whether a file is encrypted with sops.
 
-use std::path::Path;
+use std::path::PathBuf;
 
+use clap::Args;
 use sealkit_keys::sops::{EncryptedFile, FileFormat, SopsError};
 
 use super::{display_name, input_format, sops_err};
@@ -9,7 +10,18 @@ use crate::args::SopsCommon;
 use crate::error::CliError;
 use crate::io::read_bytes;
 
-pub(super) fn filestatus(file: &Path, common: &SopsCommon) -> Result<(), CliError> {
+/// `sealkit sops filestatus`.
+#[derive(Debug, Clone, Args)]
+pub struct FilestatusArgs {
+    /// The file.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub common: SopsCommon,
+}
+
+/// Runs `sealkit sops filestatus`.
+pub fn run(a: &FilestatusArgs) -> Result<(), CliError> {
+    let FilestatusArgs { file, common } = a;
     let name = display_name(file, common);
     let bytes = read_bytes(file)?;
     let text = String::from_utf8_lossy(&bytes);

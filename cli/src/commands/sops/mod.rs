@@ -19,91 +19,40 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use sealkit_keys::sops::{DataKey, EncryptedFile, FileFormat, SopsError};
-use serde_json::Value;
 use zeroize::Zeroizing;
 
 use crate::args::{OutputFlags, SopsCommand, SopsCommon};
 use crate::error::CliError;
 use crate::io::{read_limited, write_atomic};
-use check::check_cmd;
-use decrypt::decrypt_cmd;
-use edit::edit_cmd;
-use encrypt::encrypt_cmd;
-use exec::{exec_env, exec_file};
-use filestatus::filestatus;
-use rotate::rotate_cmd;
-use set::set_cmd;
-use updatekeys::updatekeys_cmd;
+
+pub use check::CheckArgs;
+pub use decrypt::DecryptArgs;
+pub use edit::EditArgs;
+pub use encrypt::EncryptArgs;
+pub use exec::ExecArgs;
+pub use filestatus::FilestatusArgs;
+pub use rotate::RotateArgs;
+pub use set::{SetArgs, UnsetArgs};
+pub use updatekeys::UpdatekeysArgs;
 
 /// The largest file `sealkit sops` reads: SOPS files are configuration, not bulk data, and
 /// everything is held in memory (twice) while it is processed.
 const MAX_FILE: u64 = 128 << 20;
 
 /// Runs a sops subcommand.
-pub fn run(cmd: SopsCommand) -> Result<(), CliError> {
+pub fn run(cmd: &SopsCommand) -> Result<(), CliError> {
     match cmd {
-        SopsCommand::Encrypt {
-            file,
-            age,
-            shamir_threshold,
-            rules,
-            out,
-            common,
-        } => encrypt_cmd(&file, age, shamir_threshold, &rules, &out, &common),
-        SopsCommand::Decrypt {
-            file,
-            extract,
-            ignore_mac,
-            out,
-            common,
-        } => decrypt_cmd(&file, extract.as_deref(), ignore_mac, &out, &common),
-        SopsCommand::Edit {
-            file,
-            ignore_mac,
-            common,
-        } => edit_cmd(&file, ignore_mac, &common),
-        SopsCommand::Rotate {
-            file,
-            add_age,
-            rm_age,
-            out,
-            common,
-        } => rotate_cmd(&file, &add_age, &rm_age, &out, &common),
-        SopsCommand::Updatekeys {
-            files,
-            yes,
-            check,
-            common,
-        } => updatekeys_cmd(&files, yes, check, &common),
-        SopsCommand::Set {
-            file,
-            index,
-            value,
-            common,
-        } => {
-            let v: Value = serde_json::from_str(&value).map_err(|e| {
-                CliError::usage(format!("the value must be JSON ({e})"))
-                    .with_hint("quote strings twice: '\"text\"'")
-            })?;
-            set_cmd(&file, &index, Some(v), &common)
-        }
-        SopsCommand::Unset {
-            file,
-            index,
-            common,
-        } => set_cmd(&file, &index, None, &common),
-        SopsCommand::ExecEnv {
-            file,
-            command,
-            common,
-        } => exec_env(&file, &command, &common),
-        SopsCommand::ExecFile {
-            file,
-            command,
-            common,
-        } => exec_file(&file, &command, &common),
-        SopsCommand::Filestatus { file, common } => filestatus(&file, &common),
-        SopsCommand::Check { paths, common } => check_cmd(&paths, &common),
+        SopsCommand::Encrypt(a) => encrypt::run(a),
+        SopsCommand::Decrypt(a) => decrypt::run(a),
+        SopsCommand::Edit(a) => edit::run(a),
+        SopsCommand::Rotate(a) => rotate::run(a),
+        SopsCommand::Updatekeys(a) => updatekeys::run(a),
+        SopsCommand::Set(a) => set::run_set(a),
+        SopsCommand::Unset(a) => set::run_unset(a),
+        SopsCommand::ExecEnv(a) => exec::run_env(a),
+        SopsCommand::ExecFile(a) => exec::run_file(a),
+        SopsCommand::Filestatus(a) => filestatus::run(a),
+        SopsCommand::Check(a) => check::run(a),
     }
 }
 

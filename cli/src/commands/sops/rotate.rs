@@ -1,20 +1,40 @@
 //! `sealkit sops rotate`: a new data key and new IVs, optionally for other age recipients.
 
-use std::path::Path;
+use std::path::PathBuf;
 
+use clap::Args;
 use sealkit_keys::sops::encrypt;
 
 use super::{display_name, open_plain, sops_err, write_out};
 use crate::args::{OutputFlags, SopsCommon};
 use crate::error::CliError;
 
-pub(super) fn rotate_cmd(
-    file: &Path,
-    add: &[String],
-    rm: &[String],
-    out: &OutputFlags,
-    common: &SopsCommon,
-) -> Result<(), CliError> {
+/// `sealkit sops rotate`.
+#[derive(Debug, Clone, Args)]
+pub struct RotateArgs {
+    /// The encrypted file.
+    pub file: PathBuf,
+    /// age recipients to add.
+    #[arg(long = "add-age", value_delimiter = ',')]
+    pub add_age: Vec<String>,
+    /// age recipients to remove.
+    #[arg(long = "rm-age", value_delimiter = ',')]
+    pub rm_age: Vec<String>,
+    #[command(flatten)]
+    pub out: OutputFlags,
+    #[command(flatten)]
+    pub common: SopsCommon,
+}
+
+/// Runs `sealkit sops rotate`.
+pub fn run(a: &RotateArgs) -> Result<(), CliError> {
+    let RotateArgs {
+        file,
+        add_age: add,
+        rm_age: rm,
+        out,
+        common,
+    } = a;
     let name = display_name(file, common);
     let (ef, format, _key, plain) = open_plain(file, common, &name, false)?;
     let mut opts = ef.options();

@@ -1,8 +1,9 @@
 //! `sealkit sops set` / `unset`: one value changed in the plaintext (YAML through the lossless
 //! tree) and re-encrypted with the same data key.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use clap::Args;
 use sealkit_keys::sops::edit::{parse_path, set_in_text};
 use sealkit_keys::sops::encrypt_with_key;
 use sealkit_keys::sops::walk::IvStash;
@@ -14,7 +15,45 @@ use crate::args::SopsCommon;
 use crate::error::CliError;
 use crate::io::write_atomic;
 
-pub(super) fn set_cmd(
+/// `sealkit sops set`.
+#[derive(Debug, Clone, Args)]
+pub struct SetArgs {
+    /// The encrypted file.
+    pub file: PathBuf,
+    /// Where, e.g. '["stringData"]["password"]'.
+    pub index: String,
+    /// The value as JSON: '"text"', 5, true.
+    pub value: String,
+    #[command(flatten)]
+    pub common: SopsCommon,
+}
+
+/// `sealkit sops unset`.
+#[derive(Debug, Clone, Args)]
+pub struct UnsetArgs {
+    /// The encrypted file.
+    pub file: PathBuf,
+    /// Where, e.g. '["stringData"]["password"]'.
+    pub index: String,
+    #[command(flatten)]
+    pub common: SopsCommon,
+}
+
+/// Runs `sealkit sops set`.
+pub fn run_set(a: &SetArgs) -> Result<(), CliError> {
+    let v: Value = serde_json::from_str(&a.value).map_err(|e| {
+        CliError::usage(format!("the value must be JSON ({e})"))
+            .with_hint("quote strings twice: '\"text\"'")
+    })?;
+    set_cmd(&a.file, &a.index, Some(v), &a.common)
+}
+
+/// Runs `sealkit sops unset`.
+pub fn run_unset(a: &UnsetArgs) -> Result<(), CliError> {
+    set_cmd(&a.file, &a.index, None, &a.common)
+}
+
+fn set_cmd(
     file: &Path,
     index: &str,
     value: Option<Value>,

@@ -4,12 +4,29 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
+use clap::Args;
 use sealkit_keys::sops::{EncryptOptions, EncryptedFile};
 
 use super::{config, data_key, load, sops_err, walk_files};
 use crate::args::SopsCommon;
 use crate::error::CliError;
 use crate::io::write_atomic;
+
+/// `sealkit sops updatekeys`.
+#[derive(Debug, Clone, Args)]
+pub struct UpdatekeysArgs {
+    /// Encrypted files or directories.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Do not ask for confirmation.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Only list files whose recipients differ from .sops.yaml (exit 1 if any).
+    #[arg(long)]
+    pub check: bool,
+    #[command(flatten)]
+    pub common: SopsCommon,
+}
 
 fn recipients_differ(ef: &EncryptedFile, want: &EncryptOptions) -> bool {
     let have = ef.options();
@@ -31,12 +48,15 @@ fn recipients_differ(ef: &EncryptedFile, want: &EncryptOptions) -> bool {
         || have.shamir_threshold != want.shamir_threshold && !want.key_groups.is_empty()
 }
 
-pub(super) fn updatekeys_cmd(
-    files: &[PathBuf],
-    yes: bool,
-    check: bool,
-    common: &SopsCommon,
-) -> Result<(), CliError> {
+/// Runs `sealkit sops updatekeys`.
+pub fn run(a: &UpdatekeysArgs) -> Result<(), CliError> {
+    let UpdatekeysArgs {
+        files,
+        yes,
+        check,
+        common,
+    } = a;
+    let (yes, check) = (*yes, *check);
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let found = config::find(common.config.as_deref(), &cwd)?.ok_or_else(|| {
         CliError::usage("no .sops.yaml found")
