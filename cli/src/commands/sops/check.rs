@@ -80,11 +80,10 @@ pub fn run(a: &CheckArgs) -> Result<(), CliError> {
             ));
             continue;
         }
-        let docs = match format {
-            FileFormat::Yaml | FileFormat::Json if text.contains("Secret") => {
-                sealkit_keys::seal::manifest::parse_documents(&text).unwrap_or_default()
-            }
-            _ => Vec::new(),
+        let docs = if format.store().structured() && text.contains("Secret") {
+            sealkit_keys::seal::manifest::parse_documents(&text).unwrap_or_default()
+        } else {
+            Vec::new()
         };
         for d in docs.iter().filter(|d| clear_secret(&d.value)) {
             problems.push(format!(

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use sealkit_keys::sops::FileFormat;
-use sealkit_keys::sops::edit::{extract, parse_path, to_value};
+use sealkit_keys::sops::edit::{extract, from_value, parse_path, to_value};
+use sealkit_keys::sops::{FileFormat, SopsError};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
@@ -47,41 +47,10 @@ fn convert(
 }
 
 fn render(v: &Value, to: FileFormat, name: &str) -> Result<String, CliError> {
-    Ok(match to {
-        FileFormat::Json => {
-            let mut s = serde_json::to_string_pretty(v).unwrap_or_default();
-            s.push('\n');
-            s
-        }
-        FileFormat::Yaml => sealkit_keys::seal::manifest::yaml_body(v),
-        FileFormat::Dotenv => {
-            let obj = v.as_object().ok_or_else(|| {
-                CliError::input(format!("{name}: only a mapping converts to dotenv"))
-            })?;
-            let mut s = String::new();
-            for (k, v) in obj {
-                let text = match v {
-                    Value::String(t) => t.clone(),
-                    Value::Object(_) | Value::Array(_) => {
-                        return Err(CliError::input(format!(
-                            "{name}: '{k}' is nested; dotenv holds only flat values"
-                        )));
-                    }
-                    other => other.to_string(),
-                };
-                s.push_str(&format!("{k}={}\n", text.replace('\n', "\\n")));
-            }
-            s
-        }
-        FileFormat::Binary => match v.get("data").and_then(Value::as_str) {
-            Some(d) => d.to_string(),
-            None => {
-                return Err(CliError::input(format!(
-                    "{name}: binary output needs a top-level 'data' string"
-                )));
-            }
-        },
-        FileFormat::Ini => return Err(CliError::usage("conversion to INI is not supported")),
+    from_value(v, to).map_err(|e| match e {
+        // A conversion the format cannot take is a usage error, not a bad file.
+        SopsError::Unsupported(what) => CliError::usage(format!("{what} is not supported")),
+        e => sops_err(name, e),
     })
 }
 

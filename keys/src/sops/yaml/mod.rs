@@ -4,9 +4,10 @@
 //! change stay byte for byte (sops #384, #864, #635).
 //!
 //! `tree` walks the syntax tree into leaves (and reads the `sops:` block); `render` writes
-//! decrypted scalars and the `sops:` block as YAML text.
+//! decrypted scalars and the `sops:` block as YAML text; `set` edits one value in place.
 
 mod render;
+mod set;
 mod tree;
 
 use std::ops::Range;
@@ -17,11 +18,62 @@ use serde_json::Value;
 use yaml_edit::{SyntaxKind, YamlFile};
 
 use super::SopsError;
-use super::walk::Leaf;
-use render::{block_scalar, render_plain};
+use super::edit::Step;
+use super::store::{Loaded, Store, plain_text, refuse_metadata};
+use super::walk::{Leaf, Plain};
+use render::{block_scalar, render_plain, sops_block};
 use tree::{Walker, content, range, to_json};
 
-pub use render::sops_block;
+/// The YAML store.
+pub struct YamlStore;
+
+impl Store for YamlStore {
+    fn check_depth(&self, text: &str) -> Result<(), SopsError> {
+        super::depth::check_yaml(text)
+    }
+
+    fn load(&self, text: &str) -> Result<Box<dyn Loaded>, SopsError> {
+        Ok(Box::new(YamlDoc::load(text)?))
+    }
+
+    fn load_plain(&self, bytes: &[u8]) -> Result<Box<dyn Loaded>, SopsError> {
+        let text = plain_text(bytes)?;
+        self.check_depth(text)?;
+        // The lossless parser forgives some invalid YAML; sops would not, so check first.
+        for doc in serde_saphyr::from_multiple_with_options::<serde::de::IgnoredAny>(
+            text,
+            serde_saphyr::options! { with_snippet: false },
+        )
+        .map_err(|e| SopsError::Format(format!("invalid YAML: {e}")))?
+        {
+            let _ = doc;
+        }
+        refuse_metadata(self.load(text)?)
+    }
+
+    fn to_value(&self, text: &str) -> Result<Value, SopsError> {
+        serde_saphyr::from_str_with_options(text, serde_saphyr::options! { with_snippet: false })
+            .map_err(|e| SopsError::Format(format!("invalid YAML: {e}")))
+    }
+
+    // Block style with long strings on one line, as `sealkit seal` writes YAML.
+    fn emit_value(&self, value: &Value) -> Result<String, SopsError> {
+        Ok(crate::seal::manifest::yaml_body(value))
+    }
+
+    fn set_in_text(
+        &self,
+        text: &str,
+        path: &[Step],
+        value: Option<Value>,
+    ) -> Result<String, SopsError> {
+        set::set_in_text(text, path, value)
+    }
+
+    fn structured(&self) -> bool {
+        true
+    }
+}
 
 /// A loaded YAML file.
 pub struct YamlDoc {
@@ -177,11 +229,22 @@ impl YamlDoc {
     }
 }
 
-impl YamlDoc {
+impl Loaded for YamlDoc {
+    fn leaves(&self) -> &[Leaf] {
+        &self.leaves
+    }
+
+    fn metadata(&self) -> Option<&Value> {
+        self.metadata.as_ref()
+    }
+
     /// The decrypted text: each encrypted leaf replaced by its plaintext, rendered so it reads
     /// back as the same type; multi-line strings outside flow collections become `|` blocks.
-    pub fn emit_plain(&self, values: &[Option<super::walk::Plain>]) -> String {
-        use super::walk::Plain;
+    fn emit_plain(
+        &self,
+        values: &[Option<Plain>],
+        _indent: Option<usize>,
+    ) -> Result<String, SopsError> {
         let reps: Vec<Option<String>> = values
             .iter()
             .zip(&self.spans)
@@ -205,6 +268,17 @@ impl YamlDoc {
                 })
             })
             .collect();
-        self.emit(&reps, None)
+        Ok(self.emit(&reps, None))
+    }
+
+    /// The encrypted text: `--indent`, else the file's own step, for the `sops:` block.
+    fn emit_encrypted(
+        &self,
+        values: &[Option<String>],
+        meta: &Value,
+        indent: Option<usize>,
+    ) -> String {
+        let step = indent.unwrap_or(self.indent).clamp(1, 64);
+        self.emit(values, Some(&sops_block(meta, step)))
     }
 }
