@@ -619,3 +619,18 @@ fn redaction_covers_every_form_an_api_error_quotes() {
     );
     assert!(!format!("{r:?}").contains("hush"));
 }
+
+/// Flux's default exclusions: a plain directory holding `.sops.yaml` (not a manifest) and CI
+/// files renders, as it does in Flux.
+#[test]
+fn plain_directories_skip_flux_default_exclusions() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let r = dir.path();
+    write(r, "cm.yaml", &CM.replace("NAME", "only"));
+    write(r, ".sops.yaml", "creation_rules:\n  - age: age1xyz\n");
+    write(r, "prod/.sops.yaml", "creation_rules: []\n");
+    write(r, ".github/workflows/ci.yaml", "on: push\njobs: {}\n");
+    let objs = render(r, r, &Options::default()).expect("render");
+    assert_eq!(objs.len(), 1);
+    assert_eq!(objs[0].value["metadata"]["name"], "only");
+}
