@@ -6,7 +6,7 @@
 
 use k8s_openapi::api::core::v1::Service;
 use kube::api::Api;
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::config::KubeConfigOptions;
 use kube::{Client, Config};
 
 use crate::error::CliError;
@@ -37,16 +37,7 @@ pub(crate) async fn client(t: &Target<'_>) -> Result<Client, CliError> {
     };
     let config = match t.kubeconfig.filter(|k| !k.is_empty()) {
         Some(paths) => {
-            let mut merged: Option<Kubeconfig> = None;
-            for p in std::env::split_paths(paths).filter(|p| p.exists()) {
-                let kc = Kubeconfig::read_from(&p)
-                    .map_err(|e| CliError::input(format!("{}: {e}", p.display())))?;
-                merged = Some(match merged {
-                    Some(m) => m.merge(kc).map_err(|e| CliError::input(e.to_string()))?,
-                    None => kc,
-                });
-            }
-            let kc = merged.ok_or_else(|| {
+            let kc = crate::kubeconfig::load(paths)?.ok_or_else(|| {
                 CliError::usage(format!("no kubeconfig found at {paths}"))
                     .with_hint("point KUBECONFIG/--kubeconfig at the cluster, or give --cert FILE|URL to work offline")
             })?;

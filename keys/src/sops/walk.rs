@@ -244,12 +244,7 @@ impl Mac {
 
     /// Uppercase hex of the digest.
     pub fn finish(self) -> String {
-        self.ctx
-            .finish()
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02X}"))
-            .collect()
+        hex::encode_upper(self.ctx.finish())
     }
 }
 
