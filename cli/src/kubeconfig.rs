@@ -136,11 +136,10 @@ mod tests {
             .into_string()
             .expect("utf8");
         let err = load(&list).expect_err("broken");
-        assert!(err.to_string().contains(&bad.display().to_string()), "{err}");
         assert!(
-            load(&missing.display().to_string())
-                .expect("ok")
-                .is_none()
+            err.to_string().contains(&bad.display().to_string()),
+            "{err}"
         );
+        assert!(load(&missing.display().to_string()).expect("ok").is_none());
     }
 }
