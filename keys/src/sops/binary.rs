@@ -16,8 +16,15 @@ pub struct BinaryStore;
 struct BinaryDoc(JsonDoc);
 
 impl Store for BinaryStore {
+    // Every file whose name has no known extension is read with this store, so text that is
+    // not a JSON document (or one nested too deeply to be one sops wrote) is simply not a SOPS
+    // file, rather than a malformed one.
     fn load(&self, text: &str) -> Result<Box<dyn Loaded>, SopsError> {
-        Ok(Box::new(BinaryDoc(JsonDoc::load(text)?)))
+        match JsonDoc::load(text) {
+            Ok(d) => Ok(Box::new(BinaryDoc(d))),
+            Err(SopsError::Format(_) | SopsError::TooDeep { .. }) => Err(SopsError::NotSopsFile),
+            Err(e) => Err(e),
+        }
     }
 
     // The file is one string, not a document: there is no `sops` metadata to refuse.
@@ -89,5 +96,31 @@ impl Loaded for BinaryDoc {
         indent: Option<usize>,
     ) -> String {
         self.0.emit_encrypted(values, meta, indent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::sops::{EncryptedFile, FileFormat, SopsError};
+
+    // Any file of an unknown type is read as a binary SOPS file: one that is not a JSON
+    // document, or is too deep to be one, is not a SOPS file rather than a malformed one.
+    #[test]
+    fn text_that_is_not_a_json_document_is_not_a_sops_file() {
+        let deep = format!("{{\"a\": {}1{}}}", "[".repeat(1000), "]".repeat(1000));
+        for text in ["hello\n", "[1, 2]", "{\"data\": \"x\"}", deep.as_str()] {
+            assert!(
+                matches!(
+                    EncryptedFile::load(text, FileFormat::Binary),
+                    Err(SopsError::NotSopsFile)
+                ),
+                "{text:.20}"
+            );
+        }
+        // A JSON document with a broken `sops` block is still an error of its own.
+        assert!(matches!(
+            EncryptedFile::load("{\"data\": \"x\", \"sops\": 1}", FileFormat::Binary),
+            Err(e) if !matches!(e, SopsError::NotSopsFile)
+        ));
     }
 }

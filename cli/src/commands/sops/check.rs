@@ -57,9 +57,9 @@ pub fn run(a: &CheckArgs) -> Result<(), CliError> {
         match EncryptedFile::load(&text, format) {
             Ok(_) => continue,
             // A file too deep to read cannot be checked: say so rather than pass it. (Any file
-            // of an unknown type is tried as a binary SOPS file, i.e. JSON; deep JSON in one of
-            // those is simply not a SOPS file.)
-            Err(e @ SopsError::TooDeep { .. }) if format != FileFormat::Binary => {
+            // of an unknown type is tried as a binary SOPS file, i.e. JSON; the binary store
+            // calls deep JSON in one of those simply not a SOPS file.)
+            Err(e @ SopsError::TooDeep { .. }) => {
                 problems.push(format!("{}: {e}; it cannot be checked", file.display()));
                 continue;
             }
@@ -76,7 +76,7 @@ pub fn run(a: &CheckArgs) -> Result<(), CliError> {
             problems.push(format!(
                 "{}: must be encrypted (it matches a creation rule in {})",
                 file.display(),
-                f.path.display()
+                f.shown()
             ));
             continue;
         }
@@ -98,8 +98,13 @@ pub fn run(a: &CheckArgs) -> Result<(), CliError> {
         eprintln!("ok: {} file(s) checked, nothing in clear", files.len());
         return Ok(());
     }
+    // The list on stdout (one problem a line, for scripts and hooks); the summary on stderr.
     for p in &problems {
         println!("{p}");
     }
-    Err(CliError::silent(1))
+    Err(CliError::input(format!(
+        "{} problem(s) in {} file(s) checked",
+        problems.len(),
+        files.len()
+    )))
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use sealkit_keys::sops::{EncryptedFile, FileFormat, SopsError};
+use sealkit_keys::sops::{EncryptedFile, SopsError};
 
 use super::{display_name, input_format, sops_err};
 use crate::args::SopsCommon;
@@ -28,11 +28,6 @@ pub fn run(a: &FilestatusArgs) -> Result<(), CliError> {
     let encrypted = match EncryptedFile::load(&text, input_format(file, common)) {
         Ok(_) => true,
         Err(SopsError::NotSopsFile) => false,
-        Err(SopsError::Format(_) | SopsError::TooDeep { .. })
-            if input_format(file, common) == FileFormat::Binary =>
-        {
-            false
-        }
         Err(e) => return Err(sops_err(&name, e)),
     };
     println!("{}", serde_json::json!({ "encrypted": encrypted }));
