@@ -20,9 +20,10 @@ Exit codes:
   2  usage error (bad or conflicting flags)
   3  I/O error (unreadable input, unwritable output, certificate download)";
 
-/// Secrets for GitOps: seal Kubernetes Secrets for the cluster (kubeseal-compatible).
+/// Secrets for GitOps: seal Kubernetes Secrets (kubeseal-compatible), encrypt files with SOPS and
+/// age, and render or diff GitOps paths as the controller would.
 #[derive(Debug, Parser)]
-#[command(name = "sealkit", version, about, after_help = EXIT_CODES, propagate_version = true)]
+#[command(name = "sealkit", version, after_help = EXIT_CODES, propagate_version = true)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]

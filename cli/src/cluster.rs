@@ -46,7 +46,7 @@ pub(crate) async fn client(t: &Target<'_>) -> Result<Client, CliError> {
                 .map_err(|e| CliError::input(format!("kubeconfig: {}", kube_message(&e))))?
         }
         None => Config::infer().await.map_err(|e| {
-            CliError::usage(format!("cannot find a cluster: {}", kube_message(&e))).with_hint(
+            CliError::usage(format!("cannot find a cluster: {}", infer_message(&e))).with_hint(
                 "set KUBECONFIG or pass --kubeconfig, or give --cert FILE|URL to work offline",
             )
         })?,
@@ -57,6 +57,30 @@ pub(crate) async fn client(t: &Target<'_>) -> Result<Client, CliError> {
             kube_message(&e)
         ))
     })
+}
+
+/// Why no cluster was found without `--kubeconfig`/`KUBECONFIG`. kube tries the kubeconfig and
+/// then the in-cluster environment and reports both failures in one nested sentence; the usual
+/// case, no kubeconfig file and not in a Pod, is said plainly.
+fn infer_message(e: &kube::config::InferConfigError) -> String {
+    use kube::config::KubeconfigError;
+    let in_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    match std::error::Error::source(e).and_then(|s| s.downcast_ref::<KubeconfigError>()) {
+        Some(KubeconfigError::ReadConfig(io, path))
+            if io.kind() == std::io::ErrorKind::NotFound && !in_pod =>
+        {
+            format!(
+                "KUBECONFIG is not set, {} does not exist, and this is not a Pod in a cluster",
+                path.display()
+            )
+        }
+        Some(KubeconfigError::FindPath) if !in_pod => {
+            "KUBECONFIG is not set, there is no home directory to find ~/.kube/config in, and \
+             this is not a Pod in a cluster"
+                .to_string()
+        }
+        _ => kube_message(e),
+    }
 }
 
 /// kube's message for a kubeconfig error, unless a `*-data` field is not valid base64: kube's

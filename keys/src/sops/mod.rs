@@ -87,9 +87,13 @@ pub enum SopsError {
     /// An identity or recipient could not be used.
     #[error("{0}")]
     Identity(String),
-    /// A feature or key type we do not support.
+    /// A feature or operation we do not support.
     #[error("{0} not supported")]
     Unsupported(String),
+    /// A key, recipient or identity type we do not support (sealkit uses age X25519 and
+    /// ssh-ed25519 keys).
+    #[error("{0} not supported")]
+    UnsupportedKey(String),
     /// A data key of the wrong length.
     #[error("the data key must be 32 bytes, found {0}")]
     DataKeyLength(usize),
@@ -129,19 +133,25 @@ pub enum FileFormat {
 }
 
 impl FileFormat {
-    /// The format sops infers from a file name.
+    /// The format sops infers from a file name: by its extension, else binary.
     pub fn from_path(path: &str) -> FileFormat {
+        Self::from_extension(path).unwrap_or(FileFormat::Binary)
+    }
+
+    /// The format a file name's extension names (`.yaml`, `.yml`, `.json`, `.env`, `.ini`), if
+    /// it names one.
+    pub fn from_extension(path: &str) -> Option<FileFormat> {
         let lower = path.to_ascii_lowercase();
         if lower.ends_with(".yaml") || lower.ends_with(".yml") {
-            FileFormat::Yaml
+            Some(FileFormat::Yaml)
         } else if lower.ends_with(".json") {
-            FileFormat::Json
+            Some(FileFormat::Json)
         } else if lower.ends_with(".env") {
-            FileFormat::Dotenv
+            Some(FileFormat::Dotenv)
         } else if lower.ends_with(".ini") {
-            FileFormat::Ini
+            Some(FileFormat::Ini)
         } else {
-            FileFormat::Binary
+            None
         }
     }
 

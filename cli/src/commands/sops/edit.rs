@@ -46,16 +46,22 @@ pub fn run(a: &EditArgs) -> Result<(), CliError> {
     let (ef, format, key, plain) = open_plain(file, common, &name, *ignore_mac)?;
     let stash = ef.iv_stash(&key);
     let tmp = PlainFile::new(file, &plain)?;
+    let editor = editor();
     loop {
         let status = tmp.run(Command::new("sh").arg("-c").arg(format!(
             "{} {}",
-            editor(),
+            editor,
             shell_quote(&tmp.path)
         )))?;
         if !status.success() {
+            let how = match status.code() {
+                Some(c) => format!("exited with status {c}"),
+                None => "was killed by a signal".to_string(),
+            };
             return Err(CliError::input(format!(
-                "the editor exited with {status}; {name} was not changed"
-            )));
+                "the editor ({editor}) {how}; {name} was not changed"
+            ))
+            .with_hint("the editor is $SOPS_EDITOR, else $EDITOR, else vi"));
         }
         let edited = Zeroizing::new(read_bytes(&tmp.path)?);
         if edited[..] == plain[..] {

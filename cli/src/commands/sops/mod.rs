@@ -89,7 +89,9 @@ fn sops_err(file: &str, e: SopsError) -> CliError {
         SopsError::AlreadyEncrypted => {
             Some("use `sealkit sops edit`, `set` or `rotate` on encrypted files")
         }
-        SopsError::Unsupported(_) => Some("sealkit supports age keys only"),
+        SopsError::UnsupportedKey(_) => {
+            Some("sealkit works with age (X25519) and ssh-ed25519 keys and recipients")
+        }
         _ => None,
     };
     let err = CliError::input(format!("{file}: {e}"));
@@ -105,7 +107,18 @@ fn load(file: &Path, common: &SopsCommon) -> Result<(EncryptedFile, FileFormat),
     let text =
         String::from_utf8(bytes).map_err(|_| CliError::input(format!("{name}: not UTF-8 text")))?;
     let format = input_format(file, common);
-    let mut ef = EncryptedFile::load(&text, format).map_err(|e| sops_err(&name, e))?;
+    let mut ef = EncryptedFile::load(&text, format).map_err(|e| match e {
+        // A name with no known extension was read as binary: perhaps it is not, and says so.
+        SopsError::NotSopsFile
+            if common.input_type.is_none() && FileFormat::from_extension(&name).is_none() =>
+        {
+            CliError::input(format!("{name}: {e}")).with_hint(
+                "its name has none of the extensions .yaml .yml .json .env .ini, so it was read \
+                 as a binary SOPS file (JSON); pass --input-type if it is YAML, JSON, dotenv or INI",
+            )
+        }
+        e => sops_err(&name, e),
+    })?;
     ef.indent = common.indent.map(usize::from);
     Ok((ef, format))
 }

@@ -14,11 +14,11 @@ use crate::error::CliError;
 pub struct RotateArgs {
     /// The encrypted file.
     pub file: PathBuf,
-    /// age recipients to add.
-    #[arg(long = "add-age", value_delimiter = ',')]
+    /// age recipients to add (comma-separated).
+    #[arg(long = "add-age", value_delimiter = ',', value_name = "RECIPIENT")]
     pub add_age: Vec<String>,
-    /// age recipients to remove.
-    #[arg(long = "rm-age", value_delimiter = ',')]
+    /// age recipients to remove (comma-separated).
+    #[arg(long = "rm-age", value_delimiter = ',', value_name = "RECIPIENT")]
     pub rm_age: Vec<String>,
     #[command(flatten)]
     pub out: OutputFlags,

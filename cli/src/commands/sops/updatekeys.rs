@@ -110,13 +110,21 @@ pub fn run(a: &UpdatekeysArgs) -> Result<(), CliError> {
         eprintln!("{name}: updated");
     }
     if check && !stale.is_empty() {
+        // The list on stdout (one file a line, for scripts); the summary and what to do on stderr.
         for s in &stale {
-            println!("{s}: recipients differ from {}", found.path.display());
+            println!("{s}: recipients differ from {}", found.shown());
         }
-        return Err(CliError::silent(1));
+        return Err(CliError::input(format!(
+            "{} file(s) not encrypted for the recipients {} lists",
+            stale.len(),
+            found.shown()
+        ))
+        .with_hint(
+            "`sealkit sops updatekeys -y FILE...` re-wraps their data keys (values untouched)",
+        ));
     }
     if stale.is_empty() {
-        eprintln!("all files match {}", found.path.display());
+        eprintln!("all files match {}", found.shown());
     }
     Ok(())
 }

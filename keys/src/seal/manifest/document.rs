@@ -132,9 +132,16 @@ pub fn parse_documents(input: &str) -> Result<Vec<Document>, ManifestError> {
             for (line, text) in split_yaml(input) {
                 let v: Value =
                     serde_saphyr::from_str_with_options(text, options.clone()).map_err(|e| {
+                        // The parser counts lines from the document's start; the message
+                        // counts them in the input, as the `line` it is reported at.
+                        let offset = u64::try_from(line.saturating_sub(1)).unwrap_or(0);
+                        let e = e.render_with_options(serde_saphyr::render_options! {
+                            line_offset: offset,
+                            snippets: serde_saphyr::SnippetMode::Off,
+                        });
                         ManifestError::Syntax {
                             line,
-                            reason: format!("invalid YAML in the document starting here: {e}"),
+                            reason: format!("invalid YAML in the document that starts here: {e}"),
                         }
                     })?;
                 if !v.is_null() {

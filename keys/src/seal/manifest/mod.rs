@@ -59,11 +59,14 @@ pub enum ManifestError {
     Field {
         /// Dotted path of the field (`data.password`, `metadata.name`).
         field: String,
-        /// What is wrong, with a hint where one helps.
+        /// What is wrong.
         reason: String,
+        /// What to do about it, where something helps (see [`ManifestError::hint`]).
+        hint: Option<String>,
     },
-    /// Values could not be opened.
-    #[error("{}", .0.iter().map(|(k, r)| format!("encryptedData.{k}: {r}")).collect::<Vec<_>>().join("; "))]
+    /// Values could not be opened: each key and why. Keys that failed for the same reason are
+    /// named together, so the reason is said once.
+    #[error("{}", unseal_message(.0))]
     Unseal(Vec<(String, String)>),
     /// Sealing failed.
     #[error(transparent)]
@@ -73,9 +76,53 @@ pub enum ManifestError {
     Key(#[from] KeyError),
 }
 
+impl ManifestError {
+    /// What the user can do about it, if there is something to say beyond the message (a CLI
+    /// prints it as its hint line).
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            ManifestError::Field { hint, .. } => hint.as_deref(),
+            _ => None,
+        }
+    }
+}
+
 fn field(field: impl Into<String>, reason: impl Into<String>) -> ManifestError {
     ManifestError::Field {
         field: field.into(),
         reason: reason.into(),
+        hint: None,
     }
+}
+
+fn field_with_hint(
+    field: impl Into<String>,
+    reason: impl Into<String>,
+    hint: impl Into<String>,
+) -> ManifestError {
+    ManifestError::Field {
+        field: field.into(),
+        reason: reason.into(),
+        hint: Some(hint.into()),
+    }
+}
+
+/// `encryptedData.a, encryptedData.b: reason; encryptedData.c: other reason`, reasons in the
+/// order they first appear.
+fn unseal_message(failures: &[(String, String)]) -> String {
+    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (key, reason) in failures {
+        match groups.iter_mut().find(|(r, _)| r == reason) {
+            Some((_, keys)) => keys.push(key),
+            None => groups.push((reason, vec![key])),
+        }
+    }
+    groups
+        .iter()
+        .map(|(reason, keys)| {
+            let keys: Vec<String> = keys.iter().map(|k| format!("encryptedData.{k}")).collect();
+            format!("{}: {reason}", keys.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
-use super::{LAST_APPLIED_ANNOTATIONS, ManifestError, field};
+use super::{LAST_APPLIED_ANNOTATIONS, ManifestError, field, field_with_hint};
 use crate::seal::Scope;
 use crate::secret::{SecretBytes, secret_bytes};
 
@@ -179,9 +179,10 @@ pub fn secret_items(secret: &Value) -> Result<BTreeMap<String, SecretBytes>, Man
                     // The base64 crate's error names a byte of the value and its offset: a
                     // secret's, here. Never formatted; the field is named instead.
                     B64.decode(compact.as_bytes()).map_err(|_| {
-                        field(
+                        field_with_hint(
                             format!("data.{k}"),
-                            "invalid base64; hint: put plain text under stringData instead",
+                            "invalid base64",
+                            "values under data are base64-encoded; put plain text under stringData instead",
                         )
                     })?
                 }

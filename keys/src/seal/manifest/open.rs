@@ -109,7 +109,7 @@ pub fn explain_open_failure(
     }
     match keyring.diagnose(blob, &candidate_bindings(doc, target)) {
         Diagnosis::SealedFor(b, fp) => format!(
-            "sealed with {} (key {}), but this SealedSecret asks for {}; hint: restore the original name/namespace/scope annotations, or re-seal",
+            "sealed with {} (key {}), but this SealedSecret asks for {} (restore its original name, namespace and scope annotations, or re-seal it)",
             b.describe(),
             fp.short(),
             expected.describe()

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use super::object::{
     Target, check_kind, get_str, obj, object_meta, scope_of, secret_items, set_scope_annotations,
 };
-use super::{ManifestError, SEALED_SECRET_API_VERSION, SEALED_SECRET_KIND, field};
+use super::{ManifestError, SEALED_SECRET_API_VERSION, SEALED_SECRET_KIND, field, field_with_hint};
 use crate::seal::{PublicKey, Scope, seal};
 use crate::secret::ExposeSecret;
 
@@ -62,9 +62,10 @@ pub fn seal_secret(
             .to_string(),
     };
     if name.is_empty() {
-        return Err(field(
+        return Err(field_with_hint(
             "metadata.name",
-            "missing; hint: set metadata.name or pass --name",
+            "missing",
+            "set metadata.name or pass --name",
         ));
     }
     if let Some(s) = opts.scope {
@@ -76,19 +77,25 @@ pub fn seal_secret(
         .to_string();
     let namespace = match (&opts.namespace, doc_ns.is_empty()) {
         (Some(flag), false) if *flag != doc_ns => {
-            return Err(field(
+            return Err(field_with_hint(
                 "metadata.namespace",
-                format!("is '{doc_ns}' but --namespace says '{flag}'; hint: remove one of them"),
+                format!("is '{doc_ns}' but --namespace says '{flag}'"),
+                "remove one of them",
             ));
         }
         (Some(flag), true) => flag.clone(),
         (_, false) => doc_ns,
-        (None, true) if scope.needs_namespace() => opts.fallback_namespace.clone().ok_or_else(|| {
-            field(
-                "metadata.namespace",
-                "missing, and no namespace is set in the kubeconfig context; hint: set metadata.namespace, pass -n, or use --scope cluster-wide",
-            )
-        })?,
+        (None, true) if scope.needs_namespace() => {
+            opts.fallback_namespace.clone().ok_or_else(|| {
+                // The kubeconfig's context gives "default" when it names no namespace, so there
+                // is no fallback only when there is no kubeconfig at all.
+                field_with_hint(
+                    "metadata.namespace",
+                    "missing, and there is no kubeconfig to take a default namespace from",
+                    "set metadata.namespace, pass -n, or use --scope cluster-wide",
+                )
+            })?
+        }
         (None, true) => String::new(),
     };
 
