@@ -616,6 +616,31 @@ fn check_spec(ks: &Kustomization, settings: &GitopsSettings) -> Result<Option<St
     service_account(ks, settings)
 }
 
+/// The private checks [`reconcile`] makes before it reads the cluster or runs git, for the
+/// fuzz target `kustomization_spec` (`controller/fuzz`); not an API. Returns what
+/// `check_spec` (names, references, lockdown rules; the ServiceAccount to act as), `spec_path`
+/// and the GitRepository's `spec.secretRef.name` check (when a repository is given) say.
+#[doc(hidden)]
+#[allow(clippy::type_complexity)]
+pub fn fuzz_checks(
+    ks: &Kustomization,
+    repo: Option<&GitRepository>,
+    settings: &GitopsSettings,
+) -> (
+    Result<Option<String>, String>,
+    Result<String, String>,
+    Option<Result<(), String>>,
+) {
+    let secret_ref = repo.and_then(|r| r.spec.secret_ref.as_ref()).map(|r| {
+        object_name("spec.secretRef.name", &r.name).map_err(|f| f.message)
+    });
+    (
+        check_spec(ks, settings).map_err(|f| f.message),
+        spec_path(ks),
+        secret_ref,
+    )
+}
+
 struct Failure {
     reason: &'static str,
     message: String,

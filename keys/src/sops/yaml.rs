@@ -518,14 +518,20 @@ impl YamlDoc {
                     rowan::NodeOrToken::Node(n) if n.kind() == SyntaxKind::MAPPING => {
                         w.node(&n, 0, &mut path)?;
                     }
-                    rowan::NodeOrToken::Node(n)
-                        if matches!(n.kind(), SyntaxKind::SEQUENCE | SyntaxKind::SCALAR) =>
-                    {
+                    // Anything else would be skipped by the walk, so its values would stay in
+                    // clear text beside a `sops:` block: a tagged mapping (`--- !!map`), an
+                    // alias, a list, a scalar, or what the lossless parser could not read.
+                    rowan::NodeOrToken::Node(n) => {
                         return Err(SopsError::Format(
-                            "a SOPS YAML document must be a mapping at the top level".into(),
+                            if n.kind() == SyntaxKind::TAGGED_NODE {
+                                "a SOPS YAML document must be a mapping at the top level, without a tag"
+                            } else {
+                                "a SOPS YAML document must be a mapping at the top level"
+                            }
+                            .into(),
                         ));
                     }
-                    _ => {}
+                    rowan::NodeOrToken::Token(_) => {}
                 }
             }
             for e in std::mem::take(&mut w.sops_entries) {
@@ -549,6 +555,11 @@ impl YamlDoc {
             doc.doc_ends.push(usize::from(dn.text_range().end()));
         }
         Ok(doc)
+    }
+
+    /// How many documents the file holds (an empty or comment-only file holds none).
+    pub fn documents(&self) -> usize {
+        self.doc_ends.len()
     }
 
     /// The text with `replacements` (per leaf) spliced in and the `sops:` blocks removed;
