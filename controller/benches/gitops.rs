@@ -11,7 +11,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use sealkit_api::{GitRepository, Kustomization};
-use sealkit_controller::gitops::reconcile::{GitopsSettings, MemoryFlux, reconcile};
+use sealkit_controller::gitops::memory::{MemoryCluster, MemoryFlux};
+use sealkit_controller::gitops::reconcile::{GitopsSettings, reconcile};
 
 fn git(dir: &Path, args: &[&str]) {
     let ok = Command::new("git")
@@ -107,7 +108,7 @@ async fn main() {
         ("kustomize overlay", "./overlay"),
     ] {
         let flux = MemoryFlux {
-            cluster: sealkit_controller::gitops::apply::MemoryCluster::new(),
+            cluster: MemoryCluster::new(),
             ..Default::default()
         };
         let gr: GitRepository = serde_json::from_value(serde_json::json!({

@@ -1,18 +1,17 @@
 //! sealkit-controller: the in-cluster half of sealkit.
 //!
-//! It owns the CRD manifests (`crdgen` writes them into `deploy/crds/`), the unseal reconciler
-//! (`unseal`), the ExternalSecret syncer (`external`), the leadership gate, HTTP endpoints and
-//! metrics. Each reconciler's logic runs against a small API seam with an in-memory
-//! implementation; the kube glue (`kube_api`, `external::run`, `main.rs`) stays thin.
+//! Three loops with one shape (`unseal`, `external`, `gitops`: each a `run` that wires its
+//! `Controller`, a reconcile written against a seam trait, the seam over the cluster in
+//! `kube.rs`, an in-memory fake in `memory.rs`, one error type), over a shared `runtime` (one
+//! kube client with one request budget, status and Events, conditions, requeue and backoff,
+//! guards, leadership, HTTP listeners, metrics). `config` holds the flags; `crds()` the CRD
+//! manifests `crdgen` writes into `deploy/crds/`.
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod external;
 pub mod gitops;
-pub mod guard;
-pub mod http;
-pub mod kube_api;
-pub mod leader;
-pub mod metrics;
+pub mod runtime;
 pub mod unseal;
 
 use kube::CustomResourceExt;

@@ -11,15 +11,14 @@ use std::time::{Duration, Instant};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use sealkit_api::{ExternalSecret, SecretStore};
-use sealkit_controller::external::aws::{
+use sealkit_controller::external::cache::Fetcher;
+use sealkit_controller::external::memory::{FixedFactory, MemorySyncApi};
+use sealkit_controller::external::provider::RemoteKey;
+use sealkit_controller::external::provider::aws::{
     AwsLimits, AwsSettings, Limiters, StaticCredentials, provider,
 };
-use sealkit_controller::external::cache::Fetcher;
-use sealkit_controller::external::provider::RemoteKey;
-use sealkit_controller::external::reconcile::{
-    FixedFactory, MemorySyncApi, SyncContext, reconcile,
-};
-use sealkit_controller::metrics::Metrics;
+use sealkit_controller::external::reconcile::{SyncContext, reconcile};
+use sealkit_controller::runtime::metrics::Metrics;
 
 fn api_calls(m: &Metrics) -> u64 {
     m.encode()

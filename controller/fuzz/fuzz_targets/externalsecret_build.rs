@@ -18,7 +18,7 @@ use k8s_openapi::ByteString;
 use libfuzzer_sys::fuzz_target;
 use sealkit_api::ExternalSecret;
 use sealkit_controller::external::provider::{FetchError, RemoteKey, SecretValue};
-use sealkit_controller::external::reconcile::due;
+use sealkit_controller::external::policy::due;
 use sealkit_controller::external::sync::{
     TemplateSource, build, data_hash, find_queries, needed_keys, render,
 };

@@ -22,9 +22,11 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use sealkit_api::{GitRepository, Kustomization};
-use sealkit_controller::gitops::reconcile::{GitopsSettings, fuzz_checks, substitute};
+use sealkit_controller::gitops::reconcile::GitopsSettings;
+use sealkit_controller::gitops::reconcile::build::substitute;
+use sealkit_controller::gitops::reconcile::spec::fuzz_checks;
 use sealkit_controller::gitops::source::{GitRef, artifact_dir, check_url};
-use sealkit_controller::guard::{MAX_DURATION, duration_or};
+use sealkit_controller::runtime::guard::{MAX_DURATION, duration_or};
 use sealkit_controller_fuzz::documents;
 
 /// Room for field names and fixed text around the (at most 80-character) quoted value.

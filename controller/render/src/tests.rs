@@ -501,11 +501,13 @@ fn a_slow_kustomize_is_killed_with_its_process_group() {
     // Killed with the group (a zombie until reaped by init counts as gone: state Z).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        let state = std::fs::read_to_string(proc.join("stat")).unwrap_or_default();
-        let alive = state
-            .rsplit(')')
-            .next()
-            .is_some_and(|s| !s.trim_start().starts_with('Z'));
+        // Gone from /proc (reaped) or a zombie: dead. Only a readable, non-zombie state is alive.
+        let alive = std::fs::read_to_string(proc.join("stat")).is_ok_and(|state| {
+            state
+                .rsplit(')')
+                .next()
+                .is_some_and(|s| !s.trim_start().starts_with('Z'))
+        });
         if !alive {
             break;
         }
@@ -616,4 +618,19 @@ fn redaction_covers_every_form_an_api_error_quotes() {
         "no values in Debug"
     );
     assert!(!format!("{r:?}").contains("hush"));
+}
+
+/// Flux's default exclusions: a plain directory holding `.sops.yaml` (not a manifest) and CI
+/// files renders, as it does in Flux.
+#[test]
+fn plain_directories_skip_flux_default_exclusions() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let r = dir.path();
+    write(r, "cm.yaml", &CM.replace("NAME", "only"));
+    write(r, ".sops.yaml", "creation_rules:\n  - age: age1xyz\n");
+    write(r, "prod/.sops.yaml", "creation_rules: []\n");
+    write(r, ".github/workflows/ci.yaml", "on: push\njobs: {}\n");
+    let objs = render(r, r, &Options::default()).expect("render");
+    assert_eq!(objs.len(), 1);
+    assert_eq!(objs[0].value["metadata"]["name"], "only");
 }

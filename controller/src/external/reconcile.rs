@@ -1,8 +1,10 @@
 //! The ExternalSecret reconciler: decide whether a refresh is due, resolve the store, fetch
 //! through the shared cache, build the Secret, write it, report status.
 //!
-//! The cluster is reached through [`SyncApi`] (kube in `kube_api.rs`, [`MemorySyncApi`] for
-//! tests) and providers through [`ProviderFactory`] (the AWS SDK, or memory).
+//! It reads top to bottom: is a refresh due (`policy`), resolve the store (`store`), fetch through
+//! the shared cache and build (`cache`, `sync`), write the Secret, write the status. The cluster
+//! is reached through [`SyncApi`] (the cluster in `kube`, an in-memory fake in `memory`) and
+//! providers through [`ProviderFactory`] (the AWS SDK, or memory).
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -14,15 +16,19 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::{Resource, ResourceExt};
 use sealkit_api::{
-    AwsProvider, ClusterSecretStore, ExternalSecret, ExternalSecretStatus, SecretStore,
-    StatusCondition, StoreProvider,
+    ClusterSecretStore, ExternalSecret, ExternalSecretStatus, SecretStore, StatusCondition,
 };
-use sealkit_keys::secret::SecretString;
 
 use super::cache::Fetcher;
-use super::provider::{BoxFut, FetchError, Provider};
-use super::sync::{self, SyncError, TemplateSource};
-use crate::metrics::{Metrics, SyncLabels};
+use super::policy::{Next, due, max_value_age, ready, synced_resource_version, target_name};
+use super::store::{ProviderFactory, ResolvedStore, resolve_store};
+use super::sync::{self, SyncError, TemplateSource, err};
+use crate::runtime::conditions::{status_word, transition};
+use crate::runtime::metrics::{Metrics, SyncLabels};
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Label on every Secret the syncer manages (ESO's).
 pub const MANAGED_LABEL: &str = "reconcile.external-secrets.io/managed";
@@ -83,102 +89,6 @@ pub trait SyncApi: Send + Sync {
         reason: &str,
         message: &str,
     ) -> impl Future<Output = ()> + Send;
-}
-
-/// A resolved store: the provider settings and where credentials come from.
-#[derive(Debug)]
-pub struct ResolvedStore {
-    /// `SecretStore/ns/name` or `ClusterSecretStore/name`.
-    pub id: String,
-    /// The AWS settings.
-    pub aws: super::aws::AwsSettings,
-    /// Key prefix.
-    pub prefix: String,
-    /// The credentials Secrets read, as `ns/name@resourceVersion` (empty: the default chain).
-    pub credential_sources: Vec<String>,
-}
-
-impl ResolvedStore {
-    /// The identity of everything cached for this store (clients with their AssumeRole
-    /// sessions, fetched values): the whole AWS identity (service, region, access key id, role,
-    /// external id, endpoint), the credentials Secrets with their resourceVersions, and a
-    /// digest of the credential material (so edited credentials never reuse a client or a
-    /// value fetched with the old ones). Never the credentials themselves.
-    pub fn cache_id(&self) -> String {
-        use sealkit_keys::secret::ExposeSecret;
-        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-        if let Some(c) = &self.aws.credentials {
-            for part in [
-                c.access_key_id.as_str(),
-                c.secret_access_key.expose_secret(),
-                c.session_token.as_ref().map_or("", |t| t.expose_secret()),
-            ] {
-                ctx.update(&(part.len() as u64).to_be_bytes());
-                ctx.update(part.as_bytes());
-            }
-        }
-        let digest: String = ctx.finish().as_ref()[..12]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        serde_json::json!([self.aws.identity(), self.credential_sources, digest]).to_string()
-    }
-}
-
-/// Builds (and caches) providers for resolved stores.
-pub trait ProviderFactory: Send + Sync {
-    /// The provider for a store.
-    fn provider<'a>(
-        &'a self,
-        store: &'a ResolvedStore,
-    ) -> BoxFut<'a, Result<Arc<dyn Provider>, FetchError>>;
-}
-
-/// The AWS SDK factory: one client per store identity, reused (its credentials cache with it).
-pub struct AwsFactory {
-    /// Request budgets.
-    pub limits: super::aws::AwsLimits,
-    /// Token buckets.
-    pub limiters: Arc<super::aws::Limiters>,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    clients: tokio::sync::Mutex<HashMap<String, Arc<dyn Provider>>>,
-}
-
-impl AwsFactory {
-    /// A factory with these budgets.
-    pub fn new(limits: super::aws::AwsLimits, metrics: Arc<Metrics>) -> Self {
-        AwsFactory {
-            limits,
-            limiters: Arc::default(),
-            metrics,
-            clients: Default::default(),
-        }
-    }
-}
-
-impl ProviderFactory for AwsFactory {
-    fn provider<'a>(
-        &'a self,
-        store: &'a ResolvedStore,
-    ) -> BoxFut<'a, Result<Arc<dyn Provider>, FetchError>> {
-        Box::pin(async move {
-            let id = store.cache_id();
-            let mut clients = self.clients.lock().await;
-            if let Some(p) = clients.get(&id) {
-                return Ok(p.clone());
-            }
-            let p = super::aws::provider(
-                &store.aws,
-                &self.limits,
-                self.limiters.clone(),
-                self.metrics.clone(),
-            )
-            .await?;
-            clients.insert(id, p.clone());
-            Ok(p)
-        })
-    }
 }
 
 /// Shared reconciler state.
@@ -287,465 +197,6 @@ impl<F> SyncContext<F> {
     }
 }
 
-/// What the loop should do next.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Next {
-    /// Come back after this long (a refresh is due then).
-    After(Duration),
-    /// Nothing until the object changes.
-    Wait,
-}
-
-fn parse_interval(s: Option<&str>) -> Result<Duration, SyncError> {
-    crate::guard::duration_or("spec.refreshInterval", s, Duration::from_secs(3600)).map_err(
-        |message| SyncError {
-            message,
-            not_found: false,
-        },
-    )
-}
-
-/// `<generation>-<hash of labels and annotations>`: any metadata change forces a refresh.
-pub fn synced_resource_version(es: &ExternalSecret) -> String {
-    let meta = serde_json::json!([es.metadata.labels, es.metadata.annotations]);
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, meta.to_string().as_bytes());
-    let h: String = d.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("{}-{h}", es.metadata.generation.unwrap_or(0))
-}
-
-fn target_name(es: &ExternalSecret) -> String {
-    es.spec
-        .target
-        .as_ref()
-        .and_then(|t| t.name.clone())
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| es.name_any())
-}
-
-fn is_valid(secret: Option<&Secret>) -> bool {
-    let Some(s) = secret else { return false };
-    let managed = s
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(MANAGED_LABEL))
-        .is_some_and(|v| v == "true");
-    let hash = s
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(DATA_HASH_ANNOTATION));
-    managed && hash.is_some_and(|h| *h == sync::data_hash(&s.data.clone().unwrap_or_default()))
-}
-
-fn ready(es: &ExternalSecret) -> Option<&StatusCondition> {
-    es.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-}
-
-/// Whether a refresh is due now, and when the next one will be.
-pub fn due(
-    es: &ExternalSecret,
-    secret: Option<&Secret>,
-    now: SystemTime,
-) -> Result<(bool, Next), SyncError> {
-    let interval = parse_interval(es.spec.refresh_interval.as_deref())?;
-    let policy = es.spec.refresh_policy.as_deref().unwrap_or("Periodic");
-    let status = es.status.as_ref();
-    let synced_before = status.and_then(|s| s.refresh_time.as_ref()).is_some();
-    let version_changed = status.and_then(|s| s.synced_resource_version.as_deref())
-        != Some(&synced_resource_version(es));
-    let failing = ready(es).is_none_or(|c| c.status != "True");
-    let creation_none = es
-        .spec
-        .target
-        .as_ref()
-        .and_then(|t| t.creation_policy.as_deref())
-        == Some("None");
-    let secret_ok = creation_none || is_valid(secret);
-    let (due, next) = match policy {
-        "CreatedOnce" => (!synced_before || !secret_ok, Next::Wait),
-        "OnChange" => (version_changed || !secret_ok || failing, Next::Wait),
-        "Periodic" => {
-            if interval.is_zero() {
-                (version_changed || !secret_ok || failing, Next::Wait)
-            } else {
-                let last = status.and_then(|s| s.refresh_time.as_ref()).map(|t| {
-                    SystemTime::UNIX_EPOCH + Duration::from_secs(t.0.as_second().max(0) as u64)
-                });
-                let elapsed = last.and_then(|l| now.duration_since(l).ok());
-                let expired = elapsed.is_none_or(|e| e >= interval);
-                let due = expired || version_changed || !secret_ok || failing;
-                let wait = if due {
-                    interval
-                } else {
-                    interval.saturating_sub(elapsed.unwrap_or_default())
-                };
-                (due, Next::After(jitter(wait, interval)))
-            }
-        }
-        other => {
-            return Err(SyncError {
-                message: format!(
-                    "spec.refreshPolicy {other:?} is not Periodic, OnChange or CreatedOnce"
-                ),
-                not_found: false,
-            });
-        }
-    };
-    Ok((due, next))
-}
-
-/// Adds up to +10 % of the interval (at most 5 minutes), so refreshes after a restart spread out
-/// instead of hitting the provider at the same instant (ESO #4231).
-fn jitter(wait: Duration, interval: Duration) -> Duration {
-    let spread = interval.mul_f64(0.1).min(Duration::from_secs(300));
-    let mut r = [0u8; 4];
-    let _ = aws_lc_rs::rand::fill(&mut r);
-    wait + spread.mul_f64(f64::from(u32::from_le_bytes(r)) / f64::from(u32::MAX))
-}
-
-fn err(message: impl Into<String>) -> SyncError {
-    SyncError {
-        message: message.into(),
-        not_found: false,
-    }
-}
-
-/// Whether a namespace may use a ClusterSecretStore.
-fn namespace_allowed(
-    store: &ClusterSecretStore,
-    ns: &str,
-    labels: &BTreeMap<String, String>,
-) -> Result<bool, SyncError> {
-    let Some(conds) = store.spec.conditions.as_ref().filter(|c| !c.is_empty()) else {
-        return Ok(true);
-    };
-    for c in conds {
-        if c.namespaces.iter().flatten().any(|n| n == ns) {
-            return Ok(true);
-        }
-        for r in c.namespace_regexes.iter().flatten() {
-            let re = regex::Regex::new(r).map_err(|e| {
-                err(format!(
-                    "ClusterSecretStore {}: conditions namespaceRegexes {r:?} is not valid: {e}",
-                    store.name_any()
-                ))
-            })?;
-            if re.is_match(ns) {
-                return Ok(true);
-            }
-        }
-        if let Some(sel) = &c.namespace_selector
-            && selector_matches(sel, labels)
-        {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
-fn selector_matches(
-    sel: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
-    labels: &BTreeMap<String, String>,
-) -> bool {
-    let by_labels = sel
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    let by_expr = sel.match_expressions.iter().flatten().all(|e| {
-        let vals = e.values.clone().unwrap_or_default();
-        match e.operator.as_str() {
-            "In" => labels.get(&e.key).is_some_and(|v| vals.contains(v)),
-            "NotIn" => labels.get(&e.key).is_none_or(|v| !vals.contains(v)),
-            "Exists" => labels.contains_key(&e.key),
-            "DoesNotExist" => !labels.contains_key(&e.key),
-            _ => false,
-        }
-    });
-    by_labels && by_expr
-}
-
-fn aws_of(provider: &StoreProvider, store: &str) -> Result<AwsProvider, SyncError> {
-    if let Some(aws) = &provider.aws {
-        if let Some(k) = aws.other.keys().next() {
-            return Err(err(format!(
-                "{store}: provider.aws.{k} is not supported by sealkit yet"
-            )));
-        }
-        if aws.auth.as_ref().is_some_and(|a| a.jwt.is_some()) {
-            return Err(err(format!(
-                "{store}: provider.aws.auth.jwt is not supported yet (use auth.secretRef, or no auth for IRSA / pod identity)"
-            )));
-        }
-        return Ok(aws.clone());
-    }
-    match provider.other.keys().next() {
-        Some(p) => Err(err(format!(
-            "{store}: provider {p} is not supported (sealkit supports aws)"
-        ))),
-        None => Err(err(format!("{store}: spec.provider is empty"))),
-    }
-}
-
-/// Where a store may read credentials from.
-#[derive(Debug, Clone, Copy)]
-pub enum CredentialScope<'a> {
-    /// A SecretStore: its own namespace only (a `namespace` naming another one is refused, as
-    /// ESO allows it only on ClusterSecretStores).
-    Namespaced(&'a str),
-    /// A ClusterSecretStore used from an ExternalSecret in this namespace: a reference without
-    /// a namespace is read there.
-    Cluster(&'a str),
-    /// A ClusterSecretStore checked on its own: only references with a namespace are read.
-    ClusterOnly,
-}
-
-async fn read_key<A: SyncApi>(
-    api: &A,
-    store: &str,
-    field: &str,
-    sel: &sealkit_api::SecretKeySelector,
-    scope: CredentialScope<'_>,
-    sources: &mut Vec<String>,
-) -> Result<SecretString, SyncError> {
-    let named = sel.namespace.as_deref().filter(|n| !n.is_empty());
-    let ns = match (scope, named) {
-        (CredentialScope::Namespaced(own), Some(n)) if n != own => {
-            // Refused before any read: the answer must not tell whether that Secret exists.
-            return Err(err(format!(
-                "{store}: {field}.namespace may not name another namespace (only a ClusterSecretStore may read credentials from other namespaces)"
-            )));
-        }
-        (_, Some(n)) => n,
-        (CredentialScope::Namespaced(own) | CredentialScope::Cluster(own), None) => own,
-        (CredentialScope::ClusterOnly, None) => {
-            return Err(err(format!("{store}: {field} has no namespace")));
-        }
-    };
-    // For a ClusterSecretStore, a tenant sees this message in its ExternalSecret's status:
-    // whether a Secret of the store's namespace exists is the admin's business, not the tenant's.
-    let own_namespace =
-        matches!(scope, CredentialScope::Namespaced(o) | CredentialScope::Cluster(o) if o == ns);
-    let unreadable = |detail: String| {
-        if own_namespace {
-            err(detail)
-        } else {
-            err(format!(
-                "{store}: cannot read its {field} (see the store's status)"
-            ))
-        }
-    };
-    let secret = api
-        .get_secret(ns, &sel.name)
-        .await
-        .map_err(|e| {
-            unreadable(format!(
-                "{store}: cannot read {field} Secret {ns}/{}: {e}",
-                sel.name
-            ))
-        })?
-        .ok_or_else(|| {
-            unreadable(format!(
-                "{store}: {field} Secret {ns}/{} does not exist",
-                sel.name
-            ))
-        })?;
-    sources.push(format!(
-        "{ns}/{}@{}",
-        sel.name,
-        secret.metadata.resource_version.as_deref().unwrap_or("")
-    ));
-    let v = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(&sel.key))
-        .ok_or_else(|| {
-            unreadable(format!(
-                "{store}: {field} Secret {ns}/{} has no key {:?}",
-                sel.name, sel.key
-            ))
-        })?;
-    let text = String::from_utf8(v.0.clone()).map_err(|_| {
-        unreadable(format!(
-            "{store}: {field} in Secret {ns}/{} is not UTF-8",
-            sel.name
-        ))
-    })?;
-    Ok(SecretString::from(text.trim().to_string()))
-}
-
-/// Finds the store, checks it may be used from this namespace, reads its credentials.
-pub async fn resolve_store<A: SyncApi>(
-    api: &A,
-    es: &ExternalSecret,
-) -> Result<ResolvedStore, SyncError> {
-    let ns = es.namespace().unwrap_or_default();
-    let r = es
-        .spec
-        .secret_store_ref
-        .as_ref()
-        .filter(|r| !r.name.is_empty())
-        .ok_or_else(|| {
-            err("spec.secretStoreRef.name is required (sourceRef per entry is not supported)")
-        })?;
-    let kind = r.kind.as_deref().unwrap_or("SecretStore");
-    let (id, provider, scope) = match kind {
-        "SecretStore" => {
-            let s = api
-                .get_store(&ns, &r.name)
-                .await
-                .map_err(|e| err(format!("cannot read SecretStore {ns}/{}: {e}", r.name)))?
-                .ok_or_else(|| {
-                    err(format!(
-                        "SecretStore {:?} not found in namespace {ns}",
-                        r.name
-                    ))
-                })?;
-            (
-                format!("SecretStore {ns}/{}", r.name),
-                s.spec.provider,
-                CredentialScope::Namespaced(&ns),
-            )
-        }
-        "ClusterSecretStore" => {
-            let s = api
-                .get_cluster_store(&r.name)
-                .await
-                .map_err(|e| err(format!("cannot read ClusterSecretStore {}: {e}", r.name)))?
-                .ok_or_else(|| err(format!("ClusterSecretStore {:?} not found", r.name)))?;
-            let labels = if s.spec.conditions.as_ref().is_some_and(|c| !c.is_empty()) {
-                api.namespace_labels(&ns)
-                    .await
-                    .map_err(|e| err(format!("cannot read namespace {ns}: {e}")))?
-            } else {
-                BTreeMap::new()
-            };
-            if !namespace_allowed(&s, &ns, &labels)? {
-                return Err(err(format!(
-                    "ClusterSecretStore {:?} does not allow namespace {ns} (see its spec.conditions)",
-                    r.name
-                )));
-            }
-            (
-                format!("ClusterSecretStore {}", r.name),
-                s.spec.provider,
-                CredentialScope::Cluster(&ns),
-            )
-        }
-        other => {
-            return Err(err(format!(
-                "spec.secretStoreRef.kind {other:?} is not SecretStore or ClusterSecretStore"
-            )));
-        }
-    };
-    store_from_provider(api, &provider, id, scope).await
-}
-
-/// Turns a store's provider block into AWS settings, reading its credentials where `scope`
-/// allows. A ClusterSecretStore checked on its own ([`CredentialScope::ClusterOnly`]) does not
-/// read references without a namespace (they are resolved per ExternalSecret).
-pub async fn store_from_provider<A: SyncApi>(
-    api: &A,
-    provider: &StoreProvider,
-    id: String,
-    scope: CredentialScope<'_>,
-) -> Result<ResolvedStore, SyncError> {
-    let aws = aws_of(provider, &id)?;
-    if aws.region.is_empty() {
-        return Err(err(format!("{id}: provider.aws.region is required")));
-    }
-    if !matches!(aws.service.as_str(), "SecretsManager" | "ParameterStore") {
-        return Err(err(format!(
-            "{id}: provider.aws.service {:?} is not supported (use SecretsManager or ParameterStore)",
-            aws.service
-        )));
-    }
-    let mut sources = Vec::new();
-    let credentials = match aws.auth.as_ref().and_then(|a| a.secret_ref.as_ref()) {
-        None => None,
-        Some(sr) => {
-            let (Some(kid), Some(sak)) = (
-                &sr.access_key_id_secret_ref,
-                &sr.secret_access_key_secret_ref,
-            ) else {
-                return Err(err(format!(
-                    "{id}: auth.secretRef needs accessKeyIDSecretRef and secretAccessKeySecretRef"
-                )));
-            };
-            let resolvable = |k: &sealkit_api::SecretKeySelector| {
-                !matches!(scope, CredentialScope::ClusterOnly)
-                    || k.namespace.as_deref().is_some_and(|n| !n.is_empty())
-            };
-            if !resolvable(kid) || !resolvable(sak) {
-                // Referent authentication: resolved in each ExternalSecret's namespace.
-                None
-            } else {
-                use sealkit_keys::secret::ExposeSecret;
-                let src = &mut sources;
-                let access_key_id = read_key(api, &id, "accessKeyIDSecretRef", kid, scope, src)
-                    .await?
-                    .expose_secret()
-                    .to_string();
-                let secret_access_key =
-                    read_key(api, &id, "secretAccessKeySecretRef", sak, scope, src).await?;
-                let session_token = match &sr.session_token_secret_ref {
-                    Some(t) => {
-                        Some(read_key(api, &id, "sessionTokenSecretRef", t, scope, src).await?)
-                    }
-                    None => None,
-                };
-                Some(super::aws::StaticCredentials {
-                    access_key_id,
-                    secret_access_key,
-                    session_token,
-                })
-            }
-        }
-    };
-    Ok(ResolvedStore {
-        id,
-        credential_sources: sources,
-        prefix: aws.prefix.clone().unwrap_or_default(),
-        aws: super::aws::AwsSettings {
-            service: aws.service.clone(),
-            region: aws.region.clone(),
-            role: aws.role.clone(),
-            external_id: aws.external_id.clone(),
-            credentials,
-            endpoint: None,
-        },
-    })
-}
-
-/// The `Ready` status a store should have: its provider block is supported and its credentials
-/// can be read. (No call to AWS: a store is checked by the ExternalSecrets that use it.)
-pub async fn store_status<A: SyncApi>(
-    api: &A,
-    provider: &StoreProvider,
-    id: String,
-    scope: CredentialScope<'_>,
-    previous: Option<&sealkit_api::SecretStoreStatus>,
-) -> sealkit_api::SecretStoreStatus {
-    let (ok, reason, message) = match store_from_provider(api, provider, id, scope).await {
-        Ok(_) => (true, "Valid", "store validated".to_string()),
-        Err(e) => (false, "InvalidProviderConfig", e.message),
-    };
-    let prev = previous
-        .and_then(|p| p.conditions.as_ref())
-        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
-    sealkit_api::SecretStoreStatus {
-        conditions: Some(vec![condition(ok, reason, &message, prev)]),
-        capabilities: Some("ReadOnly".into()),
-    }
-}
-
 async fn template_sources<A: SyncApi>(
     api: &A,
     es: &ExternalSecret,
@@ -832,19 +283,6 @@ async fn template_sources<A: SyncApi>(
     Ok(out)
 }
 
-/// How old a shared value a refresh of `es` may use: its `refreshInterval` for periodic
-/// refreshes (ExternalSecrets due in the same wave still share one fetch; a value changed in the
-/// store reaches the Secret within one interval), none otherwise (a refresh on a change, or of
-/// an ExternalSecret that never refreshes, reads the store as it is now; only requests in
-/// flight are shared).
-fn max_value_age(es: &ExternalSecret) -> Duration {
-    let periodic = es.spec.refresh_policy.as_deref().unwrap_or("Periodic") == "Periodic";
-    match parse_interval(es.spec.refresh_interval.as_deref()) {
-        Ok(interval) if periodic => interval,
-        _ => Duration::ZERO,
-    }
-}
-
 /// Fetches and builds the Secret data, labels and annotations.
 async fn fetch_and_build<A: SyncApi, F: ProviderFactory>(
     api: &A,
@@ -898,23 +336,22 @@ fn owner_ref(es: &ExternalSecret) -> Option<OwnerReference> {
     es.controller_owner_ref(&())
 }
 
-fn condition(
+pub(crate) fn condition(
     ok: bool,
     reason: &str,
     message: &str,
     previous: Option<&StatusCondition>,
 ) -> StatusCondition {
-    let status = if ok { "True" } else { "False" }.to_string();
-    let transition = match previous {
-        Some(p) if p.status == status => p.last_transition_time.clone(),
-        _ => Some(Time(k8s_openapi::jiff::Timestamp::now())),
-    };
+    let status = status_word(ok);
     StatusCondition {
         type_: "Ready".into(),
-        status,
+        status: status.into(),
         reason: Some(reason.into()),
         message: Some(message.into()),
-        last_transition_time: transition,
+        last_transition_time: Some(transition(
+            previous.map(|p| (p.status.as_str(), p.last_transition_time.as_ref())),
+            status,
+        )),
     }
 }
 
@@ -931,7 +368,7 @@ async fn write_status<A: SyncApi, F>(
     for (value, current) in [("True", ok), ("False", !ok)] {
         ctx.metrics
             .external_condition
-            .get_or_create(&crate::metrics::EsConditionLabels {
+            .get_or_create(&crate::runtime::metrics::EsConditionLabels {
                 name: es.name_any(),
                 namespace: es.namespace().unwrap_or_default(),
                 condition: "Ready".into(),
@@ -990,7 +427,7 @@ pub async fn reconcile<A: SyncApi, F: ProviderFactory>(
         })
         .inc();
     // ESO's per-object counters, for existing dashboards.
-    let object = crate::metrics::ObjectLabels {
+    let object = crate::runtime::metrics::ObjectLabels {
         name: es.name_any(),
         namespace: es.namespace().unwrap_or_default(),
     };
@@ -1150,148 +587,6 @@ async fn reconcile_inner<A: SyncApi, F: ProviderFactory>(
     api.event(es, false, "Updated", "Updated Secret").await;
     write_status(api, ctx, es, true, "SecretSynced", "secret synced", true).await?;
     Ok((next, true))
-}
-
-/// An in-memory cluster for reconcile tests.
-#[derive(Default)]
-pub struct MemorySyncApi {
-    /// Secrets by `ns/name`.
-    pub secrets: Mutex<BTreeMap<String, Secret>>,
-    /// ConfigMaps by `ns/name`.
-    pub config_maps: Mutex<BTreeMap<String, BTreeMap<String, String>>>,
-    /// SecretStores by `ns/name`.
-    pub stores: Mutex<BTreeMap<String, SecretStore>>,
-    /// ClusterSecretStores by name.
-    pub cluster_stores: Mutex<BTreeMap<String, ClusterSecretStore>>,
-    /// Namespace labels.
-    pub namespaces: Mutex<BTreeMap<String, BTreeMap<String, String>>>,
-    /// Statuses by `ns/name`.
-    pub statuses: Mutex<BTreeMap<String, ExternalSecretStatus>>,
-    /// Events: (`ns/name`, reason, message).
-    pub events: Mutex<Vec<(String, String, String)>>,
-    /// Secret writes.
-    pub writes: Mutex<u64>,
-    /// SecretStore and ClusterSecretStore reads.
-    pub store_reads: Mutex<u64>,
-}
-
-fn k(ns: &str, name: &str) -> String {
-    format!("{ns}/{name}")
-}
-
-fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl SyncApi for MemorySyncApi {
-    async fn get_secret(&self, ns: &str, name: &str) -> Result<Option<Secret>, String> {
-        Ok(locked(&self.secrets).get(&k(ns, name)).cloned())
-    }
-    async fn apply_secret(&self, secret: &Secret) -> Result<(), String> {
-        let key = k(
-            secret.metadata.namespace.as_deref().unwrap_or(""),
-            secret.metadata.name.as_deref().unwrap_or(""),
-        );
-        let mut map = locked(&self.secrets);
-        // Server-side apply: our fields replace what we sent before; other owners' keys stay
-        // (keys only we wrote are dropped when we stop sending them).
-        let mut out = secret.clone();
-        if let Some(old) = map.get(&key) {
-            let ours_before: Vec<String> = old
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get("test/managed-keys"))
-                .map(|s| s.split(',').map(str::to_string).collect())
-                .unwrap_or_default();
-            let mut data = old.data.clone().unwrap_or_default();
-            data.retain(|k, _| !ours_before.contains(k));
-            data.extend(secret.data.clone().unwrap_or_default());
-            out.data = Some(data);
-            if out.type_.is_none() {
-                out.type_ = old.type_.clone();
-            }
-            out.metadata.uid = old.metadata.uid.clone();
-        }
-        // The API server gives every new object a uid.
-        out.metadata
-            .uid
-            .get_or_insert_with(|| format!("uid-secret-{key}"));
-        let ours: Vec<String> = secret
-            .data
-            .iter()
-            .flatten()
-            .map(|(k, _)| k.clone())
-            .collect();
-        out.metadata
-            .annotations
-            .get_or_insert_default()
-            .insert("test/managed-keys".into(), ours.join(","));
-        map.insert(key, out);
-        *locked(&self.writes) += 1;
-        Ok(())
-    }
-    async fn delete_secret(&self, ns: &str, name: &str, uid: &str) -> Result<(), String> {
-        let mut secrets = locked(&self.secrets);
-        if secrets
-            .get(&k(ns, name))
-            .is_some_and(|s| s.metadata.uid.as_deref().unwrap_or("") == uid)
-        {
-            secrets.remove(&k(ns, name));
-        }
-        Ok(())
-    }
-    async fn get_config_map(
-        &self,
-        ns: &str,
-        name: &str,
-    ) -> Result<Option<BTreeMap<String, String>>, String> {
-        Ok(locked(&self.config_maps).get(&k(ns, name)).cloned())
-    }
-    async fn get_store(&self, ns: &str, name: &str) -> Result<Option<SecretStore>, String> {
-        *locked(&self.store_reads) += 1;
-        Ok(locked(&self.stores).get(&k(ns, name)).cloned())
-    }
-    async fn get_cluster_store(&self, name: &str) -> Result<Option<ClusterSecretStore>, String> {
-        *locked(&self.store_reads) += 1;
-        Ok(locked(&self.cluster_stores).get(name).cloned())
-    }
-    async fn namespace_labels(&self, ns: &str) -> Result<BTreeMap<String, String>, String> {
-        Ok(locked(&self.namespaces)
-            .get(ns)
-            .cloned()
-            .unwrap_or_default())
-    }
-    async fn set_status(
-        &self,
-        es: &ExternalSecret,
-        status: &ExternalSecretStatus,
-    ) -> Result<(), String> {
-        locked(&self.statuses).insert(
-            k(&es.namespace().unwrap_or_default(), &es.name_any()),
-            status.clone(),
-        );
-        Ok(())
-    }
-    async fn event(&self, es: &ExternalSecret, _warning: bool, reason: &str, message: &str) {
-        locked(&self.events).push((
-            k(&es.namespace().unwrap_or_default(), &es.name_any()),
-            reason.to_string(),
-            message.to_string(),
-        ));
-    }
-}
-
-/// A factory that hands out one in-memory (or any) provider for every store.
-pub struct FixedFactory(pub Arc<dyn Provider>);
-
-impl ProviderFactory for FixedFactory {
-    fn provider<'a>(
-        &'a self,
-        _: &'a ResolvedStore,
-    ) -> BoxFut<'a, Result<Arc<dyn Provider>, FetchError>> {
-        Box::pin(async move { Ok(self.0.clone()) })
-    }
 }
 
 #[cfg(test)]

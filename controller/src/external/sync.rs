@@ -34,6 +34,11 @@ impl SyncError {
     }
 }
 
+/// A [`SyncError`] that is not a missing key.
+pub fn err(message: impl Into<String>) -> SyncError {
+    SyncError::new(message)
+}
+
 impl std::fmt::Display for SyncError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)

@@ -27,7 +27,7 @@ use axum::extract::{DefaultBodyLimit, Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 
-use crate::http::server::{BODY_LIMIT, ClientLimiter, Peer};
+use crate::runtime::server::{BODY_LIMIT, ClientLimiter, Peer};
 
 /// The opt-in annotation naming the Secret with the token.
 pub const SECRET_ANNOTATION: &str = "sealkit.dev/webhook-secret";

@@ -158,6 +158,111 @@ pub fn new_key_secret(
     Ok((secret, key.fingerprint().clone()))
 }
 
+/// Where and how sealing keys are kept and made.
+#[derive(Debug, Clone)]
+pub struct KeySettings {
+    /// The namespace of the key Secrets (the controller's).
+    pub namespace: String,
+    /// `generateName` prefix of new key Secrets.
+    pub prefix: String,
+    /// RSA key size of new keys.
+    pub size: usize,
+    /// Certificate lifetime of new keys.
+    pub ttl: Duration,
+    /// A new key when the newest is this old (`None`: never).
+    pub renew_period: Option<Duration>,
+    /// A new key when the newest was made before this time.
+    pub cutoff: Option<SystemTime>,
+    /// Common name of new certificates.
+    pub common_name: String,
+}
+
+/// Every active key Secret of `ns`, loaded (unusable ones are skipped and logged).
+pub async fn load_from(client: &kube::Client, ns: &str) -> Result<SealingKeys, kube::Error> {
+    use kube::api::{Api, ListParams};
+    let secrets = Api::<Secret>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("{KEY_LABEL}={KEY_ACTIVE}")))
+        .await?;
+    let keys = load(&secrets.items);
+    for s in &keys.skipped {
+        tracing::warn!(key_secret = %s, "skipping a key Secret");
+    }
+    Ok(keys)
+}
+
+/// Loads the keys into `slot`, first adding a new one when this replica leads and renewal is
+/// due; the slot changes only when the set of keys did. RSA key generation (seconds of CPU for
+/// 4096 bits) runs on the blocking pool, never on an async worker.
+pub async fn refresh(
+    client: &kube::Client,
+    settings: &KeySettings,
+    slot: &std::sync::RwLock<std::sync::Arc<SealingKeys>>,
+    leader: bool,
+) -> Result<(), kube::Error> {
+    use kube::api::{Api, PostParams};
+    let mut keys = load_from(client, &settings.namespace).await?;
+    let due = needs_new_key(
+        keys.newest.as_ref().map(|n| n.not_before),
+        SystemTime::now(),
+        settings.renew_period,
+        settings.cutoff,
+    );
+    if leader && due {
+        let s = settings.clone();
+        let made = tokio::task::spawn_blocking(move || {
+            new_key_secret(&s.prefix, &s.namespace, s.size, s.ttl, &s.common_name)
+        })
+        .await;
+        match made {
+            Ok(Ok((secret, fp))) => {
+                Api::<Secret>::namespaced(client.clone(), &settings.namespace)
+                    .create(&PostParams::default(), &secret)
+                    .await?;
+                tracing::info!(fingerprint = %fp, "generated a new sealing key");
+                keys = load_from(client, &settings.namespace).await?;
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot generate a sealing key"),
+            Err(e) => tracing::error!(error = %e, "the key generation task failed"),
+        }
+    }
+    let fingerprints = |k: &SealingKeys| {
+        k.keyring
+            .keys()
+            .map(|k| k.fingerprint().clone())
+            .collect::<Vec<_>>()
+    };
+    let changed = slot
+        .read()
+        .map(|current| fingerprints(&current) != fingerprints(&keys))
+        .unwrap_or(true);
+    if changed {
+        if let Ok(mut s) = slot.write() {
+            *s = std::sync::Arc::new(keys);
+        }
+        tracing::info!("sealing keys loaded");
+    }
+    Ok(())
+}
+
+/// Reloads the keys every minute (a key restored from a backup, renewal by the leader), for
+/// as long as the process runs.
+pub fn spawn_refresh(
+    client: kube::Client,
+    settings: KeySettings,
+    state: std::sync::Arc<super::http::AppState>,
+    leader: tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            let leading = *leader.borrow();
+            if let Err(e) = refresh(&client, &settings, &state.keys, leading).await {
+                tracing::warn!(error = %e, "cannot refresh sealing keys");
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,14 +1,143 @@
-//! Unsealing SealedSecrets into Secrets. `plan` is the pure core of the reconciler: given a
-//! SealedSecret, the Secret that exists today (if any) and the keyring, it decides what to do —
-//! nothing (the Secret already holds this spec's values: no RSA work at all), apply a Secret,
-//! refuse a name collision, or report why unsealing failed. The kube glue that watches, applies
-//! and writes status lives beside it and stays thin.
+//! Unsealing SealedSecrets into Secrets, as a drop-in for Bitnami's sealed-secrets-controller.
+//!
+//! - `plan`: the pure core: given a SealedSecret, the Secret that exists today (if any) and the
+//!   keyring, decide — nothing (the Secret already holds this spec's values: no RSA work), apply a
+//!   Secret, refuse a name collision, or say why unsealing failed;
+//! - `reconcile`: one SealedSecret against the [`reconcile::ClusterApi`] seam;
+//! - `kube`: the seam over the cluster; `memory`: the in-memory fake;
+//! - `keys`: sealing keys in labelled Secrets, renewal; `http`: the endpoints kubeseal uses;
+//! - [`run`]: the controller (SealedSecrets, and their Secrets watched as metadata only).
 
+pub mod http;
 pub mod keys;
+pub mod kube;
+#[cfg(any(test, feature = "testing"))]
+pub mod memory;
 mod plan;
 pub mod reconcile;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::kube::api::{Api, PartialObjectMeta};
+use ::kube::runtime::controller::{Action, Controller};
+use ::kube::runtime::watcher;
+use k8s_openapi::api::core::v1::Secret;
+use sealkit_api::SealedSecret;
 
 pub use plan::{
     DATA_MAC_ANNOTATION, MANAGED_ANNOTATION, PATCH_ANNOTATION, Plan,
     SKIP_OWNER_REFERENCES_ANNOTATION, SPEC_HASH_ANNOTATION, managed_keys, plan, spec_hash,
 };
+
+use crate::runtime::status::Writer;
+use crate::runtime::{Glue, LoopError, requeue};
+
+/// What the unseal loop is told.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Sealing keys.
+    pub keys: keys::KeySettings,
+    /// Only this namespace (default: all).
+    pub namespace: Option<String>,
+    /// Only SealedSecrets (and Secrets) matching this label selector.
+    pub selector: Option<String>,
+    /// How often in-sync objects are checked again (jittered).
+    pub resync: Duration,
+}
+
+/// Why a SealedSecret reconcile failed (retried with backoff; a SealedSecret that cannot be
+/// unsealed is not an error: its status says why and it waits for a change).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnsealError {
+    /// The API server refused or failed a read or a write.
+    #[error("{0}")]
+    Api(String),
+    /// The reconcile panicked (a bug; contained).
+    #[error("{0}")]
+    Panicked(String),
+}
+
+impl LoopError for UnsealError {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            UnsealError::Api(_) => "api",
+            UnsealError::Panicked(_) => "panic",
+        }
+    }
+    fn panicked(message: String) -> Self {
+        UnsealError::Panicked(message)
+    }
+}
+
+struct Ctx {
+    api: kube::KubeUnseal,
+    state: Arc<http::AppState>,
+    glue: Glue,
+    resync: Duration,
+}
+
+async fn reconcile_one(ss: Arc<SealedSecret>, ctx: Arc<Ctx>) -> Result<Action, UnsealError> {
+    let work = async {
+        reconcile::reconcile(&ss, &ctx.api, &ctx.state)
+            .await
+            .map_err(UnsealError::Api)?;
+        // Done or failed for a reason a retry will not fix soon: back at the resync.
+        Ok(Action::requeue(requeue::jitter_around(ctx.resync, 0.1)))
+    };
+    let r = ctx.glue.reconcile(&*ss, work).await;
+    if let Err(UnsealError::Panicked(msg)) = &r {
+        use reconcile::{ClusterApi, EventNote};
+        let note = EventNote {
+            warning: true,
+            reason: "ErrUnsealFailed",
+            message: msg.clone(),
+        };
+        ctx.api.event(&ss, note).await;
+    }
+    r
+}
+
+fn error_policy(ss: Arc<SealedSecret>, err: &UnsealError, ctx: Arc<Ctx>) -> Action {
+    ctx.glue.backoff(&*ss, err)
+}
+
+/// Runs the unseal controller until its stream ends. A new leader first makes sure a sealing
+/// key exists.
+pub async fn run(
+    client: ::kube::Client,
+    writer: Writer,
+    state: Arc<http::AppState>,
+    settings: Settings,
+) {
+    if let Err(e) = keys::refresh(&client, &settings.keys, &state.keys, true).await {
+        tracing::warn!(error = %e, "cannot refresh sealing keys");
+    }
+    let (sealed, secrets) = match &settings.namespace {
+        Some(ns) => (
+            Api::<SealedSecret>::namespaced(client.clone(), ns),
+            Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), ns),
+        ),
+        None => (
+            Api::<SealedSecret>::all(client.clone()),
+            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        ),
+    };
+    let watch = match &settings.selector {
+        Some(sel) => watcher::Config::default().labels(sel),
+        None => watcher::Config::default(),
+    };
+    let ctx = Arc::new(Ctx {
+        api: kube::KubeUnseal { writer },
+        glue: Glue::new("unseal", state.metrics.clone()),
+        state,
+        resync: settings.resync,
+    });
+    // Owned Secrets are watched as metadata only: the watch cache never holds a value (the
+    // reconcile reads its one Secret when it runs).
+    let stream = Controller::new(sealed, watch.clone())
+        .owns(secrets, watch)
+        .run(reconcile_one, error_policy, ctx);
+    crate::runtime::drain("unseal", stream).await;
+}

@@ -206,8 +206,10 @@ spec:
     cluster.wait_for("the changed value", Duration::from_secs(40), || {
         data(&cluster, &ns, "db-creds", "password").filter(|p| p == "from-aws-2")
     });
+    // One interval (10 s) plus its jitter (≤ 1 s) plus the time to reconcile and to see it
+    // here on a loaded machine; a cache that ignores the interval (its 30 s TTL) takes ~30 s.
     assert!(
-        changed.elapsed() < Duration::from_secs(11 + 4),
+        changed.elapsed() < Duration::from_secs(20),
         "the change took {:?}: more than one refresh interval",
         changed.elapsed()
     );

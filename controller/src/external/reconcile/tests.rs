@@ -2,8 +2,13 @@
 
 use std::time::Duration;
 
+use sealkit_api::StoreProvider;
+
 use super::*;
-use crate::external::provider::MemoryProvider;
+use crate::external::memory::{FixedFactory, MemorySyncApi};
+use crate::external::provider::FetchError;
+use crate::external::provider::memory::MemoryProvider;
+use crate::external::store::{CredentialScope, store_status};
 
 fn es(name: &str, v: serde_json::Value) -> ExternalSecret {
     let mut e: ExternalSecret = serde_json::from_value(serde_json::json!({
@@ -829,12 +834,12 @@ fn cache_identity_covers_the_whole_identity() {
         id: "SecretStore app/aws".into(),
         prefix: String::new(),
         credential_sources: vec!["app/awssm@1".into()],
-        aws: crate::external::aws::AwsSettings {
+        aws: crate::external::provider::aws::AwsSettings {
             service: "SecretsManager".into(),
             region: "us-east-1".into(),
             role: Some("arn:aws:iam::1:role/r".into()),
             external_id: Some("tenant-a".into()),
-            credentials: Some(crate::external::aws::StaticCredentials {
+            credentials: Some(crate::external::provider::aws::StaticCredentials {
                 access_key_id: "AKID".into(),
                 secret_access_key: SecretString::from("s1".to_string()),
                 session_token: None,

@@ -1,8 +1,14 @@
 //! The Kustomization reconciler end to end against a real Git repository (file://), the real
 //! `kubectl kustomize`, SOPS files of the example repository, and the in-memory cluster.
 
+use std::path::Path;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde_json::Value;
+
 use super::*;
-use crate::gitops::apply::MemoryCluster;
+use crate::gitops::memory::{MemoryCluster, MemoryFlux};
+use crate::gitops::reconcile::build::substitute;
 use crate::gitops::testutil::{commit_all, git};
 
 type Flux = MemoryFlux;
@@ -750,7 +756,7 @@ async fn service_account_name_applies_prunes_and_reads_as_that_account() {
     lk(&s.flux.writers).clear();
     let mut pk = observed(&s.flux, &k);
     pk.metadata.annotations = Some(BTreeMap::from([(
-        crate::gitops::apply::PRUNE_THRESHOLD_ANNOTATION.to_string(),
+        crate::gitops::reconcile::prune::PRUNE_THRESHOLD_ANNOTATION.to_string(),
         "100".to_string(),
     )]));
     reconcile(&pk, &s.flux, &s.settings).await.expect("pruned");

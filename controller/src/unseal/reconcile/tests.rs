@@ -1,15 +1,16 @@
 //! Reconcile behaviour against the in-memory API: create, update, unmanaged collision, managed,
 //! self-heal, no RSA on restart, key rotation, failures with status and Events.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sealkit_keys::seal::PublicKey;
 use sealkit_keys::seal::manifest::{SealOptions, seal_secret};
 
 use super::*;
-use crate::metrics::Metrics;
+use crate::runtime::metrics::Metrics;
 use crate::unseal::keys::{load, new_key_secret};
+use crate::unseal::memory::MemoryApi;
 
 fn key_secret(name: &str) -> Secret {
     let (mut s, _) =
@@ -194,19 +195,6 @@ async fn failures_give_status_and_events_and_other_objects_continue() {
     );
 }
 
-#[test]
-fn backoff_is_capped_and_jittered() {
-    let cap = Duration::from_secs(300);
-    for n in 0..40 {
-        let d = backoff(n, cap);
-        assert!(
-            d <= cap.mul_f64(1.2) && d >= Duration::from_millis(800),
-            "{n}: {d:?}"
-        );
-    }
-    assert!(backoff(0, cap) < Duration::from_secs(2));
-}
-
 /// One replica's view of the shared in-memory cluster: counts the writes it makes.
 struct Replica {
     api: Arc<MemoryApi>,
@@ -268,7 +256,7 @@ async fn eventually(what: &str, cond: impl Fn() -> bool) {
 
 #[tokio::test]
 async fn leader_hand_over_only_the_leader_writes() {
-    use crate::leader::{Stopped, while_leading};
+    use crate::runtime::leader::{Stopped, while_leading};
     use tokio::sync::watch;
 
     let st = Arc::new(state(&[key_secret("k1")]));

@@ -1,16 +1,21 @@
 //! The provider seam: fetch many keys at once, or find keys by name, tags or path.
 //!
-//! Implementations: AWS Secrets Manager and Parameter Store (`aws.rs`, the real SDK; tests run
-//! it against `moto_server`) and [`MemoryProvider`] (unit tests). Values are [`SecretValue`]s:
+//! Implementations: AWS Secrets Manager and Parameter Store (`aws`, the real SDK; tests run
+//! it against `moto_server`) and `memory::MemoryProvider` (unit tests and benchmarks, feature
+//! `testing`). Values are [`SecretValue`]s:
 //! zeroized on drop and redacted in `Debug`. Errors carry AWS error codes and key names, never
 //! values.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use sealkit_keys::secret::Zeroizing;
+
+pub mod aws;
+#[cfg(any(test, feature = "testing"))]
+pub mod memory;
 
 /// A boxed, sendable future (the trait is used behind `dyn`).
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -118,86 +123,6 @@ pub trait Provider: Send + Sync {
         &'a self,
         query: &'a FindQuery,
     ) -> BoxFut<'a, Result<Vec<(String, SecretValue)>, FetchError>>;
-}
-
-/// An in-memory provider: values by key (versions as `key@version`), with call counting and
-/// failure injection.
-#[derive(Default)]
-pub struct MemoryProvider {
-    /// Values by key (`key` or `key@version`).
-    pub values: Mutex<BTreeMap<String, Vec<u8>>>,
-    /// Tags by key.
-    pub tags: Mutex<BTreeMap<String, BTreeMap<String, String>>>,
-    /// Calls made (`get_many` counts once per call).
-    pub calls: Mutex<u64>,
-    /// When set, every call fails with this error.
-    pub fail: Mutex<Option<FetchError>>,
-}
-
-impl MemoryProvider {
-    /// Sets a value.
-    pub fn put(&self, key: &str, value: &str) {
-        if let Ok(mut v) = self.values.lock() {
-            v.insert(key.to_string(), value.as_bytes().to_vec());
-        }
-    }
-
-    fn count(&self) -> Result<(), FetchError> {
-        if let Ok(mut c) = self.calls.lock() {
-            *c += 1;
-        }
-        match self.fail.lock().ok().and_then(|f| f.clone()) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Provider for MemoryProvider {
-    fn name(&self) -> &'static str {
-        "memory"
-    }
-
-    fn get_many<'a>(&'a self, keys: &'a [RemoteKey]) -> BoxFut<'a, Vec<Fetched>> {
-        Box::pin(async move {
-            let failed = self.count().err();
-            let values = self.values.lock().map(|v| v.clone()).unwrap_or_default();
-            keys.iter()
-                .map(|k| {
-                    if let Some(e) = &failed {
-                        return (k.clone(), Err(e.clone()));
-                    }
-                    let name = match &k.version {
-                        Some(v) => format!("{}@{v}", k.key),
-                        None => k.key.clone(),
-                    };
-                    let r = values
-                        .get(&name)
-                        .map(|v| SecretValue::new(v.clone()))
-                        .ok_or_else(|| FetchError::NotFound(k.to_string()));
-                    (k.clone(), r)
-                })
-                .collect()
-        })
-    }
-
-    fn find<'a>(
-        &'a self,
-        query: &'a FindQuery,
-    ) -> BoxFut<'a, Result<Vec<(String, SecretValue)>, FetchError>> {
-        Box::pin(async move {
-            self.count()?;
-            let re = compile(query.name_regexp.as_deref())?;
-            let values = self.values.lock().map(|v| v.clone()).unwrap_or_default();
-            let tags = self.tags.lock().map(|t| t.clone()).unwrap_or_default();
-            Ok(values
-                .into_iter()
-                .filter(|(k, _)| !k.contains('@'))
-                .filter(|(k, _)| matches(query, re.as_ref(), k, tags.get(k)))
-                .map(|(k, v)| (k, SecretValue::new(v)))
-                .collect())
-        })
-    }
 }
 
 /// Compiles a `find.name.regexp`.

@@ -5,9 +5,7 @@
 //! client IP so one client cannot starve the others) and run their RSA work off the async
 //! workers, at most one per core at a time. Only public material leaves this server:
 //! certificates, and sealed values; verify says only yes (200) or no (409). The listeners
-//! themselves (timeouts, connection limit, body limit) are in [`server`].
-
-pub mod server;
+//! themselves (timeouts, connection limit, body limit) are in [`crate::runtime::server`].
 
 use std::sync::{Arc, RwLock};
 
@@ -19,8 +17,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use sealkit_keys::seal::manifest;
 
-use crate::metrics::Metrics;
-use crate::unseal::keys::SealingKeys;
+use super::keys::SealingKeys;
+use crate::runtime::metrics::Metrics;
+use crate::runtime::server;
 
 /// What the HTTP handlers share with the reconciler.
 pub struct AppState {

@@ -76,6 +76,30 @@ pub struct ObjectLabels {
     pub namespace: String,
 }
 
+/// `{verb}` of a Kubernetes API request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerbLabels {
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`.
+    pub verb: String,
+}
+
+/// `{controller, kind}` of a failed reconcile (controller-runtime's label name).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LoopErrorLabels {
+    /// `unseal`, `externalsecret`, `secretstore`, `clustersecretstore`, `kustomization`,
+    /// `gitrepository`.
+    pub controller: String,
+    /// The error's `metric_label()`.
+    pub kind: String,
+}
+
+/// `{controller}` of a reconcile.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    /// The loop.
+    pub controller: String,
+}
+
 /// `{revision}` of the build.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
@@ -113,6 +137,12 @@ pub struct Metrics {
     pub gitops_reconcile_duration: Histogram,
     /// `sealkit_gitops_objects_total{action}`.
     pub gitops_objects: Family<ActionLabels, Counter>,
+    /// `sealkit_kube_requests_total{verb}`: every API request of every loop (one budget).
+    pub kube_requests: Family<VerbLabels, Counter>,
+    /// `sealkit_reconcile_errors_total{controller,kind}`.
+    pub reconcile_errors: Family<LoopErrorLabels, Counter>,
+    /// `sealkit_reconciles_total{controller}`.
+    pub reconciles: Family<ControllerLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -209,7 +239,28 @@ impl Default for Metrics {
             "RSA private-key operations performed",
             rsa_private_ops.clone(),
         );
+        let kube_requests = Family::<VerbLabels, Counter>::default();
+        registry.register(
+            "sealkit_kube_requests",
+            "Kubernetes API requests of every loop, by verb",
+            kube_requests.clone(),
+        );
+        let reconcile_errors = Family::<LoopErrorLabels, Counter>::default();
+        registry.register(
+            "sealkit_reconcile_errors",
+            "Failed reconciles by loop and kind of error",
+            reconcile_errors.clone(),
+        );
+        let reconciles = Family::<ControllerLabels, Counter>::default();
+        registry.register(
+            "sealkit_reconciles",
+            "Reconciles by loop",
+            reconciles.clone(),
+        );
         Metrics {
+            kube_requests,
+            reconcile_errors,
+            reconciles,
             registry,
             unseal_requests,
             unseal_errors,

@@ -1,38 +1,63 @@
-//! Staged server-side apply with drift detection, and pruning that refuses to do harm.
+//! The apply phase: staged server-side apply with drift detection.
 //!
 //! - Objects get the ownership labels `kustomize.toolkit.fluxcd.io/name` and `/namespace`.
 //! - Stage 1: CustomResourceDefinitions, Namespaces and cluster-scoped RBAC; stage 2: the rest
 //!   (so custom resources and namespaced objects find their definitions and namespaces).
 //! - Each object is dry-run applied first; when the dry-run result equals the live object there
 //!   is no write, so a no-op resync makes zero writes.
-//! - Prune only after every apply succeeded, never when the render is empty or would delete
-//!   more than a threshold of the inventory (default 50 %), only objects that are both in the
-//!   inventory and labelled as this Kustomization's, and never one annotated
-//!   `kustomize.toolkit.fluxcd.io/prune: disabled`.
 //! - Names and namespaces become URL path segments of API requests (the client does not
 //!   escape them), so an object or inventory entry whose name could change the request (`/`,
 //!   `%`, `?`, `..`, …) is refused.
 //! - API error texts are passed through the render's [`Redactor`] before they become errors:
 //!   the API server quotes invalid values, which may have come out of SOPS.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::future::Future;
-use std::sync::Mutex;
 
-use sealkit_api::InventoryEntry;
+use kube::ResourceExt;
+use sealkit_api::{InventoryEntry, Kustomization};
+use sealkit_render::comparable;
 use sealkit_render::redact::Redactor;
 use serde_json::Value;
 
+use super::{Failure, failure};
+use crate::runtime::metrics::{ActionLabels, Metrics};
+
 /// Ownership label: the Kustomization's name.
 pub const NAME_LABEL: &str = "kustomize.toolkit.fluxcd.io/name";
+
 /// Ownership label: the Kustomization's namespace.
 pub const NAMESPACE_LABEL: &str = "kustomize.toolkit.fluxcd.io/namespace";
-/// `disabled` keeps an object from being pruned.
-pub const PRUNE_ANNOTATION: &str = "kustomize.toolkit.fluxcd.io/prune";
-/// sealkit: percentage of the inventory a single prune may delete (default 50; 100 allows all).
-pub const PRUNE_THRESHOLD_ANNOTATION: &str = "sealkit.io/prune-threshold-percent";
-/// sealkit: `true` lets an empty render prune everything.
-pub const ALLOW_EMPTY_ANNOTATION: &str = "sealkit.io/allow-empty-prune";
+
+/// sealkit: set on an object that existed before a Kustomization first applied it (it carried
+/// no ownership labels, or another Kustomization's). Such an object is adopted, never owned:
+/// prune and garbage collection leave it in place. Kept on every later apply.
+pub const ADOPTED_ANNOTATION: &str = "sealkit.dev/adopted";
+
+/// Whether `live` is labelled as `owner`'s (namespace, name).
+pub(super) fn labelled(live: &Value, owner: &(String, String)) -> bool {
+    let labels = &live["metadata"]["labels"];
+    labels[NAME_LABEL] == owner.1.as_str() && labels[NAMESPACE_LABEL] == owner.0.as_str()
+}
+
+/// Whether `live` is (or is about to become) adopted by `owner` rather than created by it.
+fn adopting(live: &Value, owner: &(String, String)) -> bool {
+    live["metadata"]["annotations"][ADOPTED_ANNOTATION] == "true" || !labelled(live, owner)
+}
+
+/// `o` with the adoption annotation.
+fn mark_adopted(o: &Value) -> Value {
+    let mut o = o.clone();
+    if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+        let a = meta
+            .entry("annotations")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Some(a) = a.as_object_mut() {
+            a.insert(ADOPTED_ANNOTATION.into(), Value::String("true".into()));
+        }
+    }
+    o
+}
 
 /// An object's identity.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -215,8 +240,6 @@ fn stage(v: &Value) -> u8 {
     }
 }
 
-use sealkit_render::comparable;
-
 /// Options of one apply.
 #[derive(Debug, Clone, Default)]
 pub struct ApplyOptions {
@@ -331,6 +354,14 @@ pub async fn apply_all<A: ApplyApi>(
             .get(&r)
             .await
             .map_err(|e| ApplyError(format!("{r}: {}", redact(e))))?;
+        let marked;
+        let o = match &live {
+            Some(l) if adopting(l, &opts.owner) => {
+                marked = mark_adopted(o);
+                &marked
+            }
+            _ => o,
+        };
         let dry = api
             .apply(o, true, opts.force)
             .await
@@ -354,308 +385,79 @@ pub async fn apply_all<A: ApplyApi>(
     Ok(report)
 }
 
-/// Prune policy from the Kustomization's annotations.
-#[derive(Debug, Clone)]
-pub struct PrunePolicy {
-    /// Percentage of the old inventory one prune may delete.
-    pub threshold_percent: u32,
-    /// An empty render may prune everything.
-    pub allow_empty: bool,
+/// What the apply phase did: the objects as prepared (with ownership labels), the report
+/// (created, configured, unchanged; prune adds to it), and the options used.
+pub(super) struct Applied {
+    pub(super) prepared: Vec<Value>,
+    pub(super) report: Report,
+    pub(super) opts: ApplyOptions,
 }
 
-impl PrunePolicy {
-    /// From annotations (defaults: 50 %, empty refused).
-    pub fn from_annotations(a: Option<&BTreeMap<String, String>>) -> PrunePolicy {
-        PrunePolicy {
-            threshold_percent: a
-                .and_then(|a| a.get(PRUNE_THRESHOLD_ANNOTATION))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(50)
-                .min(100),
-            allow_empty: a
-                .and_then(|a| a.get(ALLOW_EMPTY_ANNOTATION))
-                .is_some_and(|v| v == "true"),
-        }
-    }
-}
-
-/// Deletes what left the render, within the policy.
-pub async fn prune<A: ApplyApi>(
-    api: &A,
-    old: &[InventoryEntry],
-    report: &mut Report,
-    owner: &(String, String),
-    policy: &PrunePolicy,
-) -> Result<(), ApplyError> {
-    let new: BTreeSet<&str> = report.inventory.iter().map(|e| e.id.as_str()).collect();
-    let candidates: Vec<&InventoryEntry> = old
-        .iter()
-        .filter(|e| !new.contains(e.id.as_str()))
-        .collect();
-    if candidates.is_empty() {
-        return Ok(());
-    }
-    if report.inventory.is_empty() && !policy.allow_empty {
-        return Err(ApplyError(format!(
-            "refusing to prune: the render is empty and would delete all {} objects (annotate the Kustomization {ALLOW_EMPTY_ANNOTATION}=true if this is intended)",
-            old.len()
-        )));
-    }
-    let limit = old.len() * policy.threshold_percent as usize / 100;
-    if !report.inventory.is_empty()
-        && candidates.len() > limit.max(1)
-        && policy.threshold_percent < 100
-    {
-        return Err(ApplyError(format!(
-            "refusing to prune {} of {} objects (more than {}%; annotate the Kustomization {PRUNE_THRESHOLD_ANNOTATION}=100 if this is intended)",
-            candidates.len(),
-            old.len(),
-            policy.threshold_percent
-        )));
-    }
-    for e in candidates {
-        let Some(r) = ObjRef::from_entry(e) else {
-            continue;
-        };
-        // The inventory is in the status, which is not ours alone to write.
-        if r.check().is_err() {
-            report
-                .kept
-                .push(format!("{r} (not a valid object reference)"));
-            continue;
-        }
-        let live = api
-            .get(&r)
-            .await
-            .map_err(|err| ApplyError(format!("{r}: {err}")))?;
-        let Some(live) = live else { continue };
-        let labels = &live["metadata"]["labels"];
-        let ours =
-            labels[NAME_LABEL] == owner.1.as_str() && labels[NAMESPACE_LABEL] == owner.0.as_str();
-        if !ours {
-            report
-                .kept
-                .push(format!("{r} (not labelled as this Kustomization's)"));
-            continue;
-        }
-        if live["metadata"]["annotations"][PRUNE_ANNOTATION] == "disabled" {
-            report
-                .kept
-                .push(format!("{r} ({PRUNE_ANNOTATION}: disabled)"));
-            continue;
-        }
-        api.delete(&r)
-            .await
-            .map_err(|err| ApplyError(format!("{r}: delete failed: {err}")))?;
-        report.pruned.push(r.to_string());
-    }
-    Ok(())
-}
-
-/// Health of one object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Health {
-    /// Ready.
-    Healthy,
-    /// Not yet.
-    Progressing(String),
-    /// Will not become ready by waiting.
-    Failed(String),
-}
-
-/// Health of Deployments, StatefulSets, DaemonSets, Jobs and objects with a Ready condition;
-/// anything else is healthy once it exists.
-pub fn health(v: &Value) -> Health {
-    let st = &v["status"];
-    let generation = v["metadata"]["generation"].as_i64().unwrap_or(0);
-    let observed = st["observedGeneration"].as_i64().unwrap_or(-1);
-    let n = |f: &str| st[f].as_i64().unwrap_or(0);
-    let want = v["spec"]["replicas"].as_i64().unwrap_or(1);
-    match v["kind"].as_str().unwrap_or("") {
-        "Deployment" | "StatefulSet" if observed < generation => {
-            Health::Progressing("the controller has not observed the latest spec".into())
-        }
-        "Deployment" => {
-            if n("updatedReplicas") >= want && n("availableReplicas") >= want {
-                Health::Healthy
-            } else {
-                Health::Progressing(format!(
-                    "{}/{want} replicas available",
-                    n("availableReplicas")
-                ))
-            }
-        }
-        "StatefulSet" => {
-            if n("readyReplicas") >= want && n("updatedReplicas") >= want {
-                Health::Healthy
-            } else {
-                Health::Progressing(format!("{}/{want} replicas ready", n("readyReplicas")))
-            }
-        }
-        "DaemonSet" => {
-            let desired = n("desiredNumberScheduled");
-            if observed >= generation
-                && n("numberReady") >= desired
-                && n("updatedNumberScheduled") >= desired
-            {
-                Health::Healthy
-            } else {
-                Health::Progressing(format!("{}/{desired} pods ready", n("numberReady")))
-            }
-        }
-        "Job" => {
-            let conds = st["conditions"].as_array().cloned().unwrap_or_default();
-            if conds
-                .iter()
-                .any(|c| c["type"] == "Complete" && c["status"] == "True")
-            {
-                Health::Healthy
-            } else if let Some(c) = conds
-                .iter()
-                .find(|c| c["type"] == "Failed" && c["status"] == "True")
-            {
-                Health::Failed(
-                    c["message"]
-                        .as_str()
-                        .unwrap_or("the Job failed")
-                        .to_string(),
-                )
-            } else {
-                Health::Progressing("the Job has not completed".into())
-            }
-        }
-        _ => match st["conditions"]
-            .as_array()
-            .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
-        {
-            Some(c) if c["status"] == "True" => Health::Healthy,
-            Some(c) => {
-                Health::Progressing(c["message"].as_str().unwrap_or("not Ready").to_string())
-            }
-            None => Health::Healthy,
-        },
-    }
-}
-
-/// An in-memory API server for apply tests: objects by [`ObjRef`] (without version), a fixed
-/// set of namespaced kinds, server-side apply as "replace the fields we own", write counting.
-#[derive(Default)]
-pub struct MemoryCluster {
-    /// Live objects.
-    pub objects: Mutex<BTreeMap<ObjKey, Value>>,
-    /// Writes (applies and deletes; dry-runs excluded).
-    pub writes: Mutex<u64>,
-    /// Kinds the "API server" knows: kind -> namespaced.
-    pub kinds: Mutex<BTreeMap<String, bool>>,
-    /// When set, applies of this kind fail.
-    pub fail_kind: Mutex<Option<String>>,
-    /// When set, applies of this kind fail with a message that quotes the object's values, as
-    /// the API server quotes invalid values in validation errors.
-    pub fail_echo: Mutex<Option<String>>,
-}
-
-/// (group, kind, namespace, name): an object regardless of version.
-pub type ObjKey = (String, String, Option<String>, String);
-
-fn key(r: &ObjRef) -> ObjKey {
-    (
-        r.group.clone(),
-        r.kind.clone(),
-        r.namespace.clone(),
-        r.name.clone(),
-    )
-}
-
-fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl MemoryCluster {
-    /// A cluster that knows the built-in kinds tests use.
-    pub fn new() -> Self {
-        let c = MemoryCluster::default();
-        let mut k = locked(&c.kinds);
-        for (kind, ns) in [
-            ("Namespace", false),
-            ("ConfigMap", true),
-            ("Secret", true),
-            ("Service", true),
-            ("Deployment", true),
-            ("CustomResourceDefinition", false),
-            ("ClusterRole", false),
-            ("SealedSecret", true),
+impl Applied {
+    /// Counts the objects by action into `sealkit_gitops_objects_total`.
+    pub(super) fn count(&self, metrics: &Metrics) {
+        let r = &self.report;
+        for (action, n) in [
+            ("created", r.created.len()),
+            ("configured", r.configured.len()),
+            ("unchanged", r.unchanged),
+            ("pruned", r.pruned.len()),
         ] {
-            k.insert(kind.to_string(), ns);
+            metrics
+                .gitops_objects
+                .get_or_create(&ActionLabels {
+                    action: action.into(),
+                })
+                .inc_by(n as u64);
         }
-        drop(k);
-        c
     }
 
-    /// Number of writes so far.
-    pub fn writes(&self) -> u64 {
-        *locked(&self.writes)
-    }
-
-    /// The live object `kind ns/name`.
-    pub fn live(&self, kind: &str, ns: Option<&str>, name: &str) -> Option<Value> {
-        locked(&self.objects)
-            .iter()
-            .find(|((_, k, n, nm), _)| k == kind && n.as_deref() == ns && nm == name)
-            .map(|(_, v)| v.clone())
+    /// The Event text when something changed (`None`: nothing did).
+    pub(super) fn summary(&self, revision: &str) -> Option<String> {
+        let r = &self.report;
+        if r.created.is_empty() && r.configured.is_empty() && r.pruned.is_empty() {
+            return None;
+        }
+        let kept = if r.kept.is_empty() {
+            String::new()
+        } else {
+            format!("; kept: {}", r.kept.join(", "))
+        };
+        Some(format!(
+            "{revision}: {} created, {} configured, {} pruned, {} unchanged{kept}",
+            r.created.len(),
+            r.configured.len(),
+            r.pruned.len(),
+            r.unchanged,
+        ))
     }
 }
 
-impl ApplyApi for MemoryCluster {
-    async fn namespaced(&self, _api: &str, kind: &str) -> Result<Option<bool>, String> {
-        Ok(locked(&self.kinds).get(kind).copied())
-    }
-    async fn get(&self, r: &ObjRef) -> Result<Option<Value>, String> {
-        Ok(locked(&self.objects).get(&key(r)).cloned())
-    }
-    async fn apply(&self, obj: &Value, dry_run: bool, _force: bool) -> Result<Value, String> {
-        let r = ObjRef::of(obj);
-        if locked(&self.fail_kind).as_deref() == Some(r.kind.as_str()) {
-            return Err("admission webhook denied the request".into());
-        }
-        if locked(&self.fail_echo).as_deref() == Some(r.kind.as_str()) {
-            return Err(format!(
-                "{} {:?} is invalid: Invalid value: {}",
-                r.kind, r.name, obj
-            ));
-        }
-        let mut result = obj.clone();
-        if let Some(live) = locked(&self.objects).get(&key(&r)) {
-            // Server-owned fields survive an apply.
-            for f in ["uid", "creationTimestamp"] {
-                if let Some(v) = live["metadata"].get(f) {
-                    result["metadata"][f] = v.clone();
-                }
-            }
-            if let Some(s) = live.get("status") {
-                result["status"] = s.clone();
-            }
-        } else {
-            result["metadata"]["uid"] = Value::String(format!("uid-{}", r.name));
-        }
-        if r.kind == "CustomResourceDefinition" && !dry_run {
-            let kind = obj["spec"]["names"]["kind"]
-                .as_str()
-                .unwrap_or("")
-                .to_string();
-            let ns = obj["spec"]["scope"] == "Namespaced";
-            locked(&self.kinds).insert(kind, ns);
-        }
-        if !dry_run {
-            locked(&self.objects).insert(key(&r), result.clone());
-            *locked(&self.writes) += 1;
-        }
-        Ok(result)
-    }
-    async fn delete(&self, r: &ObjRef) -> Result<(), String> {
-        locked(&self.objects).remove(&key(r));
-        *locked(&self.writes) += 1;
-        Ok(())
-    }
+/// The apply phase: prepares (ownership labels, target namespace) and applies `values` as the
+/// actor, stage by stage, writing only what drifted.
+pub(super) async fn apply<A: ApplyApi>(
+    ks: &Kustomization,
+    actor: &A,
+    values: Vec<Value>,
+    redactor: &std::sync::Arc<Redactor>,
+) -> Result<Applied, Failure> {
+    let opts = ApplyOptions {
+        owner: (ks.namespace().unwrap_or_default(), ks.name_any()),
+        target_namespace: ks.spec.target_namespace.clone().filter(|t| !t.is_empty()),
+        force: ks.spec.force == Some(true),
+        redactor: redactor.clone(),
+    };
+    let prepared = prepare(actor, values, &opts)
+        .await
+        .map_err(|e| failure("ReconciliationFailed", e.0))?;
+    let report = apply_all(actor, &prepared, &opts)
+        .await
+        .map_err(|e| failure("ReconciliationFailed", e.0))?;
+    Ok(Applied {
+        prepared,
+        report,
+        opts,
+    })
 }
 
 #[cfg(test)]

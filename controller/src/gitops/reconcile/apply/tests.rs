@@ -1,6 +1,17 @@
 //! Apply, drift and prune against the in-memory cluster.
 
+use std::collections::BTreeMap;
+
 use super::*;
+use crate::gitops::memory::MemoryCluster;
+use crate::gitops::reconcile::health::{Health, health};
+use crate::gitops::reconcile::prune::{
+    ALLOW_EMPTY_ANNOTATION, PRUNE_ANNOTATION, PRUNE_THRESHOLD_ANNOTATION, PrunePolicy, prune,
+};
+
+fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn cm(name: &str, v: &str) -> Value {
     serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": v}})
@@ -224,4 +235,68 @@ async fn names_that_would_change_an_api_path_are_refused() {
         report.kept
     );
     assert_eq!(c.writes(), 0);
+}
+
+#[tokio::test]
+async fn adopted_objects_are_never_pruned() {
+    let c = MemoryCluster::new();
+    // A ConfigMap someone created by hand before the Kustomization rendered it.
+    let mut by_hand = cm("existing", "old");
+    by_hand["metadata"]["namespace"] = "app".into();
+    c.apply(&by_hand, false, false).await.expect("create by hand");
+
+    let r = run(
+        &c,
+        vec![cm("existing", "new"), cm("created", "v")],
+        &[],
+        &default_policy(),
+    )
+    .await
+    .expect("apply");
+    assert_eq!(r.created, ["ConfigMap app/created"]);
+    assert_eq!(r.configured, ["ConfigMap app/existing"]);
+    let live = c.live("ConfigMap", Some("app"), "existing").expect("cm");
+    assert_eq!(live["metadata"]["annotations"][ADOPTED_ANNOTATION], "true");
+    assert_eq!(live["data"]["k"], "new", "adopted objects are still applied");
+    let created = c.live("ConfigMap", Some("app"), "created").expect("cm");
+    assert!(created["metadata"]["annotations"][ADOPTED_ANNOTATION].is_null());
+
+    // The mark survives later applies (the annotation is re-applied, not dropped)...
+    let writes = c.writes();
+    let r2 = run(
+        &c,
+        vec![cm("existing", "new"), cm("created", "v")],
+        &r.inventory,
+        &default_policy(),
+    )
+    .await
+    .expect("resync");
+    assert_eq!((r2.unchanged, c.writes()), (2, writes));
+
+    // ...and when both leave the render, only the object the Kustomization created goes.
+    let everything = PrunePolicy {
+        threshold_percent: 100,
+        allow_empty: true,
+    };
+    let r3 = run(&c, vec![], &r2.inventory, &everything)
+        .await
+        .expect("prune");
+    assert_eq!(r3.pruned, ["ConfigMap app/created"]);
+    assert_eq!(r3.kept.len(), 1, "{:?}", r3.kept);
+    assert!(r3.kept[0].contains("adopted"), "{:?}", r3.kept);
+    assert!(c.live("ConfigMap", Some("app"), "existing").is_some());
+}
+
+#[test]
+fn legacy_prune_annotations_still_read() {
+    let p = PrunePolicy::from_annotations(Some(&BTreeMap::from([
+        ("sealkit.io/prune-threshold-percent".to_string(), "80".to_string()),
+        ("sealkit.io/allow-empty-prune".to_string(), "true".to_string()),
+    ])));
+    assert_eq!((p.threshold_percent, p.allow_empty), (80, true));
+    let p = PrunePolicy::from_annotations(Some(&BTreeMap::from([
+        (PRUNE_THRESHOLD_ANNOTATION.to_string(), "70".to_string()),
+        ("sealkit.io/prune-threshold-percent".to_string(), "80".to_string()),
+    ])));
+    assert_eq!(p.threshold_percent, 70, "the sealkit.dev name wins");
 }
