@@ -358,6 +358,59 @@ fn unchanged_values_keep_their_ciphertext_on_re_encryption() {
     assert_eq!(&out[..], edited.as_bytes());
 }
 
+// Found by the `sops_dotenv` and `sops_ini` fuzz targets: a key repeated with the same value
+// (or a comment repeated in one place) shares one stash entry, so re-encrypting gave every copy
+// the IV of the last one: the others lost their ciphertext, and two values of the file were
+// sealed with one IV. Each copy keeps its own IV now.
+#[test]
+fn repeated_values_keep_their_own_ciphertext_on_re_encryption() {
+    let (ids, recipient) = identity();
+    let opts = EncryptOptions {
+        age: vec![recipient],
+        ..Default::default()
+    };
+    for (format, plain) in [
+        (FileFormat::Dotenv, "\n=W\n=W\nA=x\nA=x\nA=x\n#c\n#c\n"),
+        (FileFormat::Ini, ";;\n\n;;\n[s]\nk = v\nk = v\n"),
+    ] {
+        let enc = encrypt(plain.as_bytes(), format, &opts).expect("enc");
+        let values = |t: &str| {
+            t.lines()
+                .filter(|l| l.contains("ENC[") && !l.contains("mac"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        let first = values(&enc);
+        let mut ivs: Vec<&str> = first
+            .iter()
+            .map(|l| l.split(",iv:").nth(1).expect("an iv"))
+            .collect();
+        ivs.sort();
+        ivs.dedup();
+        assert_eq!(
+            ivs.len(),
+            first.len(),
+            "{format:?}: one IV per value:\n{enc}"
+        );
+        let file = EncryptedFile::load(&enc, format).expect("load");
+        let key = file.data_key(&ids).expect("key");
+        let stash = file.iv_stash(&key);
+        let again = encrypt_with_key(
+            plain.as_bytes(),
+            format,
+            &file.options(),
+            &key,
+            Some(&stash),
+        )
+        .expect("enc");
+        assert_eq!(
+            first,
+            values(&again),
+            "{format:?}: every value keeps its ciphertext"
+        );
+    }
+}
+
 #[test]
 fn updatekeys_rewraps_without_touching_values() {
     let (ids_a, a) = identity();
@@ -550,4 +603,124 @@ fn comment_regex_rules_follow_the_comment_stack() {
         .decrypt(&ids, false)
         .expect("dec");
     assert_eq!(&out[..], plain.as_bytes());
+}
+
+// Found by the `sops_yaml` fuzz target: a top-level mapping with a tag (`--- !!map`, or a flow
+// mapping `!!map {…}`) was skipped by the encryption walk, so its values were written in clear
+// text next to a `sops:` block. It is refused now, with an error naming the tag and no value.
+#[test]
+fn a_tagged_top_level_mapping_is_refused() {
+    let (_, recipient) = identity();
+    let opts = EncryptOptions {
+        age: vec![recipient],
+        ..Default::default()
+    };
+    for plain in [
+        "--- !!map\npassword: hunter2\n",
+        "!!map {password: hunter2}\n",
+        "a: 1\n--- !!map\npassword: hunter2\n",
+    ] {
+        let err = encrypt(plain.as_bytes(), FileFormat::Yaml, &opts)
+            .err()
+            .unwrap_or_else(|| panic!("{plain:?} was encrypted"));
+        let msg = err.to_string();
+        assert!(matches!(err, SopsError::Format(_)), "{plain:?}: {msg}");
+        assert!(
+            msg.contains("mapping at the top level, without a tag"),
+            "{plain:?}: {msg}"
+        );
+        assert!(!msg.contains("hunter2"), "{plain:?}: {msg}");
+    }
+    // Untagged top-level mappings, block or flow, and a `%YAML` directive still encrypt.
+    for plain in [
+        "password: hunter2\n",
+        "--- {password: hunter2}\n",
+        "%YAML 1.2\n---\npassword: hunter2\n",
+    ] {
+        let enc = encrypt(plain.as_bytes(), FileFormat::Yaml, &opts)
+            .unwrap_or_else(|e| panic!("{plain:?}: {e}"));
+        assert!(!enc.contains("hunter2"), "{plain:?} leaked:\n{enc}");
+    }
+}
+
+// Found by the `sops_yaml` fuzz target: an empty (or comment-only) YAML file was "encrypted"
+// to a file without a `sops:` block, which nothing can decrypt. It is refused now.
+#[test]
+fn an_empty_yaml_file_is_refused() {
+    let (_, recipient) = identity();
+    let opts = EncryptOptions {
+        age: vec![recipient],
+        ..Default::default()
+    };
+    for plain in ["", "\n", "# only a comment\n"] {
+        let err = encrypt(plain.as_bytes(), FileFormat::Yaml, &opts)
+            .err()
+            .unwrap_or_else(|| panic!("{plain:?} was encrypted"));
+        assert!(
+            matches!(&err, SopsError::Format(m) if m.contains("no YAML document")),
+            "{plain:?}: {err}"
+        );
+    }
+}
+
+// Found by the `sops_yaml` fuzz target: `: ! k :` (an entry with an empty implicit key) is not
+// YAML, but two of our readers accepted it, differently; the "encrypted" file written from it
+// did not read back as a SOPS file. It is refused now, as sops refuses it; `? ` keys still work.
+#[test]
+fn a_mapping_entry_without_a_key_is_refused() {
+    let (ids, recipient) = identity();
+    let opts = EncryptOptions {
+        age: vec![recipient],
+        ..Default::default()
+    };
+    for plain in [": ! :", ": x\n", "a: b\n: ! hunter2 :\n", "a:\n  : x\n"] {
+        let err = encrypt(plain.as_bytes(), FileFormat::Yaml, &opts)
+            .err()
+            .unwrap_or_else(|| panic!("{plain:?} was encrypted"));
+        assert!(
+            matches!(&err, SopsError::Format(m) if m.contains("no key")),
+            "{plain:?}: {err}"
+        );
+        assert!(!err.to_string().contains("hunter2"));
+    }
+    let plain = "?\n: hunter2\n";
+    let enc = encrypt(plain.as_bytes(), FileFormat::Yaml, &opts).expect("an explicit empty key");
+    assert!(!enc.contains("hunter2"), "{enc}");
+    let out = EncryptedFile::load(&enc, FileFormat::Yaml)
+        .expect("load")
+        .decrypt(&ids, false)
+        .expect("dec");
+    assert_eq!(&out[..], plain.as_bytes());
+}
+
+// Found by the `sops_yaml` fuzz target: `updatekeys` on a file whose `sops:` block ends without
+// a final newline wrote an empty line before the new block, which then decrypted as part of
+// the plaintext. The new block follows the kept text as it is.
+#[test]
+fn updatekeys_keeps_the_plaintext_of_a_file_without_a_final_newline() {
+    let (ids_a, a) = identity();
+    let (ids_b, b) = identity();
+    let plain = "x: secret\ny: other\n";
+    let enc = encrypt(
+        plain.as_bytes(),
+        FileFormat::Yaml,
+        &EncryptOptions {
+            age: vec![a],
+            ..Default::default()
+        },
+    )
+    .expect("enc");
+    let trimmed = enc.trim_end_matches('\n');
+    let file = EncryptedFile::load(trimmed, FileFormat::Yaml).expect("load");
+    let key = file.data_key(&ids_a).expect("key");
+    let before = file.decrypt_with_key(&key, false).expect("dec");
+    let mut opts = file.options();
+    opts.age = vec![b];
+    let updated = file.with_recipients(&opts, &key).expect("update");
+    let after = EncryptedFile::load(&updated, FileFormat::Yaml)
+        .expect("load")
+        .decrypt(&ids_b, false)
+        .expect("dec");
+    assert_eq!(&after[..], &before[..], "{updated}");
+    assert_eq!(&after[..], plain.as_bytes());
 }

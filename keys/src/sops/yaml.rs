@@ -159,6 +159,18 @@ fn key_text(entry: &Node) -> Result<String, SopsError> {
         .children()
         .find(|c| c.kind() == SyntaxKind::KEY)
         .ok_or_else(|| SopsError::Format("mapping entry without a key".into()))?;
+    // `: value` (an empty key without `?`): not YAML, and sops (libyaml) refuses it. The
+    // lossless parser reads `: ! k :` as a mapping the other readers do not see, so what we
+    // wrote from it did not read back as a SOPS file.
+    if key.text_range().is_empty()
+        && !entry
+            .children_with_tokens()
+            .any(|t| t.kind() == SyntaxKind::QUESTION)
+    {
+        return Err(SopsError::Format(
+            "a mapping entry has no key (`: value`); write `? ` before an empty key".into(),
+        ));
+    }
     let scalar = key
         .descendants()
         .find(|c| c.kind() == SyntaxKind::SCALAR)
@@ -589,7 +601,14 @@ impl YamlDoc {
         }
         if let Some(block) = metadata {
             for &e in &self.doc_ends {
-                let prefix = if e > 0 && !self.text[..e].ends_with('\n') {
+                // What the block follows is the text kept: not a `sops:` block removed from the
+                // end of the document (without a final newline, it would add an empty line).
+                let kept = self
+                    .sops_spans
+                    .iter()
+                    .find(|s| s.start < e && s.end <= e && self.text[s.end..e].trim().is_empty())
+                    .map_or(e, |s| s.start);
+                let prefix = if kept > 0 && !self.text[..kept].ends_with('\n') {
                     "\n"
                 } else {
                     ""
