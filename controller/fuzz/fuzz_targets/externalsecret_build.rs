@@ -17,8 +17,8 @@ use base64::Engine as _;
 use k8s_openapi::ByteString;
 use libfuzzer_sys::fuzz_target;
 use sealkit_api::ExternalSecret;
-use sealkit_controller::external::provider::{FetchError, RemoteKey, SecretValue};
 use sealkit_controller::external::policy::due;
+use sealkit_controller::external::provider::{FetchError, RemoteKey, SecretValue};
 use sealkit_controller::external::sync::{
     TemplateSource, build, data_hash, find_queries, needed_keys, render,
 };
@@ -126,7 +126,10 @@ fuzz_target!(|data: &[u8]| {
     for d in es.spec.data.iter().flatten() {
         let bare = d.remote_ref.key.as_str();
         if provider_value(bare).is_ok() {
-            assert!(built.contains_key(&d.secret_key), "a fetched data[] key is built");
+            assert!(
+                built.contains_key(&d.secret_key),
+                "a fetched data[] key is built"
+            );
         }
     }
 

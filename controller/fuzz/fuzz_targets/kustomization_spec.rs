@@ -79,7 +79,11 @@ fuzz_target!(|data: &[u8]| {
             Duration::from_secs(600),
         ))
         .unwrap_or(Duration::from_secs(600));
-        bounded(duration_or("spec.retryInterval", s.retry_interval.as_deref(), interval));
+        bounded(duration_or(
+            "spec.retryInterval",
+            s.retry_interval.as_deref(),
+            interval,
+        ));
         bounded(duration_or("spec.timeout", s.timeout.as_deref(), interval));
         // Fields sealkit would otherwise ignore stall the object (as `run` lists them).
         let _unsupported: Vec<String> = s
@@ -89,7 +93,11 @@ fuzz_target!(|data: &[u8]| {
             .map(|(k, _)| format!("spec.{k}"))
             .collect();
         // The API server only stores valid namespaces; messages quote the object's own.
-        let real_namespace = ks.metadata.namespace.as_deref().is_none_or(|n| n.len() <= 63);
+        let real_namespace = ks
+            .metadata
+            .namespace
+            .as_deref()
+            .is_none_or(|n| n.len() <= 63);
         for settings in settings() {
             let (spec, path, secret_ref) = fuzz_checks(ks, repo.as_ref(), settings);
             match spec {
@@ -148,14 +156,20 @@ fuzz_target!(|data: &[u8]| {
                     assert!(branch.as_deref().is_none_or(clean_name));
                 }
             },
-            Err(e) => assert!(e.to_string().len() <= MAX_MESSAGE, "an unbounded ref message"),
+            Err(e) => assert!(
+                e.to_string().len() <= MAX_MESSAGE,
+                "an unbounded ref message"
+            ),
         }
         match check_url(&s.url) {
             Ok(()) => {
                 assert!(!s.url.starts_with('-'));
                 assert!(!s.url.chars().any(char::is_control));
             }
-            Err(e) => assert!(e.to_string().len() <= MAX_MESSAGE, "an unbounded URL message"),
+            Err(e) => assert!(
+                e.to_string().len() <= MAX_MESSAGE,
+                "an unbounded URL message"
+            ),
         }
         if let Some(a) = repo.status.as_ref().and_then(|st| st.artifact.as_ref()) {
             let commit = a.revision.rsplit(':').next().unwrap_or_default();

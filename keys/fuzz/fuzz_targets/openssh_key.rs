@@ -12,9 +12,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sealkit_keys::sops::{AgeIdentities, SopsError};
 use sealkit_keys::sops::keysource::wrap_for;
 use sealkit_keys::sops::ssh::SshEd25519Recipient;
+use sealkit_keys::sops::{AgeIdentities, SopsError};
 use sealkit_keys_fuzz::assert_no_marker;
 
 const DATA_KEY: [u8; 32] = *b"0123456789abcdef0123456789abcdef";
@@ -52,7 +52,9 @@ fn round_trip(ids: &AgeIdentities) {
             SshEd25519Recipient::parse(r).expect("our own recipient line parses");
         }
         let armored = wrap_for(r, &DATA_KEY).expect("wrap for our own recipient");
-        let back = ids.unwrap(&armored).expect("the identity opens what was wrapped for it");
+        let back = ids
+            .unwrap(&armored)
+            .expect("the identity opens what was wrapped for it");
         assert!(back[..] == DATA_KEY[..], "unwrap(wrap(k)) == k");
     }
 }

@@ -50,7 +50,10 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(e) => {
             assert!(matches!(e, SopsError::MalformedValue(_)));
-            assert!(!e.to_string().contains(MARKER), "a parse error quotes the value");
+            assert!(
+                !e.to_string().contains(MARKER),
+                "a parse error quotes the value"
+            );
         }
     }
 
@@ -63,7 +66,10 @@ fuzz_target!(|data: &[u8]| {
     let plain = parsed.open(&key, aad).expect("our own output decrypts");
     assert_eq!(plain.expose_secret(), value.as_bytes());
     let other_aad = format!("{aad}:");
-    assert!(parsed.open(&key, &other_aad).is_err(), "the AAD binds the value");
+    assert!(
+        parsed.open(&key, &other_aad).is_err(),
+        "the AAD binds the value"
+    );
     let twice = Envelope::seal(&key, aad, value.as_bytes(), "str", Some(&iv)).expect("seal");
     assert_eq!(twice, sealed);
 });

@@ -32,11 +32,8 @@ fuzz_target!(|data: &[u8]| {
             .collect();
         unflatten(&pairs).ok()
     } else {
-        serde_saphyr::from_str_with_options(
-            text,
-            sealkit_keys::seal::manifest::yaml_read_options(),
-        )
-        .ok()
+        serde_saphyr::from_str_with_options(text, sealkit_keys::seal::manifest::yaml_read_options())
+            .ok()
     };
     let Some(value) = value else {
         return;
@@ -87,7 +84,10 @@ fn check(meta: &Metadata) {
         .collect();
     assert_eq!(recipients, meta.age_recipients());
     let other = meta.other_key_types();
-    assert!(other.windows(2).all(|w| w[0] < w[1]), "sorted, no duplicates");
+    assert!(
+        other.windows(2).all(|w| w[0] < w[1]),
+        "sorted, no duplicates"
+    );
     let _ = MetadataRule::of(meta);
     // Unwrapping is bounded by the entries there are; each costs one X25519 operation.
     if meta.groups().iter().map(|g| g.age.len()).sum::<usize>() <= 16 {

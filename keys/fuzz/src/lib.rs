@@ -113,9 +113,7 @@ fn opts_for(rule: Option<sealkit_keys::sops::MetadataRule>) -> sealkit_keys::sop
 
 /// The key fields of the metadata (the data key wrapped for our recipient), made once per
 /// data key. The first time, it is checked to unwrap to the same key.
-fn key_metadata(
-    key: &sealkit_keys::sops::DataKey,
-) -> serde_json::Map<String, serde_json::Value> {
+fn key_metadata(key: &sealkit_keys::sops::DataKey) -> serde_json::Map<String, serde_json::Value> {
     use std::collections::HashMap;
     use std::sync::Mutex;
 
@@ -126,9 +124,13 @@ fn key_metadata(
     if let Some(m) = cache.get(key.expose()) {
         return m.clone();
     }
-    let m = opts_for(None).key_metadata(key).expect("wrap for our recipient");
+    let m = opts_for(None)
+        .key_metadata(key)
+        .expect("wrap for our recipient");
     let enc = m["age"][0]["enc"].as_str().expect("an age entry");
-    let back = age_identities().unwrap(enc).expect("our identity opens its own wrap");
+    let back = age_identities()
+        .unwrap(enc)
+        .expect("our identity opens its own wrap");
     assert!(back[..] == key.expose()[..], "unwrap(wrap(k)) == k");
     if cache.len() >= 256 {
         cache.clear();
@@ -225,11 +227,11 @@ fn encrypted(
         match file.with_recipients(&opts, &key) {
             Ok(updated) => {
                 let f2 = EncryptedFile::load(&updated, format).expect("an updated file loads");
-                let k2 = f2
-                    .data_key(age_identities())
-                    .expect("it is wrapped for us");
+                let k2 = f2.data_key(age_identities()).expect("it is wrapped for us");
                 assert!(k2.expose() == key.expose(), "updatekeys keeps the data key");
-                let p2 = f2.decrypt_with_key(&k2, true).expect("it decrypts as before");
+                let p2 = f2
+                    .decrypt_with_key(&k2, true)
+                    .expect("it decrypts as before");
                 assert!(p2[..] == plain[..], "updatekeys keeps the values");
             }
             Err(e) => assert_no_marker(&e.to_string(), data, "with_recipients"),
@@ -238,8 +240,14 @@ fn encrypted(
 
     // Re-encrypt the plaintext with the file's own key and IVs (as `sops edit` does).
     let stash = file.iv_stash(&key);
-    match encrypt_with_key_metadata(&plain, format, &opts, &key, Some(&stash), key_metadata(&key))
-    {
+    match encrypt_with_key_metadata(
+        &plain,
+        format,
+        &opts,
+        &key,
+        Some(&stash),
+        key_metadata(&key),
+    ) {
         Ok(again) => {
             let f3 = EncryptedFile::load(&again, format).expect("our own output loads");
             let p3 = f3
@@ -354,7 +362,10 @@ fn assert_no_clear_values(
             Value::String(s) if clear => public.push(s.clone()),
             Value::String(s) if s.contains(MARKER) => match e {
                 Some(Value::String(c)) => {
-                    assert!(c.starts_with("ENC[AES256_GCM,"), "a value was left in clear text");
+                    assert!(
+                        c.starts_with("ENC[AES256_GCM,"),
+                        "a value was left in clear text"
+                    );
                 }
                 _ => secret.push(s.clone()),
             },
