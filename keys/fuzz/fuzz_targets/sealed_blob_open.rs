@@ -3,10 +3,14 @@
 //!
 //! Input: `mode` byte, then `namespace\0name\0blob`. The low two bits of `mode` pick the scope
 //! (strict, namespace-wide, cluster-wide). An RSA private-key operation costs about a
-//! millisecond, against microseconds for everything else, so only a sixteenth of the modes
-//! (`mode >> 2` a multiple of 16) does RSA work; the others check the envelope's length rules
-//! (through a keyring whose key cannot match, or an empty one) and sealing, which takes only
-//! the public key.
+//! millisecond, against microseconds for everything else, so one input in 32 (by a hash of the
+//! whole input, [`roll`], which every mutation rolls again) does RSA work: opening with the
+//! fixed keyring, the diagnosis, and sealing and opening afresh. The others check the
+//! envelope's length rules (through a keyring whose key cannot match, or an empty one), and
+//! one in four of them sealing, which takes only the public key. A value that opens must have
+//! its RSA block sealed to the fixed key, so the corpus keeps such values (sealed with
+//! `fixtures/seal-2048.crt`), and mutations of their AES-GCM part reach the code behind the
+//! RSA step.
 //!
 //! Invariants: no panic; the length errors are exactly the envelope's rules; a sealed value is
 //! `2 + 256 + len + 16` bytes and opens to its plaintext under its label; a value the keyring
@@ -18,7 +22,7 @@ use libfuzzer_sys::fuzz_target;
 use sealkit_keys::seal::manifest::{Target, explain_open_failure};
 use sealkit_keys::seal::{Binding, Diagnosis, Keyring, OpenError, Scope, open, seal};
 use sealkit_keys::secret::ExposeSecret;
-use sealkit_keys_fuzz::{MARKER, keyring, seal_key, split_nul};
+use sealkit_keys_fuzz::{MARKER, keyring, roll, seal_key, split_nul};
 
 /// The RSA ciphertext length of the fixed 2048-bit key.
 const RSA_LEN: usize = 256;
@@ -48,7 +52,8 @@ fuzz_target!(|data: &[u8]| {
         Some(_) => None,
     };
 
-    let rsa = (mode >> 2) % 16 == 0;
+    let dice = roll(data);
+    let rsa = dice % 32 == 0;
     if !rsa {
         // No private-key work: an empty keyring still parses, and the fixed key is only tried
         // (and skipped without RSA) when the ciphertext cannot be its length.
@@ -68,7 +73,10 @@ fuzz_target!(|data: &[u8]| {
                 (Ok(_), _) => panic!("a ciphertext of the wrong length opened"),
             }
         }
-        // Sealing needs only the public key (cheap); the layout is fixed by the key size.
+        if (dice >> 5) % 4 != 0 {
+            return;
+        }
+        // Sealing needs only the public key (cheaper); the layout is fixed by the key size.
         let sealed = seal(key.public_key(), &label, blob).expect("seal");
         assert_eq!(sealed.len(), 2 + RSA_LEN + blob.len() + TAG_LEN);
         assert_eq!(&sealed[..2], &(RSA_LEN as u16).to_be_bytes());

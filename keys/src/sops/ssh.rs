@@ -224,6 +224,20 @@ impl SshEd25519Identity {
         let h = digest::digest(&digest::SHA512, &secret[..32]);
         let mut sk = Zeroizing::new([0u8; 32]);
         sk.copy_from_slice(&h.as_ref()[..32]);
+        // The public key in the clear header names the key (the recipient line, the stanza
+        // tag) and the private section's is the one used: they must be the same key, and the
+        // secret seed must be its private half, or the identity would answer for a recipient
+        // it cannot open (or name a recipient whose files it cannot read).
+        let mut expected = Vec::with_capacity(51);
+        for part in [TAG.as_bytes(), &ed_pk[..]] {
+            expected.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            expected.extend_from_slice(part);
+        }
+        if blob != expected {
+            return Err(bad("the public key does not match the private section"));
+        }
+        aws_lc_rs::signature::Ed25519KeyPair::from_seed_and_public_key(&secret[..32], &ed_pk)
+            .map_err(|_| bad("the private key does not match its public key"))?;
         let pk = montgomery(&ed_pk).ok_or_else(|| bad("bad public key"))?;
         Ok(SshEd25519Identity { blob, pk, sk })
     }

@@ -724,3 +724,101 @@ fn updatekeys_keeps_the_plaintext_of_a_file_without_a_final_newline() {
     assert_eq!(&after[..], &before[..], "{updated}");
     assert_eq!(&after[..], plain.as_bytes());
 }
+
+// Found by the `openssh_key` fuzz target: the recipient line (and stanza tag) of an OpenSSH
+// private key came from the file's clear public-key header, never checked against the private
+// section, so an identity could name a recipient it cannot open. Both halves must be one key.
+#[test]
+fn an_ssh_key_whose_halves_disagree_is_refused() {
+    use base64::Engine as _;
+    // A throwaway test key (ssh-keygen -t ed25519), made for this test.
+    const KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----
+b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW
+QyNTUxOQAAACAWGLRYL7erRCgO6Si8V9PT+hXGYAI4+bPf9ChQOMs9zAAAAKB5nd6teZ3e
+rQAAAAtzc2gtZWQyNTUxOQAAACAWGLRYL7erRCgO6Si8V9PT+hXGYAI4+bPf9ChQOMs9zA
+AAAEB9Zmyj1+CQWjh6sg1tgp3GVqCNy6aCzbCYcBIOM5oFYBYYtFgvt6tEKA7pKLxX09P6
+FcZgAjj5s9/0KFA4yz3MAAAAGmMtU0VBTEtJVC1GVVpaLU1BUktFUi03YzFlAQID
+-----END OPENSSH PRIVATE KEY-----
+";
+    let ids = AgeIdentities::parse_ssh(KEY).expect("the key parses");
+    let wrapped = keysource::wrap_for(&ids.recipients[0], &[7u8; 32]).expect("wrap");
+    assert_eq!(&ids.unwrap(&wrapped).expect("unwrap")[..], &[7u8; 32]);
+
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let body: String = KEY.lines().filter(|l| !l.starts_with("-----")).collect();
+    let data = b64.decode(body).expect("base64");
+    let pem = |d: &[u8]| {
+        format!(
+            "-----BEGIN OPENSSH PRIVATE KEY-----\n{}\n-----END OPENSSH PRIVATE KEY-----\n",
+            b64.encode(d)
+        )
+    };
+    // The header's public key (bytes 62..94) and key type (47..58), the private section's
+    // public key (125..157), the seed (161..193).
+    assert_eq!(data[62..94], data[125..157]);
+    for (at, what) in [(62, "public key"), (50, "public key"), (161, "private key")] {
+        let mut bad = data.clone();
+        bad[at] ^= 1;
+        let err = AgeIdentities::parse_ssh(&pem(&bad))
+            .err()
+            .unwrap_or_else(|| panic!("byte {at} changed, still accepted"));
+        assert!(err.to_string().contains(what), "byte {at}: {err}");
+    }
+}
+
+// Found by the `sops_ini` fuzz target: `[==` (a line starting with `[` but no section header)
+// was read as the entry `[` = `=`, written back as `[ = ENC[…]`, which reads as a section: the
+// value was lost and the MAC failed. It is refused, as an unclosed section header.
+#[test]
+fn an_unclosed_ini_section_header_is_refused() {
+    let (_, recipient) = identity();
+    let opts = EncryptOptions {
+        age: vec![recipient],
+        ..Default::default()
+    };
+    for plain in ["[&]\n[==", "[s]\n[k = hunter2\n", "[s]\n [x=y]z\n"] {
+        let err = encrypt(plain.as_bytes(), FileFormat::Ini, &opts)
+            .err()
+            .unwrap_or_else(|| panic!("{plain:?} was encrypted"));
+        assert!(
+            matches!(&err, SopsError::Format(m) if m.contains("unclosed [section]")),
+            "{plain:?}: {err}"
+        );
+        assert!(!err.to_string().contains("hunter2"));
+    }
+}
+
+// Found by the `sops_ini` fuzz target: a value the rule leaves clear (`…_unencrypted`) that
+// looks like an encrypted value was decrypted anyway, so a file we wrote from such a plaintext
+// failed to decrypt. As in sops, what the rule leaves clear is data, whatever it looks like.
+#[test]
+fn a_clear_value_that_looks_encrypted_stays_as_written() {
+    let (ids, recipient) = identity();
+    let opts = EncryptOptions {
+        age: vec![recipient],
+        ..Default::default()
+    };
+    let env = "ENC[AES256_GCM,data:QQ==,iv:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=,tag:MDEyMzQ1Njc4OWFiY2RlZg==,type:str]";
+    for (format, plain) in [
+        (
+            FileFormat::Yaml,
+            format!("a_unencrypted: {env}\nb: hunter2\n"),
+        ),
+        (
+            FileFormat::Ini,
+            format!("[s]\na_unencrypted = {env}\nb = hunter2\n"),
+        ),
+        (
+            FileFormat::Dotenv,
+            format!("a_unencrypted={env}\nb=hunter2\n"),
+        ),
+    ] {
+        let enc = encrypt(plain.as_bytes(), format, &opts).expect("enc");
+        assert!(enc.contains(env) && !enc.contains("hunter2"), "{enc}");
+        let out = EncryptedFile::load(&enc, format)
+            .expect("load")
+            .decrypt(&ids, false)
+            .unwrap_or_else(|e| panic!("{format:?}: {e}"));
+        assert_eq!(String::from_utf8_lossy(&out), plain, "{format:?}");
+    }
+}

@@ -287,8 +287,10 @@ pub fn decrypt_leaves(
     let mut mac = Mac::new(mac_only_encrypted);
     let mut values = Vec::with_capacity(leaves.len());
     for leaf in leaves {
+        // A value the rule leaves clear is data, whatever it looks like (as in sops): a
+        // `secret_unencrypted: ENC[…]` written by the user stays as written.
         let enc_text = match &leaf.value {
-            Scalar::Str(s) if is_encrypted(s) => Some(s.as_str()),
+            Scalar::Str(s) if is_encrypted(s) && rule.encrypts(&leaf.path) => Some(s.as_str()),
             _ => None,
         };
         let Some(text) = enc_text else {
