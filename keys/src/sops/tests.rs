@@ -822,3 +822,33 @@ fn a_clear_value_that_looks_encrypted_stays_as_written() {
         assert_eq!(String::from_utf8_lossy(&out), plain, "{format:?}");
     }
 }
+
+// Found by the `openssh_key` fuzz target: `ssh-ed25519<TAB>AAAA…` parsed as an ssh-ed25519
+// recipient, but `wrap_for` only took `ssh-ed25519 ` (a space) as one and read the line as an
+// age1… recipient. The key type is the first word, whatever whitespace follows.
+#[test]
+fn an_ssh_recipient_is_recognised_whatever_whitespace_follows_its_type() {
+    let ids = AgeIdentities::parse_ssh(
+        "-----BEGIN OPENSSH PRIVATE KEY-----
+b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW
+QyNTUxOQAAACAWGLRYL7erRCgO6Si8V9PT+hXGYAI4+bPf9ChQOMs9zAAAAKB5nd6teZ3e
+rQAAAAtzc2gtZWQyNTUxOQAAACAWGLRYL7erRCgO6Si8V9PT+hXGYAI4+bPf9ChQOMs9zA
+AAAEB9Zmyj1+CQWjh6sg1tgp3GVqCNy6aCzbCYcBIOM5oFYBYYtFgvt6tEKA7pKLxX09P6
+FcZgAjj5s9/0KFA4yz3MAAAAGmMtU0VBTEtJVC1GVVpaLU1BUktFUi03YzFlAQID
+-----END OPENSSH PRIVATE KEY-----
+",
+    )
+    .expect("the test key");
+    let key = "AAAAC3NzaC1lZDI1NTE5AAAAIBYYtFgvt6tEKA7pKLxX09P6FcZgAjj5s9/0KFA4yz3M";
+    for sep in [" ", "\t", "\u{c}\u{c}", "  "] {
+        let line = format!("ssh-ed25519{sep}{key} comment");
+        ssh::SshEd25519Recipient::parse(&line).expect("parses");
+        let wrapped =
+            keysource::wrap_for(&line, &[9u8; 32]).unwrap_or_else(|e| panic!("{sep:?}: {e}"));
+        assert_eq!(&ids.unwrap(&wrapped).expect("unwrap")[..], &[9u8; 32]);
+    }
+    assert!(matches!(
+        keysource::wrap_for("ssh-rsa\tAAAAB3NzaC1yc2E", &[9u8; 32]),
+        Err(SopsError::Unsupported(_))
+    ));
+}
