@@ -70,12 +70,13 @@ fn tag_of(blob: &[u8]) -> String {
 }
 
 fn montgomery(ed_pk: &[u8; 32]) -> Option<[u8; 32]> {
-    Some(
-        curve25519_dalek::edwards::CompressedEdwardsY(*ed_pk)
-            .decompress()?
-            .to_montgomery()
-            .to_bytes(),
-    )
+    let point = curve25519_dalek::edwards::CompressedEdwardsY(*ed_pk).decompress()?;
+    // A small-order point is no one's public key: every X25519 agreement with it is all
+    // zeros, which the wrap refuses. Refused here, where the key is read.
+    if point.is_small_order() {
+        return None;
+    }
+    Some(point.to_montgomery().to_bytes())
 }
 
 fn aead(key: &[u8; 32]) -> Result<LessSafeKey, SopsError> {

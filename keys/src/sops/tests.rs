@@ -852,3 +852,25 @@ FcZgAjj5s9/0KFA4yz3MAAAAGmMtU0VBTEtJVC1GVVpaLU1BUktFUi03YzFlAQID
         Err(SopsError::Unsupported(_))
     ));
 }
+
+// Found by the `openssh_key` fuzz target: an ssh-ed25519 public key that is a small-order point
+// (all zeros, say) parsed as a recipient, and then every wrap for it failed. It is refused
+// when the line is read.
+#[test]
+fn a_small_order_ssh_ed25519_key_is_refused() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    // The identity (y = 1) and the all-zero encoding (a point of order 4).
+    let mut one = [0u8; 32];
+    one[0] = 1;
+    for point in [[0u8; 32], one] {
+        let mut blob = Vec::new();
+        for part in [&b"ssh-ed25519"[..], &point[..]] {
+            blob.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            blob.extend_from_slice(part);
+        }
+        let line = format!("ssh-ed25519 {}", b64.encode(&blob));
+        assert!(ssh::SshEd25519Recipient::parse(&line).is_err(), "{line}");
+        assert!(keysource::wrap_for(&line, &[9u8; 32]).is_err());
+    }
+}
