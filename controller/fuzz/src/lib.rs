@@ -26,6 +26,19 @@ pub fn keyring() -> &'static Keyring {
     })
 }
 
+/// A hash of the whole input (FNV-1a), to pick the inputs that get a target's costly checks.
+/// Deterministic, so a finding reproduces; and not inherited: any mutation of an input that got
+/// them rolls again, so the fuzzer cannot settle on the slow path (as it would with a flag byte,
+/// which most mutations keep).
+pub fn roll(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in data {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
 /// The first `max` documents of a YAML or JSON text, as JSON values (the controller receives
 /// JSON from the API server; YAML is how the corpus and users write them).
 pub fn documents(data: &[u8], max: usize) -> Vec<Value> {
