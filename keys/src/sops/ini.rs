@@ -124,6 +124,13 @@ impl IniDoc {
                     comment: true,
                     comments: stack,
                 });
+            } else if t.starts_with('[') {
+                // Not a section (no closing `]`), and not an entry either: written back as
+                // `[k = ENC[…]]` it would read as a section, and the value would be lost.
+                return Err(SopsError::Format(format!(
+                    "line {}: unclosed [section] header",
+                    n + 1
+                )));
             } else if let Some((k, v)) = raw.split_once('=') {
                 let key = k.trim().to_string();
                 let mut value = v.trim().to_string();

@@ -139,9 +139,11 @@ impl AgeIdentities {
 /// sops writes `enc`.
 pub fn wrap_for(recipient: &str, key: &[u8]) -> Result<String, SopsError> {
     let recipient = recipient.trim();
-    let boxed: Box<dyn age::Recipient> = if recipient.starts_with("ssh-ed25519 ") {
+    // The key type is the first word, whatever whitespace follows it (as the parsers read it).
+    let kind = recipient.split_whitespace().next().unwrap_or_default();
+    let boxed: Box<dyn age::Recipient> = if kind == "ssh-ed25519" {
         Box::new(super::ssh::SshEd25519Recipient::parse(recipient)?)
-    } else if recipient.starts_with("ssh-rsa ") {
+    } else if kind == "ssh-rsa" {
         return Err(SopsError::UnsupportedKey(
             "ssh-rsa recipients (use an ssh-ed25519 or age1… recipient)".into(),
         ));

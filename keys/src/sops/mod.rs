@@ -420,12 +420,28 @@ pub fn encrypt_with_key(
     key: &DataKey,
     stash: Option<&walk::IvStash>,
 ) -> Result<String, SopsError> {
+    let meta = opts.key_metadata(key)?;
+    encrypt_with_key_metadata(text, format, opts, key, stash, meta)
+}
+
+/// [`encrypt_with_key`] with the key fields of the metadata already made by
+/// [`EncryptOptions::key_metadata`] for this `key`. Wrapping the data key is the costly step
+/// (an X25519 operation per recipient), so the fuzz targets (`keys/fuzz`) make it once and
+/// encrypt many files with it. Not an API.
+#[doc(hidden)]
+pub fn encrypt_with_key_metadata(
+    text: &[u8],
+    format: FileFormat,
+    opts: &EncryptOptions,
+    key: &DataKey,
+    stash: Option<&walk::IvStash>,
+    mut meta: serde_json::Map<String, Value>,
+) -> Result<String, SopsError> {
     let rule_meta = opts
         .rule
         .clone()
         .unwrap_or(MetadataRule::UnencryptedSuffix("_unencrypted".into()));
     let (name, val) = rule_meta.field();
-    let mut meta = opts.key_metadata(key)?;
     meta.insert(name.into(), val.into());
     let rule = Metadata::from_value(&serde_json::json!({ name: val }))?.rule()?;
     let doc = format.store().load_plain(text)?;

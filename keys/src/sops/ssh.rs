@@ -70,12 +70,13 @@ fn tag_of(blob: &[u8]) -> String {
 }
 
 fn montgomery(ed_pk: &[u8; 32]) -> Option<[u8; 32]> {
-    Some(
-        curve25519_dalek::edwards::CompressedEdwardsY(*ed_pk)
-            .decompress()?
-            .to_montgomery()
-            .to_bytes(),
-    )
+    let point = curve25519_dalek::edwards::CompressedEdwardsY(*ed_pk).decompress()?;
+    // A small-order point is no one's public key: every X25519 agreement with it is all
+    // zeros, which the wrap refuses. Refused here, where the key is read.
+    if point.is_small_order() {
+        return None;
+    }
+    Some(point.to_montgomery().to_bytes())
 }
 
 fn aead(key: &[u8; 32]) -> Result<LessSafeKey, SopsError> {
@@ -224,6 +225,20 @@ impl SshEd25519Identity {
         let h = digest::digest(&digest::SHA512, &secret[..32]);
         let mut sk = Zeroizing::new([0u8; 32]);
         sk.copy_from_slice(&h.as_ref()[..32]);
+        // The public key in the clear header names the key (the recipient line, the stanza
+        // tag) and the private section's is the one used: they must be the same key, and the
+        // secret seed must be its private half, or the identity would answer for a recipient
+        // it cannot open (or name a recipient whose files it cannot read).
+        let mut expected = Vec::with_capacity(51);
+        for part in [TAG.as_bytes(), &ed_pk[..]] {
+            expected.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            expected.extend_from_slice(part);
+        }
+        if blob != expected {
+            return Err(bad("the public key does not match the private section"));
+        }
+        aws_lc_rs::signature::Ed25519KeyPair::from_seed_and_public_key(&secret[..32], &ed_pk)
+            .map_err(|_| bad("the private key does not match its public key"))?;
         let pk = montgomery(&ed_pk).ok_or_else(|| bad("bad public key"))?;
         Ok(SshEd25519Identity { blob, pk, sk })
     }

@@ -355,6 +355,59 @@ fn unchanged_values_keep_their_ciphertext_on_re_encryption() {
     assert_eq!(&out[..], edited.as_bytes());
 }
 
+// Found by the `sops_dotenv` and `sops_ini` fuzz targets: a key repeated with the same value
+// (or a comment repeated in one place) shares one stash entry, so re-encrypting gave every copy
+// the IV of the last one: the others lost their ciphertext, and two values of the file were
+// sealed with one IV. Each copy keeps its own IV now.
+#[test]
+fn repeated_values_keep_their_own_ciphertext_on_re_encryption() {
+    let (ids, recipient) = identity();
+    let opts = EncryptOptions {
+        age: vec![recipient],
+        ..Default::default()
+    };
+    for (format, plain) in [
+        (FileFormat::Dotenv, "\n=W\n=W\nA=x\nA=x\nA=x\n#c\n#c\n"),
+        (FileFormat::Ini, ";;\n\n;;\n[s]\nk = v\nk = v\n"),
+    ] {
+        let enc = encrypt(plain.as_bytes(), format, &opts).expect("enc");
+        let values = |t: &str| {
+            t.lines()
+                .filter(|l| l.contains("ENC[") && !l.contains("mac"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        let first = values(&enc);
+        let mut ivs: Vec<&str> = first
+            .iter()
+            .map(|l| l.split(",iv:").nth(1).expect("an iv"))
+            .collect();
+        ivs.sort();
+        ivs.dedup();
+        assert_eq!(
+            ivs.len(),
+            first.len(),
+            "{format:?}: one IV per value:\n{enc}"
+        );
+        let file = EncryptedFile::load(&enc, format).expect("load");
+        let key = file.data_key(&ids).expect("key");
+        let stash = file.iv_stash(&key);
+        let again = encrypt_with_key(
+            plain.as_bytes(),
+            format,
+            &file.options(),
+            &key,
+            Some(&stash),
+        )
+        .expect("enc");
+        assert_eq!(
+            first,
+            values(&again),
+            "{format:?}: every value keeps its ciphertext"
+        );
+    }
+}
+
 #[test]
 fn updatekeys_rewraps_without_touching_values() {
     let (ids_a, a) = identity();
@@ -547,4 +600,274 @@ fn comment_regex_rules_follow_the_comment_stack() {
         .decrypt(&ids, false)
         .expect("dec");
     assert_eq!(&out[..], plain.as_bytes());
+}
+
+// Found by the `sops_yaml` fuzz target: a top-level mapping with a tag (`--- !!map`, or a flow
+// mapping `!!map {…}`) was skipped by the encryption walk, so its values were written in clear
+// text next to a `sops:` block. It is refused now, with an error naming the tag and no value.
+#[test]
+fn a_tagged_top_level_mapping_is_refused() {
+    let (_, recipient) = identity();
+    let opts = EncryptOptions {
+        age: vec![recipient],
+        ..Default::default()
+    };
+    for plain in [
+        "--- !!map\npassword: hunter2\n",
+        "!!map {password: hunter2}\n",
+        "a: 1\n--- !!map\npassword: hunter2\n",
+    ] {
+        let err = encrypt(plain.as_bytes(), FileFormat::Yaml, &opts)
+            .err()
+            .unwrap_or_else(|| panic!("{plain:?} was encrypted"));
+        let msg = err.to_string();
+        assert!(matches!(err, SopsError::Format(_)), "{plain:?}: {msg}");
+        assert!(
+            msg.contains("mapping at the top level, without a tag"),
+            "{plain:?}: {msg}"
+        );
+        assert!(!msg.contains("hunter2"), "{plain:?}: {msg}");
+    }
+    // Untagged top-level mappings, block or flow, and a `%YAML` directive still encrypt.
+    for plain in [
+        "password: hunter2\n",
+        "--- {password: hunter2}\n",
+        "%YAML 1.2\n---\npassword: hunter2\n",
+    ] {
+        let enc = encrypt(plain.as_bytes(), FileFormat::Yaml, &opts)
+            .unwrap_or_else(|e| panic!("{plain:?}: {e}"));
+        assert!(!enc.contains("hunter2"), "{plain:?} leaked:\n{enc}");
+    }
+}
+
+// Found by the `sops_yaml` fuzz target: an empty (or comment-only) YAML file was "encrypted"
+// to a file without a `sops:` block, which nothing can decrypt. It is refused now.
+#[test]
+fn an_empty_yaml_file_is_refused() {
+    let (_, recipient) = identity();
+    let opts = EncryptOptions {
+        age: vec![recipient],
+        ..Default::default()
+    };
+    for plain in ["", "\n", "# only a comment\n"] {
+        let err = encrypt(plain.as_bytes(), FileFormat::Yaml, &opts)
+            .err()
+            .unwrap_or_else(|| panic!("{plain:?} was encrypted"));
+        assert!(
+            matches!(&err, SopsError::Format(m) if m.contains("no YAML document")),
+            "{plain:?}: {err}"
+        );
+    }
+}
+
+// Found by the `sops_yaml` fuzz target: `: ! k :` (an entry with an empty implicit key) is not
+// YAML, but two of our readers accepted it, differently; the "encrypted" file written from it
+// did not read back as a SOPS file. It is refused now, as sops refuses it; `? ` keys still work.
+#[test]
+fn a_mapping_entry_without_a_key_is_refused() {
+    let (ids, recipient) = identity();
+    let opts = EncryptOptions {
+        age: vec![recipient],
+        ..Default::default()
+    };
+    for plain in [": ! :", ": x\n", "a: b\n: ! hunter2 :\n", "a:\n  : x\n"] {
+        let err = encrypt(plain.as_bytes(), FileFormat::Yaml, &opts)
+            .err()
+            .unwrap_or_else(|| panic!("{plain:?} was encrypted"));
+        assert!(
+            matches!(&err, SopsError::Format(m) if m.contains("no key")),
+            "{plain:?}: {err}"
+        );
+        assert!(!err.to_string().contains("hunter2"));
+    }
+    let plain = "?\n: hunter2\n";
+    let enc = encrypt(plain.as_bytes(), FileFormat::Yaml, &opts).expect("an explicit empty key");
+    assert!(!enc.contains("hunter2"), "{enc}");
+    let out = EncryptedFile::load(&enc, FileFormat::Yaml)
+        .expect("load")
+        .decrypt(&ids, false)
+        .expect("dec");
+    assert_eq!(&out[..], plain.as_bytes());
+}
+
+// Found by the `sops_yaml` fuzz target: `updatekeys` on a file whose `sops:` block ends without
+// a final newline wrote an empty line before the new block, which then decrypted as part of
+// the plaintext. The new block follows the kept text as it is.
+#[test]
+fn updatekeys_keeps_the_plaintext_of_a_file_without_a_final_newline() {
+    let (ids_a, a) = identity();
+    let (ids_b, b) = identity();
+    let plain = "x: secret\ny: other\n";
+    let enc = encrypt(
+        plain.as_bytes(),
+        FileFormat::Yaml,
+        &EncryptOptions {
+            age: vec![a],
+            ..Default::default()
+        },
+    )
+    .expect("enc");
+    let trimmed = enc.trim_end_matches('\n');
+    let file = EncryptedFile::load(trimmed, FileFormat::Yaml).expect("load");
+    let key = file.data_key(&ids_a).expect("key");
+    let before = file.decrypt_with_key(&key, false).expect("dec");
+    let mut opts = file.options();
+    opts.age = vec![b];
+    let updated = file.with_recipients(&opts, &key).expect("update");
+    let after = EncryptedFile::load(&updated, FileFormat::Yaml)
+        .expect("load")
+        .decrypt(&ids_b, false)
+        .expect("dec");
+    assert_eq!(&after[..], &before[..], "{updated}");
+    assert_eq!(&after[..], plain.as_bytes());
+}
+
+// Found by the `openssh_key` fuzz target: the recipient line (and stanza tag) of an OpenSSH
+// private key came from the file's clear public-key header, never checked against the private
+// section, so an identity could name a recipient it cannot open. Both halves must be one key.
+#[test]
+fn an_ssh_key_whose_halves_disagree_is_refused() {
+    use base64::Engine as _;
+    // A throwaway test key (ssh-keygen -t ed25519), made for this test.
+    const KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----
+b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW
+QyNTUxOQAAACAWGLRYL7erRCgO6Si8V9PT+hXGYAI4+bPf9ChQOMs9zAAAAKB5nd6teZ3e
+rQAAAAtzc2gtZWQyNTUxOQAAACAWGLRYL7erRCgO6Si8V9PT+hXGYAI4+bPf9ChQOMs9zA
+AAAEB9Zmyj1+CQWjh6sg1tgp3GVqCNy6aCzbCYcBIOM5oFYBYYtFgvt6tEKA7pKLxX09P6
+FcZgAjj5s9/0KFA4yz3MAAAAGmMtU0VBTEtJVC1GVVpaLU1BUktFUi03YzFlAQID
+-----END OPENSSH PRIVATE KEY-----
+";
+    let ids = AgeIdentities::parse_ssh(KEY).expect("the key parses");
+    let wrapped = keysource::wrap_for(&ids.recipients[0], &[7u8; 32]).expect("wrap");
+    assert_eq!(&ids.unwrap(&wrapped).expect("unwrap")[..], &[7u8; 32]);
+
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let body: String = KEY.lines().filter(|l| !l.starts_with("-----")).collect();
+    let data = b64.decode(body).expect("base64");
+    let pem = |d: &[u8]| {
+        format!(
+            "-----BEGIN OPENSSH PRIVATE KEY-----\n{}\n-----END OPENSSH PRIVATE KEY-----\n",
+            b64.encode(d)
+        )
+    };
+    // The header's public key (bytes 62..94) and key type (47..58), the private section's
+    // public key (125..157), the seed (161..193).
+    assert_eq!(data[62..94], data[125..157]);
+    for (at, what) in [(62, "public key"), (50, "public key"), (161, "private key")] {
+        let mut bad = data.clone();
+        bad[at] ^= 1;
+        let err = AgeIdentities::parse_ssh(&pem(&bad))
+            .err()
+            .unwrap_or_else(|| panic!("byte {at} changed, still accepted"));
+        assert!(err.to_string().contains(what), "byte {at}: {err}");
+    }
+}
+
+// Found by the `sops_ini` fuzz target: `[==` (a line starting with `[` but no section header)
+// was read as the entry `[` = `=`, written back as `[ = ENC[…]`, which reads as a section: the
+// value was lost and the MAC failed. It is refused, as an unclosed section header.
+#[test]
+fn an_unclosed_ini_section_header_is_refused() {
+    let (_, recipient) = identity();
+    let opts = EncryptOptions {
+        age: vec![recipient],
+        ..Default::default()
+    };
+    for plain in ["[&]\n[==", "[s]\n[k = hunter2\n", "[s]\n [x=y]z\n"] {
+        let err = encrypt(plain.as_bytes(), FileFormat::Ini, &opts)
+            .err()
+            .unwrap_or_else(|| panic!("{plain:?} was encrypted"));
+        assert!(
+            matches!(&err, SopsError::Format(m) if m.contains("unclosed [section]")),
+            "{plain:?}: {err}"
+        );
+        assert!(!err.to_string().contains("hunter2"));
+    }
+}
+
+// Found by the `sops_ini` fuzz target: a value the rule leaves clear (`…_unencrypted`) that
+// looks like an encrypted value was decrypted anyway, so a file we wrote from such a plaintext
+// failed to decrypt. As in sops, what the rule leaves clear is data, whatever it looks like.
+#[test]
+fn a_clear_value_that_looks_encrypted_stays_as_written() {
+    let (ids, recipient) = identity();
+    let opts = EncryptOptions {
+        age: vec![recipient],
+        ..Default::default()
+    };
+    let env = "ENC[AES256_GCM,data:QQ==,iv:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=,tag:MDEyMzQ1Njc4OWFiY2RlZg==,type:str]";
+    for (format, plain) in [
+        (
+            FileFormat::Yaml,
+            format!("a_unencrypted: {env}\nb: hunter2\n"),
+        ),
+        (
+            FileFormat::Ini,
+            format!("[s]\na_unencrypted = {env}\nb = hunter2\n"),
+        ),
+        (
+            FileFormat::Dotenv,
+            format!("a_unencrypted={env}\nb=hunter2\n"),
+        ),
+    ] {
+        let enc = encrypt(plain.as_bytes(), format, &opts).expect("enc");
+        assert!(enc.contains(env) && !enc.contains("hunter2"), "{enc}");
+        let out = EncryptedFile::load(&enc, format)
+            .expect("load")
+            .decrypt(&ids, false)
+            .unwrap_or_else(|e| panic!("{format:?}: {e}"));
+        assert_eq!(String::from_utf8_lossy(&out), plain, "{format:?}");
+    }
+}
+
+// Found by the `openssh_key` fuzz target: `ssh-ed25519<TAB>AAAA…` parsed as an ssh-ed25519
+// recipient, but `wrap_for` only took `ssh-ed25519 ` (a space) as one and read the line as an
+// age1… recipient. The key type is the first word, whatever whitespace follows.
+#[test]
+fn an_ssh_recipient_is_recognised_whatever_whitespace_follows_its_type() {
+    let ids = AgeIdentities::parse_ssh(
+        "-----BEGIN OPENSSH PRIVATE KEY-----
+b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW
+QyNTUxOQAAACAWGLRYL7erRCgO6Si8V9PT+hXGYAI4+bPf9ChQOMs9zAAAAKB5nd6teZ3e
+rQAAAAtzc2gtZWQyNTUxOQAAACAWGLRYL7erRCgO6Si8V9PT+hXGYAI4+bPf9ChQOMs9zA
+AAAEB9Zmyj1+CQWjh6sg1tgp3GVqCNy6aCzbCYcBIOM5oFYBYYtFgvt6tEKA7pKLxX09P6
+FcZgAjj5s9/0KFA4yz3MAAAAGmMtU0VBTEtJVC1GVVpaLU1BUktFUi03YzFlAQID
+-----END OPENSSH PRIVATE KEY-----
+",
+    )
+    .expect("the test key");
+    let key = "AAAAC3NzaC1lZDI1NTE5AAAAIBYYtFgvt6tEKA7pKLxX09P6FcZgAjj5s9/0KFA4yz3M";
+    for sep in [" ", "\t", "\u{c}\u{c}", "  "] {
+        let line = format!("ssh-ed25519{sep}{key} comment");
+        ssh::SshEd25519Recipient::parse(&line).expect("parses");
+        let wrapped =
+            keysource::wrap_for(&line, &[9u8; 32]).unwrap_or_else(|e| panic!("{sep:?}: {e}"));
+        assert_eq!(&ids.unwrap(&wrapped).expect("unwrap")[..], &[9u8; 32]);
+    }
+    assert!(matches!(
+        keysource::wrap_for("ssh-rsa\tAAAAB3NzaC1yc2E", &[9u8; 32]),
+        Err(SopsError::UnsupportedKey(_))
+    ));
+}
+
+// Found by the `openssh_key` fuzz target: an ssh-ed25519 public key that is a small-order point
+// (all zeros, say) parsed as a recipient, and then every wrap for it failed. It is refused
+// when the line is read.
+#[test]
+fn a_small_order_ssh_ed25519_key_is_refused() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    // The identity (y = 1) and the all-zero encoding (a point of order 4).
+    let mut one = [0u8; 32];
+    one[0] = 1;
+    for point in [[0u8; 32], one] {
+        let mut blob = Vec::new();
+        for part in [&b"ssh-ed25519"[..], &point[..]] {
+            blob.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            blob.extend_from_slice(part);
+        }
+        let line = format!("ssh-ed25519 {}", b64.encode(&blob));
+        assert!(ssh::SshEd25519Recipient::parse(&line).is_err(), "{line}");
+        assert!(keysource::wrap_for(&line, &[9u8; 32]).is_err());
+    }
 }

@@ -282,8 +282,10 @@ pub fn decrypt_leaves(
     let mut mac = Mac::new(mac_only_encrypted);
     let mut values = Vec::with_capacity(leaves.len());
     for leaf in leaves {
+        // A value the rule leaves clear is data, whatever it looks like (as in sops): a
+        // `secret_unencrypted: ENC[…]` written by the user stays as written.
         let enc_text = match &leaf.value {
-            Scalar::Str(s) if is_encrypted(s) => Some(s.as_str()),
+            Scalar::Str(s) if is_encrypted(s) && rule.encrypts(&leaf.path) => Some(s.as_str()),
             _ => None,
         };
         let Some(text) = enc_text else {
@@ -329,8 +331,12 @@ pub fn decrypt_leaves(
 /// IVs of a file's current values, keyed by (AAD, type, SHA-256 of the plaintext): when a value
 /// is re-encrypted unchanged under the same data key, reusing its IV reproduces its exact
 /// ciphertext, so an edit changes only the lines that changed (as sops does).
+///
+/// Values with the same key (a dotenv or INI key repeated with the same value, a comment
+/// repeated at one place) each keep their own IV, matched in file order: one IV is never used
+/// for two values of a file, and each keeps its exact ciphertext.
 #[derive(Default)]
-pub struct IvStash(std::collections::HashMap<(String, [u8; 32]), Vec<u8>>);
+pub struct IvStash(std::collections::HashMap<(String, [u8; 32]), Vec<Vec<u8>>>);
 
 impl IvStash {
     fn digest(kind: &str, plaintext: &[u8]) -> [u8; 32] {
@@ -354,19 +360,29 @@ impl IvStash {
                 continue;
             };
             if let Ok(plain) = env.open(key, &leaf.aad()) {
-                map.insert(
-                    (leaf.aad(), Self::digest(&env.kind, plain.expose_secret())),
-                    env.iv.clone(),
-                );
+                map.entry((leaf.aad(), Self::digest(&env.kind, plain.expose_secret())))
+                    .or_insert_with(Vec::new)
+                    .push(env.iv.clone());
             }
         }
         IvStash(map)
     }
 
-    fn get(&self, aad: &str, kind: &str, plaintext: &[u8]) -> Option<&[u8]> {
-        self.0
-            .get(&(aad.to_string(), Self::digest(kind, plaintext)))
-            .map(Vec::as_slice)
+    /// The IV of the next value with this AAD, type and plaintext; `used` counts those already
+    /// taken (per key) in this encryption. `None` (a fresh IV) once they are all taken.
+    fn take(
+        &self,
+        aad: &str,
+        kind: &str,
+        plaintext: &[u8],
+        used: &mut std::collections::HashMap<(String, [u8; 32]), usize>,
+    ) -> Option<&[u8]> {
+        let key = (aad.to_string(), Self::digest(kind, plaintext));
+        let ivs = self.0.get(&key)?;
+        let n = used.entry(key).or_insert(0);
+        let iv = ivs.get(*n)?;
+        *n += 1;
+        Some(iv)
     }
 }
 
@@ -389,6 +405,7 @@ pub fn encrypt_leaves(
 ) -> Result<Encrypted, SopsError> {
     let mut mac = Mac::new(mac_only_encrypted);
     let mut values = Vec::with_capacity(leaves.len());
+    let mut used = std::collections::HashMap::new();
     for leaf in leaves {
         let plain = if leaf.comment {
             match &leaf.value {
@@ -413,7 +430,7 @@ pub fn encrypt_leaves(
         }
         let aad = leaf.aad();
         let bytes = plain.to_bytes();
-        let iv = stash.and_then(|s| s.get(&aad, plain.kind(), &bytes));
+        let iv = stash.and_then(|s| s.take(&aad, plain.kind(), &bytes, &mut used));
         let env = Envelope::seal(key, &aad, &bytes, plain.kind(), iv)?;
         values.push(Some(env.format()));
     }

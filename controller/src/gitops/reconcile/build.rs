@@ -157,7 +157,7 @@ async fn variables<A: FluxApi>(
 }
 
 /// `spec.path`, relative to the source root (`""` for the root).
-fn spec_path(ks: &Kustomization) -> Result<String, String> {
+pub(super) fn spec_path(ks: &Kustomization) -> Result<String, String> {
     let rel = ks.spec.path.clone().unwrap_or_default();
     let rel = rel.trim_start_matches("./").trim_start_matches('/');
     if rel.split('/').any(|p| p == "..") {

@@ -3,7 +3,7 @@
 //! rules (`serviceAccountName`, `--default-service-account`, `--no-cross-namespace-refs`).
 
 use kube::ResourceExt;
-use sealkit_api::Kustomization;
+use sealkit_api::{GitRepository, Kustomization};
 use serde_json::Value;
 
 use super::apply::ObjRef;
@@ -156,6 +156,31 @@ pub(super) fn check(
         }
     }
     service_account(ks, settings)
+}
+
+/// The checks [`super::reconcile`] makes before it reads the cluster or runs git, for the
+/// fuzz target `kustomization_spec` (`controller/fuzz`); not an API. Returns what [`check`]
+/// (names, references, lockdown rules; the ServiceAccount to act as), `spec.path` and the
+/// GitRepository's `spec.secretRef.name` check (when a repository is given) say.
+#[doc(hidden)]
+#[allow(clippy::type_complexity)]
+pub fn fuzz_checks(
+    ks: &Kustomization,
+    repo: Option<&GitRepository>,
+    settings: &GitopsSettings,
+) -> (
+    Result<Option<String>, String>,
+    Result<String, String>,
+    Option<Result<(), String>>,
+) {
+    let secret_ref = repo
+        .and_then(|r| r.spec.secret_ref.as_ref())
+        .map(|r| object_name("spec.secretRef.name", &r.name).map_err(|f| f.message));
+    (
+        check(ks, settings).map_err(|f| f.message),
+        super::build::spec_path(ks),
+        secret_ref,
+    )
 }
 
 /// Fields we would otherwise silently ignore stop the reconcile, named.

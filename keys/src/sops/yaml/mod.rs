@@ -48,7 +48,15 @@ impl Store for YamlStore {
         {
             let _ = doc;
         }
-        refuse_metadata(self.load(text)?)
+        let doc = YamlDoc::load(text)?;
+        // The `sops:` block goes at the end of each document: with none, the output would be
+        // the input without metadata, which nothing can decrypt. sops refuses it too.
+        if doc.documents() == 0 {
+            return Err(SopsError::Format(
+                "the file holds no YAML document (it is empty or only comments); sops needs at least one".into(),
+            ));
+        }
+        refuse_metadata(Box::new(doc))
     }
 
     fn to_value(&self, text: &str) -> Result<Value, SopsError> {
@@ -145,14 +153,20 @@ impl YamlDoc {
                     rowan::NodeOrToken::Node(n) if n.kind() == SyntaxKind::MAPPING => {
                         w.node(&n, 0, &mut path)?;
                     }
-                    rowan::NodeOrToken::Node(n)
-                        if matches!(n.kind(), SyntaxKind::SEQUENCE | SyntaxKind::SCALAR) =>
-                    {
+                    // Anything else would be skipped by the walk, so its values would stay in
+                    // clear text beside a `sops:` block: a tagged mapping (`--- !!map`), an
+                    // alias, a list, a scalar, or what the lossless parser could not read.
+                    rowan::NodeOrToken::Node(n) => {
                         return Err(SopsError::Format(
-                            "a SOPS YAML document must be a mapping at the top level".into(),
+                            if n.kind() == SyntaxKind::TAGGED_NODE {
+                                "a SOPS YAML document must be a mapping at the top level, without a tag"
+                            } else {
+                                "a SOPS YAML document must be a mapping at the top level"
+                            }
+                            .into(),
                         ));
                     }
-                    _ => {}
+                    rowan::NodeOrToken::Token(_) => {}
                 }
             }
             for e in std::mem::take(&mut w.sops_entries) {
@@ -176,6 +190,11 @@ impl YamlDoc {
             doc.doc_ends.push(usize::from(dn.text_range().end()));
         }
         Ok(doc)
+    }
+
+    /// How many documents the file holds (an empty or comment-only file holds none).
+    pub fn documents(&self) -> usize {
+        self.doc_ends.len()
     }
 
     /// The text with `replacements` (per leaf) spliced in and the `sops:` blocks removed;
@@ -205,7 +224,14 @@ impl YamlDoc {
         }
         if let Some(block) = metadata {
             for &e in &self.doc_ends {
-                let prefix = if e > 0 && !self.text[..e].ends_with('\n') {
+                // What the block follows is the text kept: not a `sops:` block removed from the
+                // end of the document (without a final newline, it would add an empty line).
+                let kept = self
+                    .sops_spans
+                    .iter()
+                    .find(|s| s.start < e && s.end <= e && self.text[s.end..e].trim().is_empty())
+                    .map_or(e, |s| s.start);
+                let prefix = if kept > 0 && !self.text[..kept].ends_with('\n') {
                     "\n"
                 } else {
                     ""

@@ -136,6 +136,18 @@ fn key_text(entry: &Node) -> Result<String, SopsError> {
         .children()
         .find(|c| c.kind() == SyntaxKind::KEY)
         .ok_or_else(|| SopsError::Format("mapping entry without a key".into()))?;
+    // `: value` (an empty key without `?`): not YAML, and sops (libyaml) refuses it. The
+    // lossless parser reads `: ! k :` as a mapping the other readers do not see, so what we
+    // wrote from it did not read back as a SOPS file.
+    if key.text_range().is_empty()
+        && !entry
+            .children_with_tokens()
+            .any(|t| t.kind() == SyntaxKind::QUESTION)
+    {
+        return Err(SopsError::Format(
+            "a mapping entry has no key (`: value`); write `? ` before an empty key".into(),
+        ));
+    }
     let scalar = key
         .descendants()
         .find(|c| c.kind() == SyntaxKind::SCALAR)
