@@ -179,9 +179,26 @@ pub async fn run(
             .modify(|ss| ss.managed_fields_mut().clear()),
     )
     .applied_objects();
+    // Entries of deleted SealedSecrets are dropped now and then, for as long as the loop runs.
+    let (pruned, cache_of_sealed) = (ctx.state.clone(), sealed_cache.clone());
+    let prune = async move {
+        loop {
+            // Not at once: the cache is still empty while the entries of a restart are new.
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            pruned.verified.retain(|ns, name| {
+                cache_of_sealed
+                    .get(&reflector::ObjectRef::new(name).within(ns))
+                    .is_some()
+            });
+        }
+    };
     let stream = Controller::for_stream(sealed_stream, sealed_cache)
         .with_config(controller::Config::default().concurrency(settings.concurrency))
         .owns_stream(owned)
         .run(reconcile_one, error_policy, ctx);
-    crate::runtime::drain("unseal", stream).await;
+    futures::future::select(
+        Box::pin(crate::runtime::drain("unseal", stream)),
+        Box::pin(prune),
+    )
+    .await;
 }

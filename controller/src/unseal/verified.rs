@@ -73,6 +73,12 @@ impl Verified {
             .remove(&(namespace.to_string(), name.to_string()));
     }
 
+    /// Forgets every entry whose SealedSecret `exists` no longer says is there (a deleted
+    /// SealedSecret is never reconciled again, so its entry would stay forever).
+    pub fn retain(&self, exists: impl Fn(&str, &str) -> bool) {
+        self.lock().retain(|(ns, name), _| exists(ns, name));
+    }
+
     /// How many Secrets are known.
     pub fn len(&self) -> usize {
         self.lock().len()

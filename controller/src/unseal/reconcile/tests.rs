@@ -424,6 +424,10 @@ async fn a_resync_of_an_up_to_date_object_reads_nothing() {
     st.verified.forget("prod", "db");
     reconcile(&newer, &api, &st).await.expect("forgotten");
     assert_eq!(gets(), reads + 1);
+    // Entries of SealedSecrets that are gone are dropped.
+    assert_eq!(st.verified.len(), 1);
+    st.verified.retain(|_, name| name != "db");
+    assert!(st.verified.is_empty());
 }
 
 /// After a restart, one listing fills what the first reconciles would have read: every
