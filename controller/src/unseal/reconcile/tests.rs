@@ -48,14 +48,7 @@ fn sealed_as(state: &AppState, name: &str, password: &str) -> SealedSecret {
 }
 
 fn password(api: &MemoryApi) -> Vec<u8> {
-    api.secrets
-        .lock()
-        .expect("lock")
-        .get("prod/db")
-        .and_then(|s| s.data.clone())
-        .and_then(|d| d.get("password").cloned())
-        .map(|b| b.0)
-        .unwrap_or_default()
+    password_of(api, "prod/db")
 }
 
 fn synced(api: &MemoryApi, k: &str) -> (String, String, String) {
