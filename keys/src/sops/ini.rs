@@ -51,6 +51,12 @@ impl IniDoc {
                     lines.push(Line::Section(section.clone()));
                 }
             } else if t.starts_with(';') || t.starts_with('#') {
+                if in_sops {
+                    // The `[sops]` section is metadata, rewritten on every write; a comment in
+                    // it is not data. (Kept as a leaf, it was written under the previous
+                    // section, with another path, and never decrypted again.)
+                    continue;
+                }
                 let c = t.chars().next().unwrap_or(';');
                 let body = t[1..].trim_start().to_string();
                 let path = if section.is_empty() {

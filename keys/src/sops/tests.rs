@@ -874,3 +874,80 @@ fn a_small_order_ssh_ed25519_key_is_refused() {
         assert!(keysource::wrap_for(&line, &[9u8; 32]).is_err());
     }
 }
+// Found by the `sops_dotenv` fuzz target: a dotenv value ending in `\r` (here one the rule keeps
+// clear) lost a `\r` each time the file was written and read, so a file we had just encrypted
+// failed its MAC. Lines end at `\n` only, as sops splits them.
+#[test]
+fn a_dotenv_value_ending_in_a_carriage_return_round_trips() {
+    let (ids, recipient) = identity();
+    let opts = EncryptOptions {
+        age: vec![recipient],
+        ..Default::default()
+    };
+    for plain in [
+        "A_unencrypted=x\r\r\nB=y\r\n",
+        "A=x\r\r\nB_unencrypted=y\r\n",
+        "A=x\r",
+        "\r\nA=x\n",
+    ] {
+        let enc = encrypt(plain.as_bytes(), FileFormat::Dotenv, &opts).expect("enc");
+        let out = EncryptedFile::load(&enc, FileFormat::Dotenv)
+            .expect("load")
+            .decrypt(&ids, false)
+            .unwrap_or_else(|e| panic!("{plain:?}: {e}"));
+        let want = if plain.ends_with('\n') {
+            plain.to_string()
+        } else {
+            format!("{plain}\n")
+        };
+        assert_eq!(String::from_utf8_lossy(&out), want, "{plain:?}");
+    }
+}
+
+// Found by the `sops_ini` fuzz target: a comment inside the `[sops]` section was kept as a
+// value; the section is not written back where it was, so the comment moved under the previous
+// section, with another path, and no longer decrypted (it came back as ciphertext). Comments
+// in `[sops]` are metadata layout, dropped like its blank lines.
+#[test]
+fn a_comment_in_the_ini_sops_section_is_not_data() {
+    let (ids, recipient) = identity();
+    let opts = EncryptOptions {
+        age: vec![recipient],
+        ..Default::default()
+    };
+    let enc = encrypt(b"[db]\nuser = admin\n", FileFormat::Ini, &opts).expect("enc");
+    let commented = enc.replace("[sops]\n", "[sops]\n; a note\n");
+    assert_ne!(commented, enc);
+    let file = EncryptedFile::load(&commented, FileFormat::Ini).expect("load");
+    let out = file.decrypt(&ids, false).expect("dec");
+    assert_eq!(String::from_utf8_lossy(&out), "[db]\nuser = admin\n");
+}
+
+// Found by the `sops_yaml` fuzz target: a multi-line string with a comment after it on its line
+// decrypted as a `|` block, and the comment, still after the value, became its last line's
+// text: the decrypted value gained the comment. Such a value is written quoted.
+#[test]
+fn a_multi_line_value_followed_by_a_comment_keeps_its_text() {
+    let (ids, recipient) = identity();
+    let opts = EncryptOptions {
+        age: vec![recipient],
+        ..Default::default()
+    };
+    for plain in [
+        "f: \"l1\\nl2\" # note\n",
+        "a:\n  b: \"x\\ny\\n\"   #c\n  d: 1\n",
+    ] {
+        let enc = encrypt(plain.as_bytes(), FileFormat::Yaml, &opts).expect("enc");
+        let out = EncryptedFile::load(&enc, FileFormat::Yaml)
+            .expect("load")
+            .decrypt(&ids, false)
+            .expect("dec");
+        let out = String::from_utf8(out.to_vec()).expect("utf8");
+        assert_eq!(
+            edit::to_value(&out, FileFormat::Yaml).expect("reads"),
+            edit::to_value(plain, FileFormat::Yaml).expect("reads"),
+            "{plain:?} -> {out:?}"
+        );
+        assert!(out.contains('#'), "the comment stays: {out:?}");
+    }
+}

@@ -641,8 +641,14 @@ impl YamlDoc {
             .iter()
             .zip(&self.spans)
             .map(|(v, span)| {
+                // A block scalar runs to the end of its last line: with something after the
+                // value on its line (a comment), that would become part of the value.
+                let rest = &self.text[span.range.end..];
+                let alone = rest[..rest.find('\n').unwrap_or(rest.len())]
+                    .trim()
+                    .is_empty();
                 v.as_ref().map(|p| match p {
-                    Plain::Str(s, _) if !span.flow && s.contains('\n') => {
+                    Plain::Str(s, _) if !span.flow && alone && s.contains('\n') => {
                         let line_start = self.text[..span.range.start]
                             .rfind('\n')
                             .map_or(0, |i| i + 1);
