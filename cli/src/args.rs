@@ -8,6 +8,11 @@ use std::path::PathBuf;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use sealkit_keys::seal::Scope;
 
+use crate::commands::sops::{
+    CheckArgs, DecryptArgs, EditArgs, EncryptArgs, ExecArgs, FilestatusArgs, RotateArgs, SetArgs,
+    UnsetArgs, UpdatekeysArgs,
+};
+
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success
@@ -15,9 +20,10 @@ Exit codes:
   2  usage error (bad or conflicting flags)
   3  I/O error (unreadable input, unwritable output, certificate download)";
 
-/// Secrets for GitOps: seal Kubernetes Secrets for the cluster (kubeseal-compatible).
+/// Secrets for GitOps: seal Kubernetes Secrets (kubeseal-compatible), encrypt files with SOPS and
+/// age, and render or diff GitOps paths as the controller would.
 #[derive(Debug, Parser)]
-#[command(name = "sealkit", version, about, after_help = EXIT_CODES, propagate_version = true)]
+#[command(name = "sealkit", version, after_help = EXIT_CODES, propagate_version = true)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -421,139 +427,32 @@ pub struct OutputFlags {
     pub output: Option<PathBuf>,
 }
 
-/// sops subcommands.
+/// sops subcommands; each one's arguments live beside its code in `commands::sops`.
 #[derive(Debug, Clone, Subcommand)]
 pub enum SopsCommand {
     /// Encrypt a file's values for age recipients.
-    Encrypt {
-        /// The plaintext file.
-        file: PathBuf,
-        /// age recipients (comma-separated; overrides .sops.yaml).
-        #[arg(
-            short = 'a',
-            long = "age",
-            env = "SOPS_AGE_RECIPIENTS",
-            value_delimiter = ','
-        )]
-        age: Vec<String>,
-        /// Key groups needed to decrypt when .sops.yaml gives several.
-        #[arg(long = "shamir-secret-sharing-threshold", value_name = "N")]
-        shamir_threshold: Option<usize>,
-        #[command(flatten)]
-        rules: RuleFlags,
-        #[command(flatten)]
-        out: OutputFlags,
-        #[command(flatten)]
-        common: SopsCommon,
-    },
+    Encrypt(EncryptArgs),
     /// Decrypt a file (prints the plaintext).
-    Decrypt {
-        /// The encrypted file.
-        file: PathBuf,
-        /// Print only this part, e.g. '["data"]["password"]'.
-        #[arg(long, value_name = "PATH")]
-        extract: Option<String>,
-        /// Decrypt even when the MAC does not verify (or is missing).
-        #[arg(long)]
-        ignore_mac: bool,
-        #[command(flatten)]
-        out: OutputFlags,
-        #[command(flatten)]
-        common: SopsCommon,
-    },
+    Decrypt(DecryptArgs),
     /// Edit the plaintext in $EDITOR; unchanged values keep their exact ciphertext.
-    Edit {
-        /// The encrypted file.
-        file: PathBuf,
-        /// Open even when the MAC does not verify.
-        #[arg(long)]
-        ignore_mac: bool,
-        #[command(flatten)]
-        common: SopsCommon,
-    },
+    Edit(EditArgs),
     /// Re-encrypt with a new data key, optionally adding or removing age recipients.
-    Rotate {
-        /// The encrypted file.
-        file: PathBuf,
-        /// age recipients to add.
-        #[arg(long = "add-age", value_delimiter = ',')]
-        add_age: Vec<String>,
-        /// age recipients to remove.
-        #[arg(long = "rm-age", value_delimiter = ',')]
-        rm_age: Vec<String>,
-        #[command(flatten)]
-        out: OutputFlags,
-        #[command(flatten)]
-        common: SopsCommon,
-    },
+    Rotate(RotateArgs),
     /// Re-wrap the data key for the recipients .sops.yaml now lists (values untouched).
-    Updatekeys {
-        /// Encrypted files or directories.
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-        /// Do not ask for confirmation.
-        #[arg(short = 'y', long)]
-        yes: bool,
-        /// Only list files whose recipients differ from .sops.yaml (exit 1 if any).
-        #[arg(long)]
-        check: bool,
-        #[command(flatten)]
-        common: SopsCommon,
-    },
+    Updatekeys(UpdatekeysArgs),
     /// Set one value, e.g. set FILE '["a"]["b"]' '"text"' (the value is JSON).
-    Set {
-        /// The encrypted file.
-        file: PathBuf,
-        /// Where, e.g. '["stringData"]["password"]'.
-        index: String,
-        /// The value as JSON: '"text"', 5, true.
-        value: String,
-        #[command(flatten)]
-        common: SopsCommon,
-    },
+    Set(SetArgs),
     /// Remove one value.
-    Unset {
-        /// The encrypted file.
-        file: PathBuf,
-        /// Where, e.g. '["stringData"]["password"]'.
-        index: String,
-        #[command(flatten)]
-        common: SopsCommon,
-    },
+    Unset(UnsetArgs),
     /// Run a command with the file's top-level values as environment variables.
-    ExecEnv {
-        /// The encrypted file.
-        file: PathBuf,
-        /// The command (run by sh -c).
-        command: String,
-        #[command(flatten)]
-        common: SopsCommon,
-    },
+    ExecEnv(ExecArgs),
     /// Run a command with the plaintext in a temporary 0600 file; {} in the command is its path.
-    ExecFile {
-        /// The encrypted file.
-        file: PathBuf,
-        /// The command (run by sh -c).
-        command: String,
-        #[command(flatten)]
-        common: SopsCommon,
-    },
+    ExecFile(ExecArgs),
     /// Print {"encrypted": true|false}.
-    Filestatus {
-        /// The file.
-        file: PathBuf,
-        #[command(flatten)]
-        common: SopsCommon,
-    },
+    Filestatus(FilestatusArgs),
     /// Find files .sops.yaml says must be encrypted but are not, and Kubernetes Secrets in clear
     /// (exit 1 with the list; made for pre-commit hooks).
-    Check {
-        /// Files or directories.
-        #[arg(default_value = ".")]
-        paths: Vec<PathBuf>,
-        #[command(flatten)]
-        common: SopsCommon,
-    },
+    Check(CheckArgs),
 }
 
 fn parse_scope(s: &str) -> Result<Scope, String> {

@@ -64,7 +64,9 @@ pub fn load(
     let (pem, name) = match (source, cluster) {
         (Some(s), _) => (fetch(s)?, s.to_string()),
         (None, Some(t)) => (
-            crate::cluster::fetch_cert(t)?,
+            crate::cluster::fetch_cert(t).map_err(|e| {
+                e.with_context("without --cert, the certificate is fetched from the controller")
+            })?,
             format!("the certificate of {}/{}", t.namespace, t.name),
         ),
         (None, None) => {

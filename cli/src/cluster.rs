@@ -6,7 +6,7 @@
 
 use k8s_openapi::api::core::v1::Service;
 use kube::api::Api;
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::config::KubeConfigOptions;
 use kube::{Client, Config};
 
 use crate::error::CliError;
@@ -37,16 +37,7 @@ pub(crate) async fn client(t: &Target<'_>) -> Result<Client, CliError> {
     };
     let config = match t.kubeconfig.filter(|k| !k.is_empty()) {
         Some(paths) => {
-            let mut merged: Option<Kubeconfig> = None;
-            for p in std::env::split_paths(paths).filter(|p| p.exists()) {
-                let kc = Kubeconfig::read_from(&p)
-                    .map_err(|e| CliError::input(format!("{}: {e}", p.display())))?;
-                merged = Some(match merged {
-                    Some(m) => m.merge(kc).map_err(|e| CliError::input(e.to_string()))?,
-                    None => kc,
-                });
-            }
-            let kc = merged.ok_or_else(|| {
+            let kc = crate::kubeconfig::load(paths)?.ok_or_else(|| {
                 CliError::usage(format!("no kubeconfig found at {paths}"))
                     .with_hint("point KUBECONFIG/--kubeconfig at the cluster, or give --cert FILE|URL to work offline")
             })?;
@@ -55,7 +46,7 @@ pub(crate) async fn client(t: &Target<'_>) -> Result<Client, CliError> {
                 .map_err(|e| CliError::input(format!("kubeconfig: {}", kube_message(&e))))?
         }
         None => Config::infer().await.map_err(|e| {
-            CliError::usage(format!("cannot find a cluster: {}", kube_message(&e))).with_hint(
+            CliError::usage(format!("cannot find a cluster: {}", infer_message(&e))).with_hint(
                 "set KUBECONFIG or pass --kubeconfig, or give --cert FILE|URL to work offline",
             )
         })?,
@@ -66,6 +57,30 @@ pub(crate) async fn client(t: &Target<'_>) -> Result<Client, CliError> {
             kube_message(&e)
         ))
     })
+}
+
+/// Why no cluster was found without `--kubeconfig`/`KUBECONFIG`. kube tries the kubeconfig and
+/// then the in-cluster environment and reports both failures in one nested sentence; the usual
+/// case, no kubeconfig file and not in a Pod, is said plainly.
+fn infer_message(e: &kube::config::InferConfigError) -> String {
+    use kube::config::KubeconfigError;
+    let in_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    match std::error::Error::source(e).and_then(|s| s.downcast_ref::<KubeconfigError>()) {
+        Some(KubeconfigError::ReadConfig(io, path))
+            if io.kind() == std::io::ErrorKind::NotFound && !in_pod =>
+        {
+            format!(
+                "KUBECONFIG is not set, {} does not exist, and this is not a Pod in a cluster",
+                path.display()
+            )
+        }
+        Some(KubeconfigError::FindPath) if !in_pod => {
+            "KUBECONFIG is not set, there is no home directory to find ~/.kube/config in, and \
+             this is not a Pod in a cluster"
+                .to_string()
+        }
+        _ => kube_message(e),
+    }
 }
 
 /// kube's message for a kubeconfig error, unless a `*-data` field is not valid base64: kube's

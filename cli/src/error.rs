@@ -82,6 +82,14 @@ impl CliError {
         self
     }
 
+    /// The same error, its message preceded by `context` (what was being done, and why).
+    pub fn with_context(mut self, context: &str) -> Self {
+        if !self.message.is_empty() {
+            self.message = format!("{context}: {}", self.message);
+        }
+        self
+    }
+
     /// Adds a hint line.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());

@@ -19,7 +19,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Seal(a) => commands::seal::run(&a),
         Command::Reseal(a) => commands::reseal::run(&a),
         Command::Keygen(a) => commands::keygen::run(&a),
-        Command::Sops(a) => commands::sops::run(a.command),
+        Command::Sops(a) => commands::sops::run(&a.command),
         Command::Build(a) => commands::build::run(&a),
         Command::Diff(a) => commands::diff::run(&a),
         Command::Demo(a) => commands::demo::run(&a),

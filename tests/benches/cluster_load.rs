@@ -10,7 +10,10 @@
 //! time until every Secret exists, RSA private-key operations, the controller's peak and steady
 //! RSS; then, after a restart with nothing changed: the time until every object has been
 //! reconciled once, RSA operations (must be 0) and Secret writes (must be 0: resourceVersions
-//! unchanged). The baseline in the same run is `openssl speed rsa4096` (private-key ops/s).
+//! unchanged); then, over an idle window (`--idle-seconds`, default 60): API requests by verb
+//! (the controller's `sealkit_kube_requests_total` and the API server's
+//! `apiserver_request_total`) and Secret writes. The baseline in the same run is
+//! `openssl speed rsa4096` (private-key ops/s).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,8 +26,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use sealkit_tests::cluster::{
-    ControlPlane, build_bin, controller_bin, count_samples, free_port, http_get, kubectl,
-    metric_value, rss_kib,
+    ControlPlane, build_bin, controller_bin, count_samples, delta, free_port, http_get, kubectl,
+    metric_value, rss_kib, sum_by_label,
 };
 
 const NS: &str = "sealkit-bench";
@@ -33,12 +36,14 @@ const LABEL: &str = "sealkit-bench=load";
 struct Args {
     sealed: usize,
     key_size: usize,
+    idle_seconds: u64,
 }
 
 fn args() -> Args {
     let mut a = Args {
         sealed: 1000,
         key_size: 4096,
+        idle_seconds: 60,
     };
     let argv: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -47,6 +52,7 @@ fn args() -> Args {
         match argv[i].as_str() {
             "--sealed" => a.sealed = next.expect("--sealed N"),
             "--key-size" => a.key_size = next.expect("--key-size BITS"),
+            "--idle-seconds" => a.idle_seconds = next.expect("--idle-seconds S") as u64,
             _ => {} // cargo bench passes --bench
         }
         i += 1;
@@ -125,6 +131,11 @@ impl Controller {
         )
     }
 
+    /// The controller's own count of API requests, by verb.
+    fn requests(&self) -> BTreeMap<String, f64> {
+        sum_by_label(&self.metrics(), "sealkit_kube_requests_total", "verb")
+    }
+
     fn rss_mib(&self) -> (f64, f64) {
         rss_kib(self.child.id()).map_or((0.0, 0.0), |(now, peak)| {
             (now as f64 / 1024.0, peak as f64 / 1024.0)
@@ -163,6 +174,29 @@ async fn versions(secrets: &Api<Secret>) -> BTreeMap<String, String> {
             )
         })
         .collect()
+}
+
+/// The API server's `apiserver_request_total`, by verb (every client: the controller,
+/// kube-controller-manager and this benchmark).
+async fn apiserver_requests(client: &kube::Client) -> BTreeMap<String, f64> {
+    let req = http::Request::get("/metrics")
+        .body(Vec::new())
+        .expect("request");
+    match client.request_text(req).await {
+        Ok(text) => sum_by_label(&text, "apiserver_request_total", "verb"),
+        Err(_) => BTreeMap::new(),
+    }
+}
+
+/// `verb n, verb n, …` (or `none`).
+fn by_verb(m: &BTreeMap<String, u64>) -> String {
+    if m.is_empty() {
+        return "none".into();
+    }
+    m.iter()
+        .map(|(k, v)| format!("{} {v}", k.to_lowercase()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `openssl speed` RSA-4096 private-key operations per second on `cores` cores.
@@ -282,6 +316,7 @@ async fn main() {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
 
     // First start: create everything, wait until every Secret exists.
+    let server_before = apiserver_requests(&client).await;
     let created = Instant::now();
     let api = Arc::new(sealed_api);
     futures::stream::iter(docs)
@@ -319,6 +354,8 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     let first_ops = c.rsa_ops();
     let (steady, peak) = c.rss_mib();
+    let first_requests = delta(&BTreeMap::new(), &c.requests());
+    let first_server = delta(&server_before, &apiserver_requests(&client).await);
 
     // Restart with nothing changed.
     let before = versions(&secrets).await;
@@ -339,6 +376,21 @@ async fn main() {
         .filter(|(k, v)| after.get(*k) != Some(*v))
         .count();
     let (restart_steady, restart_peak) = c.rss_mib();
+    let restart_requests = delta(&BTreeMap::new(), &c.requests());
+
+    // A no-op window: nothing changes; what does the controller still do?
+    let idle_before = c.requests();
+    let idle_server_before = apiserver_requests(&client).await;
+    let idle_versions = versions(&secrets).await;
+    tokio::time::sleep(Duration::from_secs(a.idle_seconds)).await;
+    let idle_requests = delta(&idle_before, &c.requests());
+    let idle_server = delta(&idle_server_before, &apiserver_requests(&client).await);
+    let idle_after = versions(&secrets).await;
+    let idle_written = idle_versions
+        .iter()
+        .filter(|(k, v)| idle_after.get(*k) != Some(*v))
+        .count();
+    let (idle_rss, _) = c.rss_mib();
     c.stop();
     let _ = kubectl(
         &kubeconfig,
@@ -384,6 +436,30 @@ async fn main() {
     println!(
         "| restart: controller RSS steady / peak | {restart_steady:.1} / {restart_peak:.1} MiB |"
     );
+    println!(
+        "| first start: controller API requests by verb | {} |",
+        by_verb(&first_requests)
+    );
+    println!(
+        "| first start: `apiserver_request_total` by verb (all clients) | {} |",
+        by_verb(&first_server)
+    );
+    println!(
+        "| restart: controller API requests by verb (until all reconciled + 5 s) | {} |",
+        by_verb(&restart_requests)
+    );
+    println!(
+        "| idle {} s after the restart: controller API requests by verb | {} |",
+        a.idle_seconds,
+        by_verb(&idle_requests)
+    );
+    println!(
+        "| idle {} s: `apiserver_request_total` by verb (all clients) | {} |",
+        a.idle_seconds,
+        by_verb(&idle_server)
+    );
+    println!("| idle: Secrets written | {idle_written} |");
+    println!("| idle: controller RSS | {idle_rss:.1} MiB |");
     if let (Some(one), Some(two)) = (one, two) {
         println!(
             "| baseline `openssl speed rsa4096` private-key ops/s, 1 / 2 cores | {one:.0} / {two:.0} |"

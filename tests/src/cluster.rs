@@ -139,6 +139,53 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
         .ok()
 }
 
+/// The samples of `name` summed by the value of `label` (e.g. requests by verb), from a
+/// Prometheus text exposition. Samples without the label are left out.
+pub fn sum_by_label(
+    text: &str,
+    name: &str,
+    label: &str,
+) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    let key = format!("{label}=\"");
+    for l in text.lines() {
+        let Some(rest) = l.strip_prefix(name) else {
+            continue;
+        };
+        let Some(labels) = rest.strip_prefix('{') else {
+            continue;
+        };
+        let Some((labels, value)) = labels.rsplit_once("} ") else {
+            continue;
+        };
+        let Some(v) = labels.split(&key).nth(1).and_then(|r| r.split('"').next()) else {
+            continue;
+        };
+        let Ok(n) = value.trim().parse::<f64>() else {
+            continue;
+        };
+        *out.entry(v.to_string()).or_insert(0.0) += n;
+    }
+    out
+}
+
+/// `after − before` per key (keys of `after`), rounded to whole counts.
+pub fn delta(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+) -> std::collections::BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                (v - before.get(k).copied().unwrap_or(0.0)).max(0.0) as u64,
+            )
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
 /// How many samples of `name` have the value `value` (e.g. objects with a condition gauge at 1).
 pub fn count_samples(text: &str, name: &str, value: f64) -> usize {
     text.lines()

@@ -43,15 +43,23 @@ pub fn doc_error(input: &str, doc: &Document, e: &ManifestError) -> CliError {
         (Some(k), None) => format!(" ({k})"),
         _ => String::new(),
     };
-    CliError::input(format!(
+    let err = CliError::input(format!(
         "{input}: document {} at line {}{what}: {e}",
         doc.index, doc.line
-    ))
+    ));
+    match e.hint() {
+        Some(h) => err.with_hint(h),
+        None => err,
+    }
 }
 
 /// An error parsing an input.
 pub fn parse_error(input: &str, e: &ManifestError) -> CliError {
-    CliError::input(format!("{input}: {e}"))
+    let err = CliError::input(format!("{input}: {e}"));
+    match e.hint() {
+        Some(h) => err.with_hint(h),
+        None => err,
+    }
 }
 
 /// Converts the CLI's format enum.

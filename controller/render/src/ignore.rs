@@ -131,7 +131,10 @@ mod tests {
         let s = SourceIgnore::parse("/drafts/\n!keep.png\n*.tmp.yaml\n").expect("parse");
         assert!(s.is_ignored("drafts", true));
         assert!(s.is_ignored("drafts/x.yaml", false));
-        assert!(!s.is_ignored("apps/drafts/x.yaml", false), "anchored to the root");
+        assert!(
+            !s.is_ignored("apps/drafts/x.yaml", false),
+            "anchored to the root"
+        );
         assert!(s.is_ignored("a/b/scratch.tmp.yaml", false));
         assert!(!s.is_ignored("keep.png", false));
         assert!(s.is_ignored("other.png", false));

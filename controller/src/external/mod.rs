@@ -112,28 +112,41 @@ fn error_policy(es: Arc<ExternalSecret>, err: &ExternalError, ctx: Arc<Ctx>) -> 
 /// Stores are checked again this often (ESO's `--store-requeue-interval`).
 const STORE_REQUEUE: Duration = Duration::from_secs(300);
 
+/// Validates a store's provider and writes its status when it changed (`write`: namespaced or
+/// cluster-scoped status write).
+async fn refresh_store<W, F>(
+    ctx: &Ctx,
+    provider: &sealkit_api::StoreProvider,
+    id: String,
+    scope: CredentialScope<'_>,
+    current: Option<&sealkit_api::SecretStoreStatus>,
+    write: W,
+) -> Result<Action, ExternalError>
+where
+    W: FnOnce(sealkit_api::SecretStoreStatus) -> F,
+    F: std::future::Future<Output = Result<(), String>>,
+{
+    let status = store_status(&ctx.api, provider, id, scope, current).await;
+    if current != Some(&status) {
+        write(status).await.map_err(ExternalError::Status)?;
+    }
+    Ok(Action::requeue(STORE_REQUEUE))
+}
+
 async fn reconcile_store(store: Arc<SecretStore>, ctx: Arc<Ctx>) -> Result<Action, ExternalError> {
-    let work = async {
-        let ns = store.namespace().unwrap_or_default();
-        let id = format!("SecretStore {ns}/{}", store.name_any());
-        let scope = CredentialScope::Namespaced(&ns);
-        let status = store_status(
-            &ctx.api,
-            &store.spec.provider,
-            id,
-            scope,
-            store.status.as_ref(),
-        )
-        .await;
-        if store.status.as_ref() != Some(&status) {
-            ctx.api
-                .writer
-                .status(&*store, &status)
-                .await
-                .map_err(ExternalError::Status)?;
-        }
-        Ok(Action::requeue(STORE_REQUEUE))
-    };
+    let ns = store.namespace().unwrap_or_default();
+    let id = format!("SecretStore {ns}/{}", store.name_any());
+    let work = refresh_store(
+        &ctx,
+        &store.spec.provider,
+        id,
+        CredentialScope::Namespaced(&ns),
+        store.status.as_ref(),
+        |s| {
+            let (ctx, store) = (&ctx, &store);
+            async move { ctx.api.writer.status(&**store, &s).await }
+        },
+    );
     ctx.stores.reconcile(&*store, work).await
 }
 
@@ -141,26 +154,18 @@ async fn reconcile_cluster_store(
     store: Arc<ClusterSecretStore>,
     ctx: Arc<Ctx>,
 ) -> Result<Action, ExternalError> {
-    let work = async {
-        let id = format!("ClusterSecretStore {}", store.name_any());
-        let scope = CredentialScope::ClusterOnly;
-        let status = store_status(
-            &ctx.api,
-            &store.spec.provider,
-            id,
-            scope,
-            store.status.as_ref(),
-        )
-        .await;
-        if store.status.as_ref() != Some(&status) {
-            ctx.api
-                .writer
-                .cluster_status(&*store, &status)
-                .await
-                .map_err(ExternalError::Status)?;
-        }
-        Ok(Action::requeue(STORE_REQUEUE))
-    };
+    let id = format!("ClusterSecretStore {}", store.name_any());
+    let work = refresh_store(
+        &ctx,
+        &store.spec.provider,
+        id,
+        CredentialScope::ClusterOnly,
+        store.status.as_ref(),
+        |s| {
+            let (ctx, store) = (&ctx, &store);
+            async move { ctx.api.writer.cluster_status(&**store, &s).await }
+        },
+    );
     ctx.stores.reconcile(&*store, work).await
 }
 

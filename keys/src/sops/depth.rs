@@ -2,12 +2,16 @@
 //! over the document tree, so a hostile file nested 100,000 levels deep would exhaust the stack
 //! (an abort, not an error). Every YAML or JSON text is measured here first, without building a
 //! tree and without recursion, and one nested deeper than [`MAX_DEPTH`] is refused with
-//! [`SopsError::TooDeep`]. The recursive loaders check the same bound as they go, so no caller
-//! depends on having called [`check`] first.
+//! [`SopsError::TooDeep`] (the YAML and JSON stores' [`Store::check_depth`]). The recursive
+//! loaders check the same bound as they go, so no caller depends on having called it first.
+//! dotenv and INI files are flat (their flattened metadata keys are bounded where they are
+//! unflattened); binary files are JSON read by serde_json, whose own recursion limit applies.
+//!
+//! [`Store::check_depth`]: super::Store::check_depth
 
 use granit_parser::{ErrorKind, Event, Options, Parser};
 
-use super::{FileFormat, SopsError};
+use super::SopsError;
 
 /// The deepest nesting of mappings and lists a SOPS file may have. It is the limit
 /// serde-saphyr's default budget sets for every other YAML sealkit reads (`sealkit seal`,
@@ -19,23 +23,11 @@ pub(crate) fn too_deep() -> SopsError {
     SopsError::TooDeep { limit: MAX_DEPTH }
 }
 
-/// Refuses `text` when, read as `format`, it nests deeper than [`MAX_DEPTH`]. Syntax errors are
-/// not reported here: the parser that then reads the text reports them. dotenv and INI files
-/// are flat (their flattened metadata keys are bounded where they are unflattened); binary
-/// files are JSON read by serde_json, whose own recursion limit applies.
-pub(crate) fn check(text: &str, format: FileFormat) -> Result<(), SopsError> {
-    match format {
-        FileFormat::Yaml => check_yaml(text),
-        FileFormat::Json => check_json(text),
-        FileFormat::Dotenv | FileFormat::Ini | FileFormat::Binary => Ok(()),
-    }
-}
-
 /// YAML through the event parser: collection start and end events give the exact depth in
 /// every style (flow `[[…]]`, block, compact `- - -` sequences). The scanner looks ahead for
 /// implicit keys and may meet its own nesting limits before the events reach ours; those limits
 /// are set to ours, so its "recursion limit exceeded" also means too deep.
-fn check_yaml(text: &str) -> Result<(), SopsError> {
+pub(crate) fn check_yaml(text: &str) -> Result<(), SopsError> {
     let mut options = Options::default();
     options.flow_nesting_limit = MAX_DEPTH;
     options.block_nesting_limit = MAX_DEPTH;
@@ -64,7 +56,7 @@ fn check_yaml(text: &str) -> Result<(), SopsError> {
 
 /// JSON by its brackets outside strings: exact for valid JSON, which is all that matters (the
 /// JSON parser refuses the rest).
-fn check_json(text: &str) -> Result<(), SopsError> {
+pub(crate) fn check_json(text: &str) -> Result<(), SopsError> {
     let mut depth = 0usize;
     let mut in_string = false;
     let mut escaped = false;
@@ -96,6 +88,12 @@ fn check_json(text: &str) -> Result<(), SopsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sops::FileFormat;
+
+    // Through the stores, as every caller reaches these checks.
+    fn check(text: &str, format: FileFormat) -> Result<(), SopsError> {
+        format.store().check_depth(text)
+    }
 
     fn nested(open: &str, close: &str, n: usize) -> String {
         format!("a: {}1{}\n", open.repeat(n), close.repeat(n))

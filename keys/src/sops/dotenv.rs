@@ -4,8 +4,89 @@
 use serde_json::Value;
 
 use super::SopsError;
+use super::edit::{Step, describe, yaml_scalar};
 use super::metadata::{flatten, unflatten};
+use super::store::{Loaded, Store};
 use super::walk::{Leaf, Plain, Scalar, leaf_text, plain_texts};
+
+/// The dotenv store.
+pub struct DotenvStore;
+
+impl Store for DotenvStore {
+    fn load(&self, text: &str) -> Result<Box<dyn Loaded>, SopsError> {
+        Ok(Box::new(DotenvDoc::load(text)?))
+    }
+
+    fn to_value(&self, text: &str) -> Result<Value, SopsError> {
+        Ok(Value::Object(
+            text.lines()
+                .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_string(), Value::String(v.replace("\\n", "\n"))))
+                .collect(),
+        ))
+    }
+
+    fn emit_value(&self, value: &Value) -> Result<String, SopsError> {
+        let obj = value
+            .as_object()
+            .ok_or_else(|| SopsError::Format("only a mapping converts to dotenv".into()))?;
+        let mut s = String::new();
+        for (k, v) in obj {
+            let text = match v {
+                Value::String(t) => t.clone(),
+                Value::Object(_) | Value::Array(_) => {
+                    return Err(SopsError::Format(format!(
+                        "'{k}' is nested; dotenv holds only flat values"
+                    )));
+                }
+                other => other.to_string(),
+            };
+            s.push_str(&format!("{k}={}\n", text.replace('\n', "\\n")));
+        }
+        Ok(s)
+    }
+
+    fn set_in_text(
+        &self,
+        text: &str,
+        path: &[Step],
+        value: Option<Value>,
+    ) -> Result<String, SopsError> {
+        let [Step::Key(k)] = path else {
+            return Err(SopsError::Format(
+                "dotenv files only have top-level keys".into(),
+            ));
+        };
+        let mut out = String::new();
+        let mut found = false;
+        for line in text.lines() {
+            if line.split_once('=').is_some_and(|(lk, _)| lk == k) {
+                found = true;
+                if let Some(v) = &value {
+                    out.push_str(&format!(
+                        "{k}={}\n",
+                        yaml_scalar(v).unwrap_or_default().replace('\n', "\\n")
+                    ));
+                }
+                continue;
+            }
+            out.push_str(line);
+            out.push('\n');
+        }
+        match (&value, found) {
+            (Some(v), false) => out.push_str(&format!(
+                "{k}={}\n",
+                yaml_scalar(v).unwrap_or_default().replace('\n', "\\n")
+            )),
+            (None, false) => {
+                return Err(SopsError::Format(format!("{} not found", describe(path))));
+            }
+            _ => {}
+        }
+        Ok(out)
+    }
+}
 
 enum Line {
     Entry { key: String },
@@ -107,15 +188,31 @@ impl DotenvDoc {
         }
         out
     }
+}
 
-    /// The decrypted text.
-    pub fn emit(&self, values: &[Option<Plain>], meta: Option<&Value>) -> String {
-        let v = plain_texts(values);
-        self.render(&v, meta)
+impl Loaded for DotenvDoc {
+    fn leaves(&self) -> &[Leaf] {
+        &self.leaves
     }
 
-    /// The encrypted text with metadata.
-    pub fn emit_encrypted(&self, values: &[Option<String>], meta: &Value) -> String {
+    fn metadata(&self) -> Option<&Value> {
+        self.metadata.as_ref()
+    }
+
+    fn emit_plain(
+        &self,
+        values: &[Option<Plain>],
+        _indent: Option<usize>,
+    ) -> Result<String, SopsError> {
+        Ok(self.render(&plain_texts(values), None))
+    }
+
+    fn emit_encrypted(
+        &self,
+        values: &[Option<String>],
+        meta: &Value,
+        _indent: Option<usize>,
+    ) -> String {
         self.render(values, Some(meta))
     }
 }

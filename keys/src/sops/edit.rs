@@ -2,8 +2,6 @@
 //! syntax, and changes applied to a decrypted file in its own format (YAML through the lossless
 //! tree, so everything else in the file stays as it was).
 
-use std::str::FromStr;
-
 use serde_json::Value;
 
 use super::{FileFormat, SopsError};
@@ -46,48 +44,14 @@ pub fn parse_path(s: &str) -> Result<Vec<Step>, SopsError> {
 
 /// A plaintext file as a JSON value (YAML and JSON; dotenv and INI as flat maps).
 pub fn to_value(text: &str, format: FileFormat) -> Result<Value, SopsError> {
-    super::depth::check(text, format)?;
-    match format {
-        FileFormat::Yaml => serde_saphyr::from_str_with_options(
-            text,
-            serde_saphyr::options! { with_snippet: false },
-        )
-        .map_err(|e| SopsError::Format(format!("invalid YAML: {e}"))),
-        FileFormat::Json => {
-            serde_json::from_str(text).map_err(|e| SopsError::Format(format!("invalid JSON: {e}")))
-        }
-        FileFormat::Dotenv => Ok(Value::Object(
-            text.lines()
-                .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-                .filter_map(|l| l.split_once('='))
-                .map(|(k, v)| (k.to_string(), Value::String(v.replace("\\n", "\n"))))
-                .collect(),
-        )),
-        FileFormat::Ini => {
-            let mut root = serde_json::Map::new();
-            let mut section = String::new();
-            for l in text
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with([';', '#']))
-            {
-                if let Some(s) = l.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
-                    section = s.trim().to_string();
-                    root.entry(section.clone())
-                        .or_insert_with(|| Value::Object(Default::default()));
-                } else if let (Some((k, v)), Some(Value::Object(m))) =
-                    (l.split_once('='), root.get_mut(&section))
-                {
-                    m.insert(
-                        k.trim().to_string(),
-                        Value::String(v.trim().replace("\\n", "\n")),
-                    );
-                }
-            }
-            Ok(Value::Object(root))
-        }
-        FileFormat::Binary => Ok(serde_json::json!({ "data": text })),
-    }
+    let store = format.store();
+    store.check_depth(text)?;
+    store.to_value(text)
+}
+
+/// A JSON value as a plaintext file in `format` (for `--output-type` conversions).
+pub fn from_value(value: &Value, format: FileFormat) -> Result<String, SopsError> {
+    format.store().emit_value(value)
 }
 
 /// The value at `path`.
@@ -104,7 +68,7 @@ pub fn extract<'a>(v: &'a Value, path: &[Step]) -> Result<&'a Value, SopsError> 
     Ok(cur)
 }
 
-fn describe(path: &[Step]) -> String {
+pub(crate) fn describe(path: &[Step]) -> String {
     path.iter()
         .map(|s| match s {
             Step::Key(k) => format!("[{}]", serde_json::to_string(k).unwrap_or_default()),
@@ -113,7 +77,11 @@ fn describe(path: &[Step]) -> String {
         .collect()
 }
 
-fn json_set(root: &mut Value, path: &[Step], value: Option<Value>) -> Result<(), SopsError> {
+pub(crate) fn json_set(
+    root: &mut Value,
+    path: &[Step],
+    value: Option<Value>,
+) -> Result<(), SopsError> {
     let (last, parents) = path
         .split_last()
         .ok_or_else(|| SopsError::Format("empty path".into()))?;
@@ -183,7 +151,7 @@ fn json_set(root: &mut Value, path: &[Step], value: Option<Value>) -> Result<(),
     Ok(())
 }
 
-fn yaml_scalar(v: &Value) -> Option<String> {
+pub(crate) fn yaml_scalar(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -201,116 +169,9 @@ pub fn set_in_text(
     path: &[Step],
     value: Option<Value>,
 ) -> Result<String, SopsError> {
-    super::depth::check(text, format)?;
-    match format {
-        FileFormat::Yaml => {
-            let file = yaml_edit::YamlFile::from_str(text)
-                .map_err(|e| SopsError::Format(format!("invalid YAML: {e}")))?;
-            let doc = file
-                .document()
-                .ok_or_else(|| SopsError::Format("empty YAML file".into()))?;
-            let mut map = doc
-                .as_mapping()
-                .ok_or_else(|| SopsError::Format("the YAML document is not a mapping".into()))?;
-            let (last, parents) = path
-                .split_last()
-                .ok_or_else(|| SopsError::Format("empty path".into()))?;
-            for (i, step) in parents.iter().enumerate() {
-                let Step::Key(k) = step else {
-                    return Err(SopsError::Unsupported(
-                        "list indices in YAML set/unset paths".into(),
-                    ));
-                };
-                map = match map.get_mapping(k.as_str()) {
-                    Some(m) => m,
-                    None if value.is_some() && !map.contains_key(k.as_str()) => {
-                        map.set(k.as_str(), yaml_edit::Mapping::new());
-                        map.get_mapping(k.as_str()).ok_or_else(|| {
-                            SopsError::Format(format!(
-                                "{} could not be created",
-                                describe(&path[..=i])
-                            ))
-                        })?
-                    }
-                    None => {
-                        return Err(SopsError::Format(format!(
-                            "{} is not a mapping",
-                            describe(&path[..=i])
-                        )));
-                    }
-                };
-            }
-            let Step::Key(k) = last else {
-                return Err(SopsError::Unsupported(
-                    "list indices in YAML set/unset paths".into(),
-                ));
-            };
-            match value {
-                Some(v) => {
-                    let s = yaml_scalar(&v).ok_or_else(|| {
-                        SopsError::Unsupported(
-                            "setting a mapping or list in YAML (set its leaves one by one)".into(),
-                        )
-                    })?;
-                    match &v {
-                        Value::String(_) => map.set(k.as_str(), s.as_str()),
-                        Value::Bool(b) => map.set(k.as_str(), *b),
-                        Value::Number(n) if n.is_i64() => {
-                            map.set(k.as_str(), n.as_i64().unwrap_or_default())
-                        }
-                        Value::Number(n) => map.set(k.as_str(), n.as_f64().unwrap_or_default()),
-                        _ => map.set(k.as_str(), s.as_str()),
-                    }
-                }
-                None => {
-                    map.remove(k.as_str()).ok_or_else(|| {
-                        SopsError::Format(format!("{} not found", describe(path)))
-                    })?;
-                }
-            }
-            Ok(file.to_string())
-        }
-        FileFormat::Json | FileFormat::Binary => {
-            let mut v = to_value(text, FileFormat::Json)?;
-            json_set(&mut v, path, value)?;
-            Ok(super::json::to_string(&v, "\t"))
-        }
-        FileFormat::Dotenv => {
-            let [Step::Key(k)] = path else {
-                return Err(SopsError::Format(
-                    "dotenv files only have top-level keys".into(),
-                ));
-            };
-            let mut out = String::new();
-            let mut found = false;
-            for line in text.lines() {
-                if line.split_once('=').is_some_and(|(lk, _)| lk == k) {
-                    found = true;
-                    if let Some(v) = &value {
-                        out.push_str(&format!(
-                            "{k}={}\n",
-                            yaml_scalar(v).unwrap_or_default().replace('\n', "\\n")
-                        ));
-                    }
-                    continue;
-                }
-                out.push_str(line);
-                out.push('\n');
-            }
-            match (&value, found) {
-                (Some(v), false) => out.push_str(&format!(
-                    "{k}={}\n",
-                    yaml_scalar(v).unwrap_or_default().replace('\n', "\\n")
-                )),
-                (None, false) => {
-                    return Err(SopsError::Format(format!("{} not found", describe(path))));
-                }
-                _ => {}
-            }
-            Ok(out)
-        }
-        FileFormat::Ini => Err(SopsError::Unsupported("set/unset on INI files".into())),
-    }
+    let store = format.store();
+    store.check_depth(text)?;
+    store.set_in_text(text, path, value)
 }
 
 #[cfg(test)]

@@ -4,8 +4,56 @@
 use serde_json::Value;
 
 use super::SopsError;
+use super::edit::Step;
 use super::metadata::{flatten, unflatten};
+use super::store::{Loaded, Store};
 use super::walk::{Leaf, Plain, Scalar, leaf_text, plain_texts};
+
+/// The INI store.
+pub struct IniStore;
+
+impl Store for IniStore {
+    fn load(&self, text: &str) -> Result<Box<dyn Loaded>, SopsError> {
+        Ok(Box::new(IniDoc::load(text)?))
+    }
+
+    fn to_value(&self, text: &str) -> Result<Value, SopsError> {
+        let mut root = serde_json::Map::new();
+        let mut section = String::new();
+        for l in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with([';', '#']))
+        {
+            if let Some(s) = l.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+                section = s.trim().to_string();
+                root.entry(section.clone())
+                    .or_insert_with(|| Value::Object(Default::default()));
+            } else if let (Some((k, v)), Some(Value::Object(m))) =
+                (l.split_once('='), root.get_mut(&section))
+            {
+                m.insert(
+                    k.trim().to_string(),
+                    Value::String(v.trim().replace("\\n", "\n")),
+                );
+            }
+        }
+        Ok(Value::Object(root))
+    }
+
+    fn emit_value(&self, _value: &Value) -> Result<String, SopsError> {
+        Err(SopsError::Unsupported("conversion to INI".into()))
+    }
+
+    fn set_in_text(
+        &self,
+        _text: &str,
+        _path: &[Step],
+        _value: Option<Value>,
+    ) -> Result<String, SopsError> {
+        Err(SopsError::Unsupported("set/unset on INI files".into()))
+    }
+}
 
 enum Line {
     Section(String),
@@ -181,20 +229,36 @@ impl IniDoc {
         }
         out
     }
+}
 
-    /// The decrypted text.
-    pub fn emit(&self, values: &[Option<Plain>], meta: Option<&Value>) -> String {
-        let v = plain_texts(values);
-        let mut s = self.render(&v, meta);
+impl Loaded for IniDoc {
+    fn leaves(&self) -> &[Leaf] {
+        &self.leaves
+    }
+
+    fn metadata(&self) -> Option<&Value> {
+        self.metadata.as_ref()
+    }
+
+    fn emit_plain(
+        &self,
+        values: &[Option<Plain>],
+        _indent: Option<usize>,
+    ) -> Result<String, SopsError> {
+        let mut s = self.render(&plain_texts(values), None);
         // The [sops] section was preceded by a blank line that belonged to it.
         while s.ends_with("\n\n") {
             s.pop();
         }
-        s
+        Ok(s)
     }
 
-    /// The encrypted text with metadata.
-    pub fn emit_encrypted(&self, values: &[Option<String>], meta: &Value) -> String {
+    fn emit_encrypted(
+        &self,
+        values: &[Option<String>],
+        meta: &Value,
+        _indent: Option<usize>,
+    ) -> String {
         self.render(values, Some(meta))
     }
 }

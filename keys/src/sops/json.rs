@@ -1,11 +1,51 @@
-//! The JSON store (and the binary store, which is JSON with one `data` string). Leaves are
-//! read in document order; emitting walks the same value in the same order and substitutes
-//! leaves by position.
+//! The JSON store (and the document under the binary store, which is JSON with one `data`
+//! string). Leaves are read in document order; emitting walks the same value in the same order
+//! and substitutes leaves by position.
 
 use serde_json::Value;
 
 use super::SopsError;
+use super::edit::{Step, json_set};
+use super::store::{Loaded, Store};
 use super::walk::{Leaf, Plain, Scalar};
+
+/// The JSON store.
+pub struct JsonStore;
+
+impl Store for JsonStore {
+    fn check_depth(&self, text: &str) -> Result<(), SopsError> {
+        super::depth::check_json(text)
+    }
+
+    fn load(&self, text: &str) -> Result<Box<dyn Loaded>, SopsError> {
+        Ok(Box::new(JsonDoc::load(text)?))
+    }
+
+    fn to_value(&self, text: &str) -> Result<Value, SopsError> {
+        serde_json::from_str(text).map_err(|e| SopsError::Format(format!("invalid JSON: {e}")))
+    }
+
+    fn emit_value(&self, value: &Value) -> Result<String, SopsError> {
+        let mut s = serde_json::to_string_pretty(value).unwrap_or_default();
+        s.push('\n');
+        Ok(s)
+    }
+
+    fn set_in_text(
+        &self,
+        text: &str,
+        path: &[Step],
+        value: Option<Value>,
+    ) -> Result<String, SopsError> {
+        let mut v = self.to_value(text)?;
+        json_set(&mut v, path, value)?;
+        Ok(to_string(&v, "\t"))
+    }
+
+    fn structured(&self) -> bool {
+        true
+    }
+}
 
 /// A loaded JSON file.
 pub struct JsonDoc {
@@ -101,6 +141,46 @@ impl JsonDoc {
         }
         out
     }
+}
+
+impl Loaded for JsonDoc {
+    fn leaves(&self) -> &[Leaf] {
+        &self.leaves
+    }
+
+    fn metadata(&self) -> Option<&Value> {
+        self.metadata.as_ref()
+    }
+
+    fn emit_plain(
+        &self,
+        values: &[Option<Plain>],
+        indent: Option<usize>,
+    ) -> Result<String, SopsError> {
+        let reps: Vec<Option<Value>> = values.iter().map(|v| v.as_ref().map(plain_json)).collect();
+        Ok(to_string(&self.replaced(&reps, None), &indent_text(indent)))
+    }
+
+    fn emit_encrypted(
+        &self,
+        values: &[Option<String>],
+        meta: &Value,
+        indent: Option<usize>,
+    ) -> String {
+        let reps: Vec<Option<Value>> = values
+            .iter()
+            .map(|v| v.clone().map(Value::String))
+            .collect();
+        to_string(
+            &self.replaced(&reps, Some(meta.clone())),
+            &indent_text(indent),
+        )
+    }
+}
+
+/// `--indent N` as N spaces; sops indents JSON with a tab by default.
+fn indent_text(indent: Option<usize>) -> String {
+    indent.map_or_else(|| "\t".to_string(), |n| " ".repeat(n))
 }
 
 /// The JSON value of a decrypted leaf.

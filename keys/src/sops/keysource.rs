@@ -32,7 +32,10 @@ impl AgeIdentities {
                 } else {
                     "post-quantum age identities"
                 };
-                return Err(SopsError::Unsupported(format!("{kind} (line {})", n + 1)));
+                return Err(SopsError::UnsupportedKey(format!(
+                    "{kind} (line {})",
+                    n + 1
+                )));
             }
             let id = age::x25519::Identity::from_str(line).map_err(|_| {
                 SopsError::Identity(format!(
@@ -141,11 +144,11 @@ pub fn wrap_for(recipient: &str, key: &[u8]) -> Result<String, SopsError> {
     let boxed: Box<dyn age::Recipient> = if kind == "ssh-ed25519" {
         Box::new(super::ssh::SshEd25519Recipient::parse(recipient)?)
     } else if kind == "ssh-rsa" {
-        return Err(SopsError::Unsupported(
+        return Err(SopsError::UnsupportedKey(
             "ssh-rsa recipients (use an ssh-ed25519 or age1… recipient)".into(),
         ));
     } else if recipient.starts_with("age1pq1") {
-        return Err(SopsError::Unsupported(
+        return Err(SopsError::UnsupportedKey(
             "post-quantum age1pq recipients".into(),
         ));
     } else if recipient.starts_with("AGE-SECRET-KEY-") {
@@ -199,7 +202,7 @@ pub fn unwrap_data_key(
             None => {
                 let other = meta.other_key_types();
                 if meta.age_recipients().is_empty() && !other.is_empty() {
-                    Err(SopsError::Unsupported(format!(
+                    Err(SopsError::UnsupportedKey(format!(
                         "key type(s) {}",
                         other.join(", ")
                     )))

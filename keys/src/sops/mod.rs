@@ -2,10 +2,12 @@
 //!
 //! `cipher` is the value envelope, `walk` the one walk that encrypts/decrypts leaves and
 //! computes the MAC, `metadata` the `sops` block, `keysource` age wrapping, `shamir` key
-//! groups; the stores (`yaml`, `json`, `dotenv`, `ini`, binary) only load leaves and emit text.
+//! groups; the stores (`yaml`, `json`, `dotenv`, `ini`, `binary`) only load leaves and emit
+//! text, behind the one interface in `store`.
 //! `depth` bounds how deeply a file may nest before anything recurses over it.
 //! Formats follow sops 3.x exactly (see `docs/formats.md`).
 
+mod binary;
 pub mod cipher;
 mod depth;
 mod dotenv;
@@ -16,6 +18,7 @@ pub mod keysource;
 pub mod metadata;
 mod shamir;
 pub mod ssh;
+pub mod store;
 pub mod walk;
 mod yaml;
 
@@ -26,7 +29,8 @@ pub use cipher::DataKey;
 pub use depth::MAX_DEPTH;
 pub use keysource::AgeIdentities;
 pub use metadata::Metadata;
-use walk::{Leaf, Plain, decrypt_leaves, encrypt_leaves};
+pub use store::{Loaded, Store};
+use walk::{Leaf, decrypt_leaves, encrypt_leaves};
 
 /// The sops format version we write (the layout we follow).
 pub const WRITE_VERSION: &str = "3.13.2";
@@ -83,9 +87,13 @@ pub enum SopsError {
     /// An identity or recipient could not be used.
     #[error("{0}")]
     Identity(String),
-    /// A feature or key type we do not support.
+    /// A feature or operation we do not support.
     #[error("{0} not supported")]
     Unsupported(String),
+    /// A key, recipient or identity type we do not support (sealkit uses age X25519 and
+    /// ssh-ed25519 keys).
+    #[error("{0} not supported")]
+    UnsupportedKey(String),
     /// A data key of the wrong length.
     #[error("the data key must be 32 bytes, found {0}")]
     DataKeyLength(usize),
@@ -125,19 +133,25 @@ pub enum FileFormat {
 }
 
 impl FileFormat {
-    /// The format sops infers from a file name.
+    /// The format sops infers from a file name: by its extension, else binary.
     pub fn from_path(path: &str) -> FileFormat {
+        Self::from_extension(path).unwrap_or(FileFormat::Binary)
+    }
+
+    /// The format a file name's extension names (`.yaml`, `.yml`, `.json`, `.env`, `.ini`), if
+    /// it names one.
+    pub fn from_extension(path: &str) -> Option<FileFormat> {
         let lower = path.to_ascii_lowercase();
         if lower.ends_with(".yaml") || lower.ends_with(".yml") {
-            FileFormat::Yaml
+            Some(FileFormat::Yaml)
         } else if lower.ends_with(".json") {
-            FileFormat::Json
+            Some(FileFormat::Json)
         } else if lower.ends_with(".env") {
-            FileFormat::Dotenv
+            Some(FileFormat::Dotenv)
         } else if lower.ends_with(".ini") {
-            FileFormat::Ini
+            Some(FileFormat::Ini)
         } else {
-            FileFormat::Binary
+            None
         }
     }
 
@@ -154,17 +168,9 @@ impl FileFormat {
     }
 }
 
-enum Store {
-    Yaml(yaml::YamlDoc),
-    Json(json::JsonDoc),
-    Binary(json::JsonDoc),
-    Dotenv(dotenv::DotenvDoc),
-    Ini(ini::IniDoc),
-}
-
 /// A SOPS file loaded for decryption.
 pub struct EncryptedFile {
-    store: Store,
+    doc: Box<dyn Loaded>,
     /// Its metadata.
     pub metadata: Metadata,
     raw_metadata: Value,
@@ -175,37 +181,13 @@ pub struct EncryptedFile {
 impl EncryptedFile {
     /// Loads an encrypted file.
     pub fn load(text: &str, format: FileFormat) -> Result<Self, SopsError> {
-        depth::check(text, format)?;
-        let (store, raw) = match format {
-            FileFormat::Yaml => {
-                let d = yaml::YamlDoc::load(text)?;
-                let m = d.metadata.clone();
-                (Store::Yaml(d), m)
-            }
-            FileFormat::Json | FileFormat::Binary => {
-                let d = json::JsonDoc::load(text)?;
-                let m = d.metadata.clone();
-                if format == FileFormat::Binary {
-                    (Store::Binary(d), m)
-                } else {
-                    (Store::Json(d), m)
-                }
-            }
-            FileFormat::Dotenv => {
-                let d = dotenv::DotenvDoc::load(text)?;
-                let m = d.metadata.clone();
-                (Store::Dotenv(d), m)
-            }
-            FileFormat::Ini => {
-                let d = ini::IniDoc::load(text)?;
-                let m = d.metadata.clone();
-                (Store::Ini(d), m)
-            }
-        };
-        let raw = raw.ok_or(SopsError::NotSopsFile)?;
+        let store = format.store();
+        store.check_depth(text)?;
+        let doc = store.load(text)?;
+        let raw = doc.metadata().cloned().ok_or(SopsError::NotSopsFile)?;
         let metadata = Metadata::from_value(&raw)?;
         Ok(EncryptedFile {
-            store,
+            doc,
             metadata,
             raw_metadata: raw,
             indent: None,
@@ -213,12 +195,7 @@ impl EncryptedFile {
     }
 
     fn leaves(&self) -> &[Leaf] {
-        match &self.store {
-            Store::Yaml(d) => &d.leaves,
-            Store::Json(d) | Store::Binary(d) => &d.leaves,
-            Store::Dotenv(d) => &d.leaves,
-            Store::Ini(d) => &d.leaves,
-        }
+        self.doc.leaves()
     }
 
     /// Recovers the data key with age identities.
@@ -253,31 +230,9 @@ impl EncryptedFile {
                 return Err(SopsError::MacMismatch);
             }
         }
-        Ok(Zeroizing::new(match &self.store {
-            Store::Yaml(d) => d.emit_plain(&dec.values).into_bytes(),
-            Store::Json(d) => {
-                let reps: Vec<Option<Value>> = dec
-                    .values
-                    .iter()
-                    .map(|v| v.as_ref().map(json::plain_json))
-                    .collect();
-                json::to_string(&d.replaced(&reps, None), &json_indent(self.indent)).into_bytes()
-            }
-            Store::Binary(d) => match dec.values.first() {
-                Some(Some(Plain::Str(s, _)))
-                    if d.leaves.len() == 1 && d.leaves[0].path == ["data"] =>
-                {
-                    s.as_bytes().to_vec()
-                }
-                _ => {
-                    return Err(SopsError::Format(
-                        "a binary SOPS file holds exactly one 'data' value".into(),
-                    ));
-                }
-            },
-            Store::Dotenv(d) => d.emit(&dec.values, None).into_bytes(),
-            Store::Ini(d) => d.emit(&dec.values, None).into_bytes(),
-        }))
+        Ok(Zeroizing::new(
+            self.doc.emit_plain(&dec.values, self.indent)?.into_bytes(),
+        ))
     }
 
     /// Decrypts with age identities.
@@ -448,99 +403,6 @@ impl EncryptOptions {
     }
 }
 
-fn load_plain(text: &[u8], format: FileFormat) -> Result<(Vec<Leaf>, Store), SopsError> {
-    let as_text = || {
-        std::str::from_utf8(text).map_err(|_| {
-            SopsError::Format("the file is not UTF-8 text (use --input-type binary)".into())
-        })
-    };
-    let check = |m: &Option<Value>| {
-        if m.is_some() {
-            Err(SopsError::AlreadyEncrypted)
-        } else {
-            Ok(())
-        }
-    };
-    Ok(match format {
-        FileFormat::Yaml => {
-            let text = as_text()?;
-            depth::check(text, format)?;
-            // The lossless parser forgives some invalid YAML; sops would not, so check first.
-            for doc in serde_saphyr::from_multiple_with_options::<serde::de::IgnoredAny>(
-                text,
-                serde_saphyr::options! { with_snippet: false },
-            )
-            .map_err(|e| SopsError::Format(format!("invalid YAML: {e}")))?
-            {
-                let _ = doc;
-            }
-            let d = yaml::YamlDoc::load(text)?;
-            check(&d.metadata)?;
-            // The `sops:` block goes at the end of each document: with none, the output would
-            // be the input without metadata, which nothing can decrypt. sops refuses it too.
-            if d.documents() == 0 {
-                return Err(SopsError::Format(
-                    "the file holds no YAML document (it is empty or only comments); sops needs at least one".into(),
-                ));
-            }
-            (d.leaves.clone(), Store::Yaml(d))
-        }
-        FileFormat::Json => {
-            let text = as_text()?;
-            depth::check(text, format)?;
-            let d = json::JsonDoc::load(text)?;
-            check(&d.metadata)?;
-            (d.leaves.clone(), Store::Json(d))
-        }
-        FileFormat::Binary => {
-            let data = std::str::from_utf8(text).map_err(|_| {
-                SopsError::Format(
-                    "binary files must be UTF-8 text, as sops stores them in a JSON string".into(),
-                )
-            })?;
-            let d = json::JsonDoc::load(&serde_json::json!({ "data": data }).to_string())?;
-            (d.leaves.clone(), Store::Binary(d))
-        }
-        FileFormat::Dotenv => {
-            let d = dotenv::DotenvDoc::load(as_text()?)?;
-            check(&d.metadata)?;
-            (d.leaves.clone(), Store::Dotenv(d))
-        }
-        FileFormat::Ini => {
-            let d = ini::IniDoc::load(as_text()?)?;
-            check(&d.metadata)?;
-            (d.leaves.clone(), Store::Ini(d))
-        }
-    })
-}
-
-fn json_indent(indent: Option<usize>) -> String {
-    indent.map_or_else(|| "\t".to_string(), |n| " ".repeat(n))
-}
-
-fn emit_encrypted(
-    store: &Store,
-    values: &[Option<String>],
-    meta: &Value,
-    indent: Option<usize>,
-) -> Result<String, SopsError> {
-    Ok(match store {
-        Store::Yaml(d) => {
-            let step = indent.unwrap_or(d.indent).clamp(1, 64);
-            d.emit(values, Some(&yaml::sops_block(meta, step)))
-        }
-        Store::Json(d) | Store::Binary(d) => {
-            let reps: Vec<Option<Value>> = values
-                .iter()
-                .map(|v| v.clone().map(Value::String))
-                .collect();
-            json::to_string(&d.replaced(&reps, Some(meta.clone())), &json_indent(indent))
-        }
-        Store::Dotenv(d) => d.emit_encrypted(values, meta),
-        Store::Ini(d) => d.emit_encrypted(values, meta),
-    })
-}
-
 /// Encrypts a plaintext file for age recipients with a new data key, as `sops encrypt` does.
 pub fn encrypt(
     text: &[u8],
@@ -582,8 +444,8 @@ pub fn encrypt_with_key_metadata(
     let (name, val) = rule_meta.field();
     meta.insert(name.into(), val.into());
     let rule = Metadata::from_value(&serde_json::json!({ name: val }))?.rule()?;
-    let (leaves, store) = load_plain(text, format)?;
-    let enc = encrypt_leaves(&leaves, key, &rule, opts.mac_only_encrypted, stash)?;
+    let doc = format.store().load_plain(text)?;
+    let enc = encrypt_leaves(doc.leaves(), key, &rule, opts.mac_only_encrypted, stash)?;
     let lastmodified = now_rfc3339();
     let mac = cipher::Envelope::seal(key, &lastmodified, enc.mac.as_bytes(), "str", None)?.format();
     meta.insert("lastmodified".into(), lastmodified.into());
@@ -593,7 +455,7 @@ pub fn encrypt_with_key_metadata(
     }
     meta.insert("version".into(), WRITE_VERSION.into());
     meta.sort_keys();
-    emit_encrypted(&store, &enc.values, &Value::Object(meta), opts.indent)
+    Ok(doc.emit_encrypted(&enc.values, &Value::Object(meta), opts.indent))
 }
 
 impl EncryptedFile {
@@ -639,12 +501,9 @@ impl EncryptedFile {
         meta.extend(opts.key_metadata(key)?);
         meta.sort_keys();
         let none = vec![None; self.leaves().len()];
-        emit_encrypted(
-            &self.store,
-            &none,
-            &Value::Object(meta),
-            opts.indent.or(self.indent),
-        )
+        Ok(self
+            .doc
+            .emit_encrypted(&none, &Value::Object(meta), opts.indent.or(self.indent)))
     }
 }
 

@@ -186,7 +186,7 @@ impl SshEd25519Identity {
             .ok_or_else(|| bad("missing openssh-key-v1 magic"))?;
         let cipher = read_string(&mut r).ok_or_else(|| bad("truncated"))?;
         if cipher != b"none" {
-            return Err(SopsError::Unsupported(
+            return Err(SopsError::UnsupportedKey(
                 "passphrase-protected SSH private keys".into(),
             ));
         }
@@ -211,7 +211,7 @@ impl SshEd25519Identity {
         private = &private[8..];
         let kind = read_string(&mut private).ok_or_else(|| bad("truncated"))?;
         if kind != TAG.as_bytes() {
-            return Err(SopsError::Unsupported(format!(
+            return Err(SopsError::UnsupportedKey(format!(
                 "SSH key type {} (only ssh-ed25519)",
                 String::from_utf8_lossy(kind)
             )));

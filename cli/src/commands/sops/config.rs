@@ -146,6 +146,19 @@ pub fn find(explicit: Option<&Path>, start: &Path) -> Result<Option<Found>, CliE
 }
 
 impl Found {
+    /// Its path for messages: relative to the working directory when it is beneath it (the
+    /// search upwards works on the canonical path, which is long and says no more).
+    pub fn shown(&self) -> String {
+        std::env::current_dir()
+            .and_then(std::fs::canonicalize)
+            .ok()
+            .and_then(|cwd| self.path.strip_prefix(cwd).ok().map(Path::to_path_buf))
+            .filter(|rel| !rel.as_os_str().is_empty())
+            .unwrap_or_else(|| self.path.clone())
+            .display()
+            .to_string()
+    }
+
     /// The first rule matching `file` (relative to the config's directory).
     pub fn rule_for(&self, file: &Path) -> Result<Option<&CreationRule>, CliError> {
         let abs = std::fs::canonicalize(file).unwrap_or_else(|_| {

@@ -23,7 +23,10 @@ pub const ALLOW_EMPTY_ANNOTATION: &str = "sealkit.dev/allow-empty-prune";
 
 /// The names the two annotations above had before sealkit settled on one domain; still read.
 const LEGACY: [(&str, &str); 2] = [
-    (PRUNE_THRESHOLD_ANNOTATION, "sealkit.io/prune-threshold-percent"),
+    (
+        PRUNE_THRESHOLD_ANNOTATION,
+        "sealkit.io/prune-threshold-percent",
+    ),
     (ALLOW_EMPTY_ANNOTATION, "sealkit.io/allow-empty-prune"),
 ];
 
@@ -53,8 +56,7 @@ impl PrunePolicy {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(50)
                 .min(100),
-            allow_empty: annotation(a, ALLOW_EMPTY_ANNOTATION)
-                .is_some_and(|v| v == "true"),
+            allow_empty: annotation(a, ALLOW_EMPTY_ANNOTATION).is_some_and(|v| v == "true"),
         }
     }
 }

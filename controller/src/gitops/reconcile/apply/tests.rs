@@ -243,7 +243,9 @@ async fn adopted_objects_are_never_pruned() {
     // A ConfigMap someone created by hand before the Kustomization rendered it.
     let mut by_hand = cm("existing", "old");
     by_hand["metadata"]["namespace"] = "app".into();
-    c.apply(&by_hand, false, false).await.expect("create by hand");
+    c.apply(&by_hand, false, false)
+        .await
+        .expect("create by hand");
 
     let r = run(
         &c,
@@ -257,7 +259,10 @@ async fn adopted_objects_are_never_pruned() {
     assert_eq!(r.configured, ["ConfigMap app/existing"]);
     let live = c.live("ConfigMap", Some("app"), "existing").expect("cm");
     assert_eq!(live["metadata"]["annotations"][ADOPTED_ANNOTATION], "true");
-    assert_eq!(live["data"]["k"], "new", "adopted objects are still applied");
+    assert_eq!(
+        live["data"]["k"], "new",
+        "adopted objects are still applied"
+    );
     let created = c.live("ConfigMap", Some("app"), "created").expect("cm");
     assert!(created["metadata"]["annotations"][ADOPTED_ANNOTATION].is_null());
 
@@ -290,13 +295,22 @@ async fn adopted_objects_are_never_pruned() {
 #[test]
 fn legacy_prune_annotations_still_read() {
     let p = PrunePolicy::from_annotations(Some(&BTreeMap::from([
-        ("sealkit.io/prune-threshold-percent".to_string(), "80".to_string()),
-        ("sealkit.io/allow-empty-prune".to_string(), "true".to_string()),
+        (
+            "sealkit.io/prune-threshold-percent".to_string(),
+            "80".to_string(),
+        ),
+        (
+            "sealkit.io/allow-empty-prune".to_string(),
+            "true".to_string(),
+        ),
     ])));
     assert_eq!((p.threshold_percent, p.allow_empty), (80, true));
     let p = PrunePolicy::from_annotations(Some(&BTreeMap::from([
         (PRUNE_THRESHOLD_ANNOTATION.to_string(), "70".to_string()),
-        ("sealkit.io/prune-threshold-percent".to_string(), "80".to_string()),
+        (
+            "sealkit.io/prune-threshold-percent".to_string(),
+            "80".to_string(),
+        ),
     ])));
     assert_eq!(p.threshold_percent, 70, "the sealkit.dev name wins");
 }

@@ -1,43 +1,20 @@
-//! The YAML store, on a lossless syntax tree (yaml-edit). Loading yields the leaves in file
-//! order with the byte span of each; emitting splices new text into those spans, so comments,
-//! key order, quoting, indentation, block scalars and the leading `---` of everything we do not
-//! change stay byte for byte (sops #384, #864, #635).
+//! Walking the lossless syntax tree: scalars resolved as YAML 1.2's core schema (as go-yaml v3,
+//! and so sops, reads them), the `sops:` block as JSON, and the data leaves in file order with
+//! their spans and comment stacks.
 
 use std::ops::Range;
-use std::str::FromStr;
 
 use rowan::ast::AstNode;
 use serde_json::Value;
-use yaml_edit::{Lang, SyntaxKind, YamlFile};
+use yaml_edit::{Lang, SyntaxKind};
 
-use super::SopsError;
-use super::walk::{Leaf, Scalar};
+use super::Span;
+use crate::sops::SopsError;
+use crate::sops::walk::{Leaf, Scalar};
 
 type Node = rowan::SyntaxNode<Lang>;
 
-/// A loaded YAML file.
-pub struct YamlDoc {
-    text: String,
-    /// The data leaves, in file order.
-    pub leaves: Vec<Leaf>,
-    spans: Vec<Span>,
-    /// Per document: the span of its `sops:` entry (with its line break), if any.
-    sops_spans: Vec<Range<usize>>,
-    /// Per document: where a new `sops:` block goes (end of the document).
-    doc_ends: Vec<usize>,
-    /// The `sops:` block of the first document, as JSON.
-    pub metadata: Option<Value>,
-    /// Indentation step used by the file (for the block we write).
-    pub indent: usize,
-}
-
-#[derive(Clone)]
-struct Span {
-    range: Range<usize>,
-    flow: bool,
-}
-
-fn range(n: &Node) -> Range<usize> {
+pub(super) fn range(n: &Node) -> Range<usize> {
     let r = n.text_range();
     usize::from(r.start())..usize::from(r.end())
 }
@@ -72,7 +49,7 @@ fn in_flow(n: &Node) -> bool {
 }
 
 /// YAML 1.2 core-schema resolution of a plain scalar (what go-yaml v3, and so sops, does).
-fn resolve_plain(t: &str) -> Scalar {
+pub(super) fn resolve_plain(t: &str) -> Scalar {
     match t {
         "" | "~" | "null" | "Null" | "NULL" => return Scalar::Null,
         "true" | "True" | "TRUE" => return Scalar::Bool(true),
@@ -178,14 +155,14 @@ fn key_text(entry: &Node) -> Result<String, SopsError> {
     match scalar_value(&scalar)? {
         Scalar::Str(s) => Ok(s),
         Scalar::Int(i) => Ok(i.to_string()),
-        Scalar::Float(f) => Ok(super::walk::format_float(f)),
+        Scalar::Float(f) => Ok(crate::sops::walk::format_float(f)),
         Scalar::Bool(b) => Ok(b.to_string()),
         Scalar::Null => Ok(String::new()),
     }
 }
 
 /// The content node of a VALUE / SEQUENCE_ENTRY / DOCUMENT.
-fn content(n: &Node) -> Option<Node> {
+pub(super) fn content(n: &Node) -> Option<Node> {
     n.children().find(|c| {
         matches!(
             c.kind(),
@@ -199,9 +176,11 @@ fn content(n: &Node) -> Option<Node> {
 }
 
 /// Recursive, so bounded: `depth` counts the collections around `n`.
-fn to_json(n: &Node, depth: usize) -> Result<Value, SopsError> {
-    if matches!(n.kind(), SyntaxKind::MAPPING | SyntaxKind::SEQUENCE) && depth >= super::MAX_DEPTH {
-        return Err(super::depth::too_deep());
+pub(super) fn to_json(n: &Node, depth: usize) -> Result<Value, SopsError> {
+    if matches!(n.kind(), SyntaxKind::MAPPING | SyntaxKind::SEQUENCE)
+        && depth >= crate::sops::MAX_DEPTH
+    {
+        return Err(crate::sops::depth::too_deep());
     }
     Ok(match n.kind() {
         SyntaxKind::MAPPING => {
@@ -248,20 +227,20 @@ fn to_json(n: &Node, depth: usize) -> Result<Value, SopsError> {
     })
 }
 
-struct Walker<'a> {
-    leaves: &'a mut Vec<Leaf>,
-    spans: &'a mut Vec<Span>,
+pub(super) struct Walker<'a> {
+    pub(super) leaves: &'a mut Vec<Leaf>,
+    pub(super) spans: &'a mut Vec<Span>,
     /// Mapping entries and sequence items: (offset, column, path of the enclosing collection).
-    entries: Vec<(usize, usize, Vec<String>)>,
+    pub(super) entries: Vec<(usize, usize, Vec<String>)>,
     /// Standalone comment tokens, placed once every entry is known.
-    comments: Vec<rowan::SyntaxToken<Lang>>,
+    pub(super) comments: Vec<rowan::SyntaxToken<Lang>>,
     /// The innermost entry being walked (its offset), and per leaf pushed by this walker the
     /// entry that owns it: the comment stacks are computed per entry.
-    owner: usize,
-    owners: Vec<usize>,
-    first_leaf: usize,
+    pub(super) owner: usize,
+    pub(super) owners: Vec<usize>,
+    pub(super) first_leaf: usize,
     /// Top-level `sops` entries: metadata, not data.
-    sops_entries: Vec<Node>,
+    pub(super) sops_entries: Vec<Node>,
 }
 
 fn column(text: &str, offset: usize) -> usize {
@@ -359,7 +338,7 @@ impl Walker<'_> {
     /// indentation as a reader would: the entries at the comment's column that follow it
     /// (a head comment), else those that precede it (a foot comment). sops binds a comment to
     /// that collection's path.
-    fn place_comments(&mut self, text: &str) {
+    pub(super) fn place_comments(&mut self, text: &str) {
         for e in &mut self.entries {
             e.1 = column(text, e.0);
         }
@@ -404,10 +383,15 @@ impl Walker<'_> {
     }
 
     /// Recursive, so bounded: `depth` counts the collections around `n`.
-    fn node(&mut self, n: &Node, depth: usize, path: &mut Vec<String>) -> Result<(), SopsError> {
+    pub(super) fn node(
+        &mut self,
+        n: &Node,
+        depth: usize,
+        path: &mut Vec<String>,
+    ) -> Result<(), SopsError> {
         match n.kind() {
-            SyntaxKind::MAPPING | SyntaxKind::SEQUENCE if depth >= super::MAX_DEPTH => {
-                Err(super::depth::too_deep())
+            SyntaxKind::MAPPING | SyntaxKind::SEQUENCE if depth >= crate::sops::MAX_DEPTH => {
+                Err(crate::sops::depth::too_deep())
             }
             SyntaxKind::MAPPING | SyntaxKind::SEQUENCE => {
                 for c in n.children_with_tokens() {
@@ -480,361 +464,6 @@ impl Walker<'_> {
             ))),
         }
     }
-}
-
-fn detect_indent(text: &str) -> usize {
-    text.lines()
-        .map(|l| l.len() - l.trim_start_matches(' ').len())
-        .find(|&n| n > 0 && n <= 9)
-        .unwrap_or(4)
-}
-
-impl YamlDoc {
-    /// Parses a YAML file (one or many documents).
-    pub fn load(text: &str) -> Result<Self, SopsError> {
-        let file = YamlFile::from_str(text)
-            .map_err(|e| SopsError::Format(format!("invalid YAML: {e}")))?;
-        let mut doc = YamlDoc {
-            text: text.to_string(),
-            leaves: Vec::new(),
-            spans: Vec::new(),
-            sops_spans: Vec::new(),
-            doc_ends: Vec::new(),
-            metadata: None,
-            indent: detect_indent(text),
-        };
-        for d in file.documents() {
-            let dn = d.syntax().clone();
-            let mut path = Vec::new();
-            let first_leaf = doc.leaves.len();
-            let mut w = Walker {
-                leaves: &mut doc.leaves,
-                spans: &mut doc.spans,
-                entries: Vec::new(),
-                comments: Vec::new(),
-                owner: 0,
-                owners: Vec::new(),
-                first_leaf,
-                sops_entries: Vec::new(),
-            };
-            // Every standalone comment of the document, wherever the parser attached it.
-            for t in dn.descendants_with_tokens() {
-                if let rowan::NodeOrToken::Token(t) = t
-                    && t.kind() == SyntaxKind::COMMENT
-                {
-                    w.comments.push(t);
-                }
-            }
-            for c in dn.children_with_tokens() {
-                match c {
-                    rowan::NodeOrToken::Node(n) if n.kind() == SyntaxKind::MAPPING => {
-                        w.node(&n, 0, &mut path)?;
-                    }
-                    // Anything else would be skipped by the walk, so its values would stay in
-                    // clear text beside a `sops:` block: a tagged mapping (`--- !!map`), an
-                    // alias, a list, a scalar, or what the lossless parser could not read.
-                    rowan::NodeOrToken::Node(n) => {
-                        return Err(SopsError::Format(
-                            if n.kind() == SyntaxKind::TAGGED_NODE {
-                                "a SOPS YAML document must be a mapping at the top level, without a tag"
-                            } else {
-                                "a SOPS YAML document must be a mapping at the top level"
-                            }
-                            .into(),
-                        ));
-                    }
-                    rowan::NodeOrToken::Token(_) => {}
-                }
-            }
-            for e in std::mem::take(&mut w.sops_entries) {
-                if doc.metadata.is_none() {
-                    let v = e
-                        .children()
-                        .find(|c| c.kind() == SyntaxKind::VALUE)
-                        .and_then(|v| content(&v));
-                    doc.metadata = v.map(|v| to_json(&v, 1)).transpose()?;
-                }
-                doc.sops_spans.push(range(&e));
-            }
-            // Comments inside the sops block are not data.
-            let sops_ranges = doc.sops_spans.clone();
-            w.comments.retain(|t| {
-                !sops_ranges
-                    .iter()
-                    .any(|r| r.contains(&usize::from(t.text_range().start())))
-            });
-            w.place_comments(text);
-            doc.doc_ends.push(usize::from(dn.text_range().end()));
-        }
-        Ok(doc)
-    }
-
-    /// How many documents the file holds (an empty or comment-only file holds none).
-    pub fn documents(&self) -> usize {
-        self.doc_ends.len()
-    }
-
-    /// The text with `replacements` (per leaf) spliced in and the `sops:` blocks removed;
-    /// with `metadata`, a new `sops:` block is appended to every document.
-    pub fn emit(&self, replacements: &[Option<String>], metadata: Option<&str>) -> String {
-        let mut edits: Vec<(Range<usize>, String)> = Vec::new();
-        for ((span, leaf), rep) in self.spans.iter().zip(&self.leaves).zip(replacements) {
-            if let Some(r) = rep {
-                let text = if span.flow
-                    && !leaf.comment
-                    && !r.starts_with('"')
-                    && r.contains([',', '[', ']', '{', '}'])
-                {
-                    serde_json::to_string(r).unwrap_or_default()
-                } else {
-                    r.clone()
-                };
-                edits.push((span.range.clone(), text));
-            }
-        }
-        for s in &self.sops_spans {
-            let mut end = s.end;
-            if self.text[end..].starts_with('\n') {
-                end += 1;
-            }
-            edits.push((s.start..end, String::new()));
-        }
-        if let Some(block) = metadata {
-            for &e in &self.doc_ends {
-                // What the block follows is the text kept: not a `sops:` block removed from the
-                // end of the document (without a final newline, it would add an empty line).
-                let kept = self
-                    .sops_spans
-                    .iter()
-                    .find(|s| s.start < e && s.end <= e && self.text[s.end..e].trim().is_empty())
-                    .map_or(e, |s| s.start);
-                let prefix = if kept > 0 && !self.text[..kept].ends_with('\n') {
-                    "\n"
-                } else {
-                    ""
-                };
-                edits.push((e..e, format!("{prefix}{block}")));
-            }
-        }
-        edits.sort_by_key(|(r, _)| (r.start, r.end));
-        let mut out = String::with_capacity(self.text.len());
-        let mut cursor = 0;
-        for (r, t) in edits {
-            if r.start < cursor {
-                continue;
-            }
-            out.push_str(&self.text[cursor..r.start]);
-            out.push_str(&t);
-            cursor = r.end;
-        }
-        out.push_str(&self.text[cursor..]);
-        out
-    }
-}
-
-impl YamlDoc {
-    /// The decrypted text: each encrypted leaf replaced by its plaintext, rendered so it reads
-    /// back as the same type; multi-line strings outside flow collections become `|` blocks.
-    pub fn emit_plain(&self, values: &[Option<super::walk::Plain>]) -> String {
-        use super::walk::Plain;
-        let reps: Vec<Option<String>> = values
-            .iter()
-            .zip(&self.spans)
-            .map(|(v, span)| {
-                // A block scalar runs to the end of its last line: with something after the
-                // value on its line (a comment), that would become part of the value.
-                let rest = &self.text[span.range.end..];
-                let alone = rest[..rest.find('\n').unwrap_or(rest.len())]
-                    .trim()
-                    .is_empty();
-                v.as_ref().map(|p| match p {
-                    Plain::Str(s, _) if !span.flow && alone && s.contains('\n') => {
-                        let line_start = self.text[..span.range.start]
-                            .rfind('\n')
-                            .map_or(0, |i| i + 1);
-                        let line = &self.text[line_start..span.range.start];
-                        let column = line.len() - line.trim_start_matches(' ').len();
-                        // A sequence item's dash counts as indentation for its content.
-                        let column = if line.trim_start().starts_with("- ") {
-                            column + 2
-                        } else {
-                            column
-                        };
-                        block_scalar(s, column + self.indent).unwrap_or_else(|| render_plain(p))
-                    }
-                    _ => render_plain(p),
-                })
-            })
-            .collect();
-        self.emit(&reps, None)
-    }
-}
-
-/// A literal block scalar for `s` with content at `indent` spaces, or `None` when a block
-/// cannot hold it exactly (leading spaces on the first line, trailing spaces, control chars).
-fn block_scalar(s: &str, indent: usize) -> Option<String> {
-    if s.starts_with([' ', '\t']) || s.chars().any(|c| c.is_control() && c != '\n') {
-        return None;
-    }
-    let body = s.trim_end_matches('\n');
-    if body.is_empty() || body.lines().any(|l| l.ends_with(' ')) {
-        return None;
-    }
-    let trailing = s.len() - body.len();
-    let chomp = match trailing {
-        0 => "-",
-        1 => "",
-        _ => "+",
-    };
-    let pad = " ".repeat(indent);
-    let mut out = format!("|{chomp}");
-    for line in body.split('\n') {
-        out.push('\n');
-        if !line.is_empty() {
-            out.push_str(&pad);
-            out.push_str(line);
-        }
-    }
-    // The span ends before the scalar's own line break; extra trailing newlines are kept
-    // by the `+` chomping indicator as empty lines.
-    for _ in 1..trailing {
-        out.push('\n');
-    }
-    Some(out)
-}
-
-/// Renders a decrypted scalar as YAML text that reads back as the same type.
-pub fn render_plain(p: &super::walk::Plain) -> String {
-    use super::walk::Plain;
-    match p {
-        Plain::Int(i) => i.to_string(),
-        Plain::Float(f) => {
-            let s = super::walk::format_float(*f);
-            if s.contains(['.', 'e', 'I', 'N']) {
-                s
-            } else {
-                format!("{s}.0")
-            }
-        }
-        Plain::Bool(b) => b.to_string(),
-        Plain::Comment(c) => c.to_string(),
-        Plain::Str(s, _) => {
-            // Plain when a YAML reader gives back exactly this string (1.2 core schema, and no
-            // 1.1 boolean words either, for kubectl's sake); otherwise double-quoted, which JSON
-            // escaping makes valid YAML.
-            let plain_ok = !s.is_empty()
-                && !s.starts_with([
-                    ' ', '-', '?', ':', ',', '[', ']', '{', '}', '#', '&', '*', '!', '|', '>',
-                    '\'', '"', '%', '@', '`',
-                ])
-                && !s.ends_with([' ', ':'])
-                && !s.contains(": ")
-                && !s.contains(" #")
-                && !s.contains([',', '[', ']', '{', '}'])
-                && !s.chars().any(|c| c.is_control())
-                && !matches!(
-                    s.to_ascii_lowercase().as_str(),
-                    "yes" | "no" | "on" | "off" | "y" | "n" | "true" | "false" | "null" | "~"
-                )
-                && matches!(resolve_plain(s), Scalar::Str(_));
-            if plain_ok {
-                s.to_string()
-            } else {
-                serde_json::to_string(s.as_str()).unwrap_or_default()
-            }
-        }
-    }
-}
-
-/// Whether a string can be written as a plain scalar in block context and read back as itself.
-fn block_plain_ok(s: &str) -> bool {
-    // YAML 1.1 readers (go-yaml, PyYAML) take `2026-11-26…` for a timestamp and may reformat it;
-    // `lastmodified` must come back byte for byte (it is the MAC's AAD), so dates are quoted.
-    let date_like = s.len() >= 10
-        && s.as_bytes()[..4].iter().all(u8::is_ascii_digit)
-        && s.as_bytes()[4] == b'-';
-    !date_like
-        && !s.is_empty()
-        && !s.starts_with([
-            ' ', '-', '?', ':', ',', '[', ']', '{', '}', '#', '&', '*', '!', '|', '>', '\'', '"',
-            '%', '@', '`',
-        ])
-        && !s.ends_with([' ', ':'])
-        && !s.contains(": ")
-        && !s.contains(" #")
-        && !s.chars().any(|c| c.is_control())
-        && !matches!(
-            s.to_ascii_lowercase().as_str(),
-            "yes" | "no" | "on" | "off" | "y" | "n" | "true" | "false" | "null" | "~"
-        )
-        && matches!(resolve_plain(s), Scalar::Str(_))
-}
-
-fn block_scalar_text(s: &str) -> String {
-    if block_plain_ok(s) {
-        s.to_string()
-    } else {
-        serde_json::to_string(s).unwrap_or_default()
-    }
-}
-
-fn emit_entries(
-    out: &mut String,
-    m: &serde_json::Map<String, Value>,
-    col: usize,
-    step: usize,
-    first_prefix: Option<String>,
-) {
-    let mut first = first_prefix;
-    for (k, v) in m {
-        if v.is_null() {
-            continue;
-        }
-        let prefix = first.take().unwrap_or_else(|| " ".repeat(col));
-        match v {
-            Value::String(s) if s.contains('\n') => {
-                let body = s.strip_suffix('\n').unwrap_or(s);
-                let chomp = if s.ends_with('\n') { "" } else { "-" };
-                out.push_str(&format!("{prefix}{k}: |{chomp}\n"));
-                for line in body.split('\n') {
-                    if !line.is_empty() {
-                        out.push_str(&" ".repeat(col + step));
-                        out.push_str(line);
-                    }
-                    out.push('\n');
-                }
-            }
-            Value::String(s) => out.push_str(&format!("{prefix}{k}: {}\n", block_scalar_text(s))),
-            Value::Array(items) => {
-                out.push_str(&format!("{prefix}{k}:\n"));
-                for item in items {
-                    let dash = format!("{}- ", " ".repeat(col + step));
-                    match item {
-                        Value::Object(o) => emit_entries(out, o, col + step + 2, step, Some(dash)),
-                        Value::String(s) => {
-                            out.push_str(&format!("{dash}{}\n", block_scalar_text(s)))
-                        }
-                        other => out.push_str(&format!("{dash}{other}\n")),
-                    }
-                }
-            }
-            Value::Object(o) => {
-                out.push_str(&format!("{prefix}{k}:\n"));
-                emit_entries(out, o, col + step, step, None);
-            }
-            other => out.push_str(&format!("{prefix}{k}: {other}\n")),
-        }
-    }
-}
-
-/// The `sops:` block as sops writes it: keys in the given (sorted) order, `enc` envelopes as
-/// literal blocks, plain scalars where they read back the same, `step`-space indentation.
-pub fn sops_block(meta: &Value, step: usize) -> String {
-    let mut out = String::from("sops:\n");
-    if let Value::Object(m) = meta {
-        emit_entries(&mut out, m, step, step, None);
-    }
-    out
 }
 
 #[cfg(test)]
