@@ -948,3 +948,37 @@ fn a_multi_line_value_followed_by_a_comment_keeps_its_text() {
         assert!(out.contains('#'), "the comment stays: {out:?}");
     }
 }
+
+// Found by the `sops_json` fuzz target: JSON numbers were parsed with serde_json's fast float
+// parser, which can be one unit in the last place off; a float written out and read back
+// (`1.4809418094148093e+47`) came back as another number, so a decrypted file encrypted again
+// changed a value. serde_json's `float_roundtrip` parses them exactly.
+#[test]
+fn json_floats_read_back_exactly() {
+    let (ids, recipient) = identity();
+    let opts = EncryptOptions {
+        age: vec![recipient],
+        ..Default::default()
+    };
+    for n in [
+        "148094180941480946506509465064809465065094650650",
+        "1.4809418094148093e+47",
+        "0.1",
+        "2.2250738585072014e-308",
+        "1.7976931348623157e308",
+    ] {
+        let plain = format!("{{\"a\": {n}}}");
+        let want: f64 = n.parse().expect("f64");
+        let mut text = plain.clone();
+        for round in 0..3 {
+            let enc = encrypt(text.as_bytes(), FileFormat::Json, &opts).expect("enc");
+            let out = EncryptedFile::load(&enc, FileFormat::Json)
+                .expect("load")
+                .decrypt(&ids, false)
+                .expect("dec");
+            text = String::from_utf8(out.to_vec()).expect("utf8");
+            let v: Value = serde_json::from_str(&text).expect("json");
+            assert_eq!(v["a"].as_f64(), Some(want), "{n}, round {round}: {text}");
+        }
+    }
+}
