@@ -277,11 +277,12 @@ fn encrypted(
             let p3 = f3
                 .decrypt_with_key(&key, false)
                 .expect("our own output decrypts with its MAC");
-            // Byte for byte, unless the file holds a string that looks encrypted but is not
-            // an `ENC[AES256_GCM,…]` value (say `ENC[x]`): decrypting passes it through as
-            // written, while a value we decrypted is written quoted (it must not read as
-            // encrypted); then the values must be the same.
-            if lookalike(data) {
+            // Byte for byte for a file whose MAC verifies. One that decrypts only without the
+            // check may hold values in clear where the rule encrypts them, or strings that look
+            // encrypted but are not `ENC[AES256_GCM,…]` values (say `ENC[x]`): decrypting
+            // passes those through as written, while a value we decrypted is written in the
+            // store's own form (quoted, on one line); then the values must be the same.
+            if checked.is_err() || lookalike(data) {
                 let a = sealkit_keys::sops::edit::to_value(
                     std::str::from_utf8(&plain).expect("UTF-8"),
                     format,

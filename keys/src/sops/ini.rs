@@ -156,6 +156,14 @@ impl IniDoc {
                         closed = next.trim_end().ends_with("\"\"\"");
                     }
                     value = buf.trim_end().trim_end_matches("\"\"\"").to_string();
+                    // Written back, a value is one line: one starting with """ itself would
+                    // read as a block again, and not end where it did.
+                    if value.starts_with("\"\"\"") {
+                        return Err(SopsError::Format(format!(
+                            "line {}: a \"\"\" value may not start with \"\"\" itself",
+                            n + 1
+                        )));
+                    }
                 } else {
                     value = value.replace("\\n", "\n");
                 }

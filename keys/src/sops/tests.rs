@@ -982,3 +982,30 @@ fn json_floats_read_back_exactly() {
         }
     }
 }
+
+// Found by the `sops_ini` fuzz target: a `"""` value whose text itself starts with `"""` was
+// written back on one line, which reads as another `"""` block: the file we wrote did not load.
+// It is refused.
+#[test]
+fn an_ini_block_value_starting_with_triple_quotes_is_refused() {
+    let (_, recipient) = identity();
+    let opts = EncryptOptions {
+        age: vec![recipient],
+        ..Default::default()
+    };
+    for plain in [
+        "[s_unencrypted]\nk = \"\"\"\"\"\"x\ny\"\"\"\n",
+        "[s]\nk = \"\"\"\"\"\"x\"\"\"\n",
+    ] {
+        let err = encrypt(plain.as_bytes(), FileFormat::Ini, &opts)
+            .err()
+            .unwrap_or_else(|| panic!("{plain:?} was encrypted"));
+        assert!(
+            matches!(&err, SopsError::Format(m) if m.contains("may not start with")),
+            "{plain:?}: {err}"
+        );
+    }
+    // An ordinary block still reads.
+    let enc = encrypt(b"[s]\nk = \"\"\"a\nb\"\"\"\n", FileFormat::Ini, &opts).expect("enc");
+    assert!(EncryptedFile::load(&enc, FileFormat::Ini).is_ok());
+}
