@@ -156,11 +156,18 @@ impl IniDoc {
                         closed = next.trim_end().ends_with("\"\"\"");
                     }
                     value = buf.trim_end().trim_end_matches("\"\"\"").to_string();
-                    // Written back, a value is one line: one starting with """ itself would
-                    // read as a block again, and not end where it did.
-                    if value.starts_with("\"\"\"") {
+                    // Written back, a value is one line, its line breaks as `\n`: it must
+                    // read back as itself. It would not if it started with """ (a block
+                    // again), started or ended with spaces (trimmed) or held a `\n` of its own
+                    // (read as a line break).
+                    let line = value.replace('\n', "\\n");
+                    if line.starts_with("\"\"\"")
+                        || line.trim() != line
+                        || line.replace("\\n", "\n") != value
+                    {
                         return Err(SopsError::Format(format!(
-                            "line {}: a \"\"\" value may not start with \"\"\" itself",
+                            "line {}: this \"\"\" value cannot be written back on one line \
+                             (it starts with \"\"\", starts or ends with spaces, or holds a \\n)",
                             n + 1
                         )));
                     }
