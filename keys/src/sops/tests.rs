@@ -1014,3 +1014,26 @@ fn an_ini_block_value_that_cannot_be_written_on_one_line_is_refused() {
     let enc = encrypt(b"[s]\nk = \"\"\"a\nb\"\"\"\n", FileFormat::Ini, &opts).expect("enc");
     assert!(EncryptedFile::load(&enc, FileFormat::Ini).is_ok());
 }
+
+// Found by the `sops_yaml` fuzz target: a multi-line plain value followed by a space on its
+// last line (`p: 4\n\n  _ `) decrypted to a `|-` block that took the space in, so the value
+// gained a character. The block now replaces the spaces after the value too.
+#[test]
+fn a_value_decrypted_to_a_block_scalar_does_not_take_in_trailing_spaces() {
+    let (ids, recipient) = identity();
+    let opts = EncryptOptions {
+        age: vec![recipient],
+        ..Default::default()
+    };
+    let plain = "p: 4\n\n  _ \nq: x\n";
+    let want = edit::to_value(plain, FileFormat::Yaml).expect("plain reads");
+    assert_eq!(want["p"], "4\n_");
+    let enc = encrypt(plain.as_bytes(), FileFormat::Yaml, &opts).expect("enc");
+    let dec = EncryptedFile::load(&enc, FileFormat::Yaml)
+        .expect("load")
+        .decrypt(&ids, false)
+        .expect("dec");
+    let text = std::str::from_utf8(&dec).expect("utf-8");
+    assert_eq!(text, "p: |-\n  4\n  _\nq: x\n");
+    assert_eq!(edit::to_value(text, FileFormat::Yaml).expect("reads"), want);
+}

@@ -212,7 +212,14 @@ impl YamlDoc {
                 } else {
                     r.clone()
                 };
-                edits.push((span.range.clone(), text));
+                let mut range = span.range.clone();
+                if !leaf.comment && text.starts_with('|') {
+                    // A block scalar runs to the end of its last line: spaces after the value
+                    // on that line would become part of it.
+                    let rest = &self.text[range.end..];
+                    range.end += rest.len() - rest.trim_start_matches([' ', '\t']).len();
+                }
+                edits.push((range, text));
             }
         }
         for s in &self.sops_spans {
