@@ -70,6 +70,12 @@ pub struct Flags {
     /// API requests the reconciler may make at once.
     #[arg(long, default_value_t = 40)]
     pub kube_api_burst: u32,
+    /// Reconciles the unseal loop, and each GitOps loop, run at once (Flux's and ESO's
+    /// `--concurrent`). Every reconcile in flight holds memory while it waits for the request
+    /// budget, so unbounded concurrency costs memory, not speed. ExternalSecrets are not bounded
+    /// by it: their reconciles wait together for batched provider calls.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrent: u16,
     /// How often in-sync objects are checked again (drift safety net), jittered.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub resync: Duration,
@@ -120,6 +126,7 @@ impl Flags {
             namespace: self.watch_namespace.clone(),
             selector: self.selector.clone(),
             resync: self.resync,
+            concurrency: self.concurrent,
         }
     }
 
@@ -144,6 +151,7 @@ impl Flags {
         crate::gitops::Settings {
             namespace: self.watch_namespace.clone(),
             selector: self.selector.clone(),
+            concurrency: self.concurrent,
             reconcile: crate::gitops::GitopsSettings {
                 cache_dir: self.gitops_cache_dir.clone(),
                 metrics,

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use ::kube::ResourceExt;
 use ::kube::api::Api;
-use ::kube::runtime::controller::{Action, Controller};
+use ::kube::runtime::controller::{self, Action, Controller};
 use ::kube::runtime::reflector::ObjectRef;
 use ::kube::runtime::watcher;
 use sealkit_api::{GitRepository, Kustomization};
@@ -41,6 +41,8 @@ pub struct Settings {
     pub namespace: Option<String>,
     /// Only GitRepositories and Kustomizations matching this label selector.
     pub selector: Option<String>,
+    /// Reconciles each of the two loops runs at once.
+    pub concurrency: u16,
     /// What every reconcile needs.
     pub reconcile: GitopsSettings,
 }
@@ -166,7 +168,8 @@ pub async fn run(kube: Arc<Kube>, writer: Writer, enabled: bool, settings: Setti
         Some(sel) => watcher::Config::default().labels(sel),
         None => watcher::Config::default(),
     };
-    let controller = Controller::new(kss.clone(), watch.clone());
+    let bounded = || controller::Config::default().concurrency(settings.concurrency);
+    let controller = Controller::new(kss.clone(), watch.clone()).with_config(bounded());
     let store = controller.store();
     let store2 = store.clone();
     let ks_loop = controller
@@ -216,7 +219,10 @@ pub async fn run(kube: Arc<Kube>, writer: Writer, enabled: bool, settings: Setti
             },
         )
         .run(reconcile_ks, ks_error, ctx.clone());
-    let repo_loop = Controller::new(repos, watch).run(reconcile_repo, repo_error, ctx);
+    let repo_loop =
+        Controller::new(repos, watch)
+            .with_config(bounded())
+            .run(reconcile_repo, repo_error, ctx);
     futures::future::join(
         crate::runtime::drain("kustomization", ks_loop),
         crate::runtime::drain("gitrepository", repo_loop),

@@ -20,15 +20,29 @@ pub fn duration(field: &str, value: &str) -> Result<Duration, String> {
     if v == "0" {
         return Ok(Duration::ZERO);
     }
+    let shown = quoted(value);
     let d = humantime::parse_duration(v)
-        .map_err(|_| format!("{field} {value:?} is not a duration like 1h, 15m or 90s"))?;
+        .map_err(|_| format!("{field} {shown} is not a duration like 1h, 15m or 90s"))?;
     if d > MAX_DURATION {
         return Err(format!(
-            "{field} {value:?} is too long (at most {}h)",
+            "{field} {shown} is too long (at most {}h)",
             MAX_DURATION.as_secs() / 3600
         ));
     }
     Ok(d)
+}
+
+/// The longest part of a tenant's value a message quotes (characters).
+const QUOTED: usize = 40;
+
+/// `value` quoted for a status message: at most [`QUOTED`] characters of it, so a tenant's
+/// kilobyte of text does not become a kilobyte of status (found by the `kustomization_spec`
+/// fuzz target).
+fn quoted(value: &str) -> String {
+    match value.char_indices().nth(QUOTED) {
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &value[..cut], value.len()),
+        None => format!("{value:?}"),
+    }
 }
 
 /// An optional duration field: `default` when absent or empty.
@@ -80,6 +94,20 @@ pub fn install_panic_hook() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_bad_duration_is_quoted_in_part() {
+        let long = format!("36666\t{}", "[]2\"#2\"".repeat(200));
+        let e = duration("spec.interval", &long).expect_err("not a duration");
+        assert!(e.len() < 200, "{} bytes: {e}", e.len());
+        assert!(e.starts_with("spec.interval \"36666\\t[]2"), "{e}");
+        assert!(e.contains(&format!("({} bytes)", long.len())), "{e}");
+        let e = duration("spec.interval", "2x").expect_err("not a duration");
+        assert_eq!(
+            e,
+            "spec.interval \"2x\" is not a duration like 1h, 15m or 90s"
+        );
+    }
 
     #[test]
     fn durations_are_bounded_and_named() {

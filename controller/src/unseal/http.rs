@@ -31,6 +31,8 @@ pub struct AppState {
     pub rsa_slots: Arc<tokio::sync::Semaphore>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Secrets found up to date, by resourceVersion (the unseal loop skips reading them).
+    pub verified: super::verified::Verified,
 }
 
 impl AppState {
@@ -42,6 +44,7 @@ impl AppState {
             limit: server::ClientLimiter::new(2, 2),
             rsa_slots: Arc::new(tokio::sync::Semaphore::new(cores)),
             metrics,
+            verified: Default::default(),
         }
     }
 

@@ -1,9 +1,11 @@
 //! The unseal seam over the cluster: the Secret read and server-side applied with our field
-//! manager, status and Events through the shared writer (and so the shared request budget).
+//! manager, status and Events through the shared writer (and so the shared request budget);
+//! Secret versions from the owned-Secret watch cache.
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Resource;
-use kube::api::Api;
+use kube::api::{Api, PartialObjectMeta};
+use kube::runtime::reflector::{ObjectRef, Store};
 use sealkit_api::{SealedSecret, SealedSecretStatus};
 
 use super::reconcile::{ClusterApi, EventNote};
@@ -13,12 +15,19 @@ use crate::runtime::status::Writer;
 pub struct KubeUnseal {
     /// Status, Events, reads.
     pub writer: Writer,
+    /// The owned-Secret watch cache (metadata only: never a value).
+    pub secrets: Store<PartialObjectMeta<Secret>>,
 }
 
 impl ClusterApi for KubeUnseal {
     async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, String> {
         let api = Api::namespaced(self.writer.client().clone(), namespace);
         self.writer.get(api, name).await
+    }
+
+    fn cached_version(&self, namespace: &str, name: &str) -> Option<String> {
+        let key = ObjectRef::new(name).within(namespace);
+        self.secrets.get(&key)?.metadata.resource_version.clone()
     }
 
     async fn apply_secret(&self, secret: &Secret) -> Result<(), String> {

@@ -24,6 +24,27 @@ pub struct MemoryApi {
     pub writes: Mutex<u64>,
     /// When set, applies fail with this message.
     pub fail_applies: Mutex<Option<String>>,
+    /// Number of Secret reads.
+    pub gets: Mutex<u64>,
+    /// The last resourceVersion given out (every write takes the next, as on the API server).
+    pub version: Mutex<u64>,
+}
+
+impl MemoryApi {
+    /// Changes the Secret `key` (`namespace/name`) as a user would, with a new resourceVersion.
+    pub fn edit_secret(&self, key: &str, edit: impl FnOnce(&mut Secret)) {
+        let version = self.next_version();
+        if let Some(s) = self.secrets.lock().expect("lock").get_mut(key) {
+            edit(s);
+            s.metadata.resource_version = Some(version);
+        }
+    }
+
+    fn next_version(&self) -> String {
+        let mut v = self.version.lock().expect("lock");
+        *v += 1;
+        v.to_string()
+    }
 }
 
 fn key(ns: &str, name: &str) -> String {
@@ -32,12 +53,24 @@ fn key(ns: &str, name: &str) -> String {
 
 impl ClusterApi for MemoryApi {
     async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, String> {
+        *self.gets.lock().map_err(|e| e.to_string())? += 1;
         Ok(self
             .secrets
             .lock()
             .map_err(|e| e.to_string())?
             .get(&key(namespace, name))
             .cloned())
+    }
+
+    /// An up-to-date watch cache.
+    fn cached_version(&self, namespace: &str, name: &str) -> Option<String> {
+        self.secrets
+            .lock()
+            .ok()?
+            .get(&key(namespace, name))?
+            .metadata
+            .resource_version
+            .clone()
     }
 
     async fn apply_secret(&self, secret: &Secret) -> Result<(), String> {
@@ -73,6 +106,7 @@ impl ClusterApi for MemoryApi {
         // The API server defaults `type` on create, so what is read back is never untyped.
         let mut merged = merged;
         merged.type_.get_or_insert_with(|| "Opaque".to_string());
+        merged.metadata.resource_version = Some(self.next_version());
         map.insert(k, merged);
         *self.writes.lock().map_err(|e| e.to_string())? += 1;
         Ok(())

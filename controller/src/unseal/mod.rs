@@ -6,6 +6,8 @@
 //! - `reconcile`: one SealedSecret against the [`reconcile::ClusterApi`] seam;
 //! - `kube`: the seam over the cluster; `memory`: the in-memory fake;
 //! - `keys`: sealing keys in labelled Secrets, renewal; `http`: the endpoints kubeseal uses;
+//! - `verified`: Secrets found up to date, by resourceVersion (a resync reads nothing);
+//!   `prefill`: fills it after a restart from one paginated LIST;
 //! - [`run`]: the controller (SealedSecrets, and their Secrets watched as metadata only).
 
 pub mod http;
@@ -14,20 +16,24 @@ pub mod kube;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
 mod plan;
+mod prefill;
 pub mod reconcile;
+pub mod verified;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use ::kube::ResourceExt;
 use ::kube::api::{Api, PartialObjectMeta};
-use ::kube::runtime::controller::{Action, Controller};
-use ::kube::runtime::watcher;
+use ::kube::runtime::controller::{self, Action, Controller};
+use ::kube::runtime::reflector::{self, Store, reflector};
+use ::kube::runtime::{WatchStreamExt, watcher};
 use k8s_openapi::api::core::v1::Secret;
 use sealkit_api::SealedSecret;
 
 pub use plan::{
-    DATA_MAC_ANNOTATION, MANAGED_ANNOTATION, PATCH_ANNOTATION, Plan,
-    SKIP_OWNER_REFERENCES_ANNOTATION, SPEC_HASH_ANNOTATION, managed_keys, plan, spec_hash,
+    DATA_MAC_ANNOTATION, Expected, MANAGED_ANNOTATION, PATCH_ANNOTATION, Plan,
+    SKIP_OWNER_REFERENCES_ANNOTATION, SPEC_HASH_ANNOTATION, managed_keys, plan, spec_hash, verify,
 };
 
 use crate::runtime::status::Writer;
@@ -44,6 +50,8 @@ pub struct Settings {
     pub selector: Option<String>,
     /// How often in-sync objects are checked again (jittered).
     pub resync: Duration,
+    /// Reconciles run at once.
+    pub concurrency: u16,
 }
 
 /// Why a SealedSecret reconcile failed (retried with backoff; a SealedSecret that cannot be
@@ -76,9 +84,14 @@ struct Ctx {
     state: Arc<http::AppState>,
     glue: Glue,
     resync: Duration,
+    /// The owned-Secret watch cache (a reconcile waits for its first listing).
+    cache: Store<PartialObjectMeta<Secret>>,
 }
 
 async fn reconcile_one(ss: Arc<SealedSecret>, ctx: Arc<Ctx>) -> Result<Action, UnsealError> {
+    // Until the owned-Secret cache has listed once, every reconcile would read its Secret; the
+    // first listing takes one or a few requests. (A cache that never fills only costs reads.)
+    let _ = tokio::time::timeout(Duration::from_secs(30), ctx.cache.wait_until_ready()).await;
     let work = async {
         reconcile::reconcile(&ss, &ctx.api, &ctx.state)
             .await
@@ -114,13 +127,15 @@ pub async fn run(
     if let Err(e) = keys::refresh(&client, &settings.keys, &state.keys, true).await {
         tracing::warn!(error = %e, "cannot refresh sealing keys");
     }
-    let (sealed, secrets) = match &settings.namespace {
+    let (sealed, secrets, secrets_meta) = match &settings.namespace {
         Some(ns) => (
             Api::<SealedSecret>::namespaced(client.clone(), ns),
+            Api::<Secret>::namespaced(client.clone(), ns),
             Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), ns),
         ),
         None => (
             Api::<SealedSecret>::all(client.clone()),
+            Api::<Secret>::all(client.clone()),
             Api::<PartialObjectMeta<Secret>>::all(client.clone()),
         ),
     };
@@ -128,16 +143,45 @@ pub async fn run(
         Some(sel) => watcher::Config::default().labels(sel),
         None => watcher::Config::default(),
     };
+    // After a restart, one paginated LIST finds the Secrets that are already up to date, so
+    // the first reconcile of each object reads nothing.
+    let filled = prefill::run(&sealed, &secrets, &settings.selector, &state).await;
+    tracing::info!(
+        up_to_date = filled,
+        "unseal: Secrets found up to date at start"
+    );
+    // Owned Secrets are watched as metadata only: the watch cache never holds a value (a
+    // reconcile reads its one Secret when the cache does not show a verified version).
+    let (cache, cache_writer) = reflector::store();
+    let owned = reflector(
+        cache_writer,
+        watcher(secrets_meta, watch.clone())
+            .default_backoff()
+            .modify(|m| m.managed_fields_mut().clear()),
+    )
+    .touched_objects();
     let ctx = Arc::new(Ctx {
-        api: kube::KubeUnseal { writer },
+        api: kube::KubeUnseal {
+            writer,
+            secrets: cache.clone(),
+        },
         glue: Glue::new("unseal", state.metrics.clone()),
         state,
         resync: settings.resync,
+        cache,
     });
-    // Owned Secrets are watched as metadata only: the watch cache never holds a value (the
-    // reconcile reads its one Secret when it runs).
-    let stream = Controller::new(sealed, watch.clone())
-        .owns(secrets, watch)
+    // The SealedSecret cache without managedFields (a third of a small object's size).
+    let (sealed_cache, sealed_writer) = reflector::store();
+    let sealed_stream = reflector(
+        sealed_writer,
+        watcher(sealed, watch)
+            .default_backoff()
+            .modify(|ss| ss.managed_fields_mut().clear()),
+    )
+    .applied_objects();
+    let stream = Controller::for_stream(sealed_stream, sealed_cache)
+        .with_config(controller::Config::default().concurrency(settings.concurrency))
+        .owns_stream(owned)
         .run(reconcile_one, error_policy, ctx);
     crate::runtime::drain("unseal", stream).await;
 }

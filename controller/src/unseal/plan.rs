@@ -132,48 +132,78 @@ fn data_mac(key: &PrivateKey, secret: &Secret, keys: &BTreeSet<String>) -> Strin
     hex(ctx.sign().as_ref())
 }
 
-fn owned_by(secret: &Secret, ss: &SealedSecret) -> bool {
-    let uid = ss.metadata.uid.as_deref().unwrap_or("");
+fn owned_by(secret: &Secret, name: &str, uid: &str) -> bool {
     secret.metadata.owner_references.iter().flatten().any(|o| {
         o.kind == "SealedSecret"
             && o.api_version.starts_with("bitnami.com/")
             && o.uid == uid
-            && o.name == ss.name_any()
+            && o.name == name
     })
 }
 
-/// Whether `existing` still holds exactly what this spec unseals to (no RSA operation).
-fn up_to_date(ss: &SealedSecret, existing: &Secret, keyring: &Keyring, hash: &str) -> bool {
-    let ann = &existing.metadata.annotations;
-    if annotation(ann, SPEC_HASH_ANNOTATION) != Some(hash) {
-        return false;
+/// What a Secret must hold to be up to date with a SealedSecret, without the SealedSecret
+/// itself: small enough to keep for every object while a restart checks their Secrets.
+#[derive(Debug, Clone)]
+pub struct Expected {
+    name: String,
+    uid: String,
+    hash: String,
+    keys: BTreeSet<String>,
+}
+
+impl Expected {
+    /// What `ss` unseals to, as far as the up-to-date check needs it.
+    pub fn of(ss: &SealedSecret) -> Self {
+        Expected {
+            name: ss.name_any(),
+            uid: ss.metadata.uid.clone().unwrap_or_default(),
+            hash: spec_hash(ss),
+            keys: managed_keys(ss),
+        }
     }
-    let Some((fp, mac)) = annotation(ann, DATA_MAC_ANNOTATION).and_then(|v| v.rsplit_once(':'))
-    else {
-        return false;
-    };
-    let Some(key) = keyring.keys().find(|k| k.fingerprint().as_str() == fp) else {
-        return false;
-    };
-    data_mac(key, existing, &managed_keys(ss)) == mac
+
+    /// The spec hash ([`spec_hash`]).
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+}
+
+/// When `existing` is ours (owned or marked managed, not a patch target) and still holds
+/// exactly what the spec unseals to, the fingerprint of the key its MAC was made with; no RSA
+/// operation. `plan` says `UpToDate` exactly then.
+pub fn verify(expected: &Expected, existing: &Secret, keyring: &Keyring) -> Option<String> {
+    let ann = &existing.metadata.annotations;
+    let managed = annotation(ann, MANAGED_ANNOTATION) == Some("true");
+    let patch = annotation(ann, PATCH_ANNOTATION) == Some("true");
+    if patch || !(managed || owned_by(existing, &expected.name, &expected.uid)) {
+        return None;
+    }
+    if annotation(ann, SPEC_HASH_ANNOTATION) != Some(expected.hash.as_str()) {
+        return None;
+    }
+    let (fp, mac) = annotation(ann, DATA_MAC_ANNOTATION).and_then(|v| v.rsplit_once(':'))?;
+    let key = keyring.keys().find(|k| k.fingerprint().as_str() == fp)?;
+    (data_mac(key, existing, &expected.keys) == mac).then(|| fp.to_string())
 }
 
 /// Decides what a reconcile of `ss` does, given the Secret that exists now.
 pub fn plan(ss: &SealedSecret, existing: Option<&Secret>, keyring: &Keyring) -> Plan {
     let name = ss.name_any();
-    let hash = spec_hash(ss);
+    let expected = Expected::of(ss);
+    let hash = expected.hash.clone();
     let mut patch = false;
     if let Some(existing) = existing {
         let managed =
             annotation(&existing.metadata.annotations, MANAGED_ANNOTATION) == Some("true");
         patch = annotation(&existing.metadata.annotations, PATCH_ANNOTATION) == Some("true");
-        let ours = owned_by(existing, ss) || managed;
+        let uid = ss.metadata.uid.as_deref().unwrap_or("");
+        let ours = owned_by(existing, &name, uid) || managed;
         if !ours && !patch {
             return Plan::Collision(format!(
                 "Resource \"{name}\" already exists and is not managed by SealedSecret"
             ));
         }
-        if ours && !patch && up_to_date(ss, existing, keyring, &hash) {
+        if verify(&expected, existing, keyring).is_some() {
             return Plan::UpToDate;
         }
         patch = patch && !ours;
@@ -221,7 +251,7 @@ pub fn plan(ss: &SealedSecret, existing: Option<&Secret>, keyring: &Keyring) -> 
         .last()
         .and_then(|fp| keyring.keys().find(|k| k.fingerprint() == fp))
     {
-        let mac = data_mac(key, &secret, &managed_keys(ss));
+        let mac = data_mac(key, &secret, &expected.keys);
         if let Some(a) = secret.metadata.annotations.as_mut() {
             a.insert(
                 DATA_MAC_ANNOTATION.into(),

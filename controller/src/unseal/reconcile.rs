@@ -4,8 +4,9 @@
 //! kube client (`super::kube`, thin), and an in-memory API (`super::memory`) that the reconcile
 //! tests run against. It reads top to bottom: read the Secret, plan (the RSA work, on the
 //! blocking pool), write the Secret when the plan says so, then the status and the Event.
-//! Status is written only when it changes, so a resync of an up-to-date object costs one GET of
-//! its Secret and nothing else.
+//! Status is written only when it changes, and a Secret the watch cache shows at a version
+//! already found up to date is not read again ([`super::verified`]), so a resync of an
+//! up-to-date object costs no request.
 
 use std::future::Future;
 use std::time::Instant;
@@ -15,6 +16,7 @@ use kube::ResourceExt;
 use sealkit_api::{SealedSecret, SealedSecretCondition, SealedSecretStatus};
 
 use super::http::AppState;
+use super::plan::{Expected, verify};
 use super::{Plan, plan};
 use crate::runtime::conditions::{now, status_word, transition};
 use crate::runtime::metrics::{ConditionLabels, ErrorLabels};
@@ -38,6 +40,9 @@ pub trait ClusterApi: Send + Sync {
         namespace: &str,
         name: &str,
     ) -> impl Future<Output = Result<Option<Secret>, String>> + Send;
+    /// The resourceVersion of the Secret `namespace/name` in the watch cache, when the cache
+    /// has it (`None`: unknown, so the reconcile reads the Secret).
+    fn cached_version(&self, namespace: &str, name: &str) -> Option<String>;
     /// Server-side apply of a Secret with our field manager.
     fn apply_secret(&self, secret: &Secret) -> impl Future<Output = Result<(), String>> + Send;
     /// Writes the status of a SealedSecret.
@@ -117,24 +122,51 @@ pub async fn reconcile<C: ClusterApi>(
     let name = ss.name_any();
     let namespace = ss.namespace().unwrap_or_default();
     let keys = state.keys();
-    let existing = api.get_secret(&namespace, &name).await?;
-    let secret_found = existing.is_some();
-    // RSA work runs on the blocking pool, at most one per core at a time (shared with the HTTP
-    // endpoints): it never stalls the async workers that keep watches and other loops going.
-    let decided = {
+    let expected = Expected::of(ss);
+    // The watch cache shows the Secret at a version already found up to date with this spec:
+    // nothing to read, nothing to do.
+    let verified = api.cached_version(&namespace, &name).is_some_and(|v| {
+        state
+            .verified
+            .holds(&namespace, &name, &v, expected.hash(), &keys.keyring)
+    });
+    let decided = if verified {
+        Plan::UpToDate
+    } else {
+        let existing = api.get_secret(&namespace, &name).await?;
+        // RSA work runs on the blocking pool, at most one per core at a time (shared with the
+        // HTTP endpoints): it never stalls the async workers that keep watches and other loops
+        // going.
         let _slot = state
             .rsa_slots
             .clone()
             .acquire_owned()
             .await
             .map_err(|e| e.to_string())?;
-        let (ss, keys) = (ss.clone(), keys.clone());
-        tokio::task::spawn_blocking(move || plan(&ss, existing.as_ref(), &keys.keyring))
-            .await
-            .map_err(|e| format!("the unseal task failed: {e}"))?
+        let (owned_ss, owned_keys) = (ss.clone(), keys.clone());
+        let (decided, existing) = tokio::task::spawn_blocking(move || {
+            let p = plan(&owned_ss, existing.as_ref(), &owned_keys.keyring);
+            (p, existing)
+        })
+        .await
+        .map_err(|e| format!("the unseal task failed: {e}"))?;
+        // Remember the version found up to date; anything else is read again next time.
+        let found = existing.as_ref().and_then(|s| {
+            let key = verify(&expected, s, &keys.keyring)?;
+            Some((s.metadata.resource_version.clone()?, key))
+        });
+        match (&decided, found) {
+            (Plan::UpToDate, Some((version, key))) => {
+                state
+                    .verified
+                    .record(&namespace, &name, &version, expected.hash(), key);
+            }
+            _ => state.verified.forget(&namespace, &name),
+        }
+        decided
     };
     keys.report_ops(&state.metrics.rsa_private_ops);
-    tracing::debug!(%namespace, %name, secret_found, plan = ?decided, "planned");
+    tracing::debug!(%namespace, %name, verified, plan = ?decided, "planned");
     let labels = ConditionLabels {
         name: name.clone(),
         namespace: namespace.clone(),

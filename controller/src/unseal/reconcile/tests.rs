@@ -24,18 +24,25 @@ fn state(keys: &[Secret]) -> AppState {
 }
 
 fn sealed_for(state: &AppState, ns: &str, password: &str) -> SealedSecret {
+    let mut ss = sealed_as(state, "db", password);
+    ss.metadata.namespace = Some(ns.into());
+    ss.metadata.uid = Some("uid-1".into());
+    ss
+}
+
+/// `prod/<name>` sealed (strict scope) with the state's newest key.
+fn sealed_as(state: &AppState, name: &str, password: &str) -> SealedSecret {
     let keys = state.keys();
     let cert = &keys.newest.as_ref().expect("newest").cert_pem;
     let pk = PublicKey::from_certificate_pem(cert.as_bytes()).expect("cert");
     let doc = seal_secret(
-        &serde_json::json!({"kind": "Secret", "metadata": {"name": "db", "namespace": "prod"}, "stringData": {"password": password}}),
+        &serde_json::json!({"kind": "Secret", "metadata": {"name": name, "namespace": "prod"}, "stringData": {"password": password}}),
         &SealOptions::default(),
         &pk,
     )
     .expect("seal");
     let mut ss: SealedSecret = serde_json::from_value(doc).expect("typed");
-    ss.metadata.namespace = Some(ns.into());
-    ss.metadata.uid = Some("uid-1".into());
+    ss.metadata.uid = Some(format!("uid-{name}"));
     ss.metadata.generation = Some(1);
     ss
 }
@@ -97,18 +104,12 @@ async fn create_restart_self_heal_and_update() {
     api.secrets.lock().expect("lock").clear();
     reconcile(&ss2, &api, &st).await.expect("heal");
     assert_eq!(password(&api), b"hunter2");
-    api.secrets
-        .lock()
-        .expect("lock")
-        .get_mut("prod/db")
-        .expect("secret")
-        .data
-        .as_mut()
-        .expect("data")
-        .insert(
+    api.edit_secret("prod/db", |s| {
+        s.data.as_mut().expect("data").insert(
             "password".into(),
             k8s_openapi::ByteString(b"edited".to_vec()),
         );
+    });
     reconcile(&ss2, &api, &st).await.expect("heal");
     assert_eq!(password(&api), b"hunter2");
 
@@ -225,6 +226,9 @@ impl Replica {
 impl ClusterApi for Replica {
     async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, String> {
         self.api.get_secret(namespace, name).await
+    }
+    fn cached_version(&self, namespace: &str, name: &str) -> Option<String> {
+        self.api.cached_version(namespace, name)
     }
     async fn apply_secret(&self, secret: &Secret) -> Result<(), String> {
         self.wrote();
@@ -364,4 +368,138 @@ async fn rsa_operations_are_counted_exactly_under_concurrency() {
         "{text}"
     );
     assert_eq!(st.keys().keyring.private_key_operations(), 24);
+}
+
+/// A resync of an up-to-date object reads nothing: the watch cache shows the Secret at the
+/// version the previous reconcile found up to date. Any write to the Secret gives it a new
+/// version, so an edit is still read and healed; a new spec is read and applied.
+#[tokio::test]
+async fn a_resync_of_an_up_to_date_object_reads_nothing() {
+    let st = state(&[key_secret("k1")]);
+    let api = MemoryApi::default();
+    let ss = sealed_for(&st, "prod", "hunter2");
+    let gets = || *api.gets.lock().expect("lock");
+    reconcile(&ss, &api, &st).await.expect("create");
+    // The watch event of our own write: read once, found up to date, remembered.
+    reconcile(&ss, &api, &st).await.expect("event");
+    let (reads, ops) = (gets(), st.keys().keyring.private_key_operations());
+    for _ in 0..3 {
+        reconcile(&ss, &api, &st).await.expect("resync");
+    }
+    assert_eq!(gets(), reads, "no read while the Secret keeps its version");
+    assert_eq!(st.keys().keyring.private_key_operations(), ops);
+
+    api.edit_secret("prod/db", |s| {
+        s.data.as_mut().expect("data").insert(
+            "password".into(),
+            k8s_openapi::ByteString(b"edited".to_vec()),
+        );
+    });
+    reconcile(&ss, &api, &st).await.expect("heal");
+    assert_eq!(gets(), reads + 1, "a new version is read");
+    assert_eq!(password(&api), b"hunter2");
+
+    let mut newer = sealed_for(&st, "prod", "rotated-pw");
+    newer.metadata.generation = Some(2);
+    let reads = gets();
+    reconcile(&newer, &api, &st).await.expect("update");
+    assert_eq!(gets(), reads + 1, "a new spec is read");
+    assert_eq!(password(&api), b"rotated-pw");
+
+    // A Secret whose MAC key left the keyring is read (and re-unsealed) again.
+    reconcile(&newer, &api, &st).await.expect("event");
+    let reads = gets();
+    let k2 = key_secret("k2");
+    let fresh = state(&[k2]);
+    assert!(
+        !fresh.verified.holds(
+            "prod",
+            "db",
+            &api.cached_version("prod", "db").expect("version"),
+            Expected::of(&newer).hash(),
+            &fresh.keys().keyring
+        ),
+        "a fresh process knows nothing"
+    );
+    st.verified.forget("prod", "db");
+    reconcile(&newer, &api, &st).await.expect("forgotten");
+    assert_eq!(gets(), reads + 1);
+}
+
+/// After a restart, one listing fills what the first reconciles would have read: every
+/// up-to-date Secret is known, so the first reconcile of each object reads nothing; a Secret
+/// edited by hand, one for another spec and an unowned one are not.
+#[tokio::test]
+async fn a_restart_listing_replaces_one_read_per_object() {
+    let k1 = key_secret("k1");
+    let st = state(std::slice::from_ref(&k1));
+    let api = MemoryApi::default();
+    let objects: Vec<SealedSecret> = (0..4)
+        .map(|i| sealed_as(&st, &format!("s{i}"), &format!("pw-{i}")))
+        .collect();
+    for ss in &objects {
+        reconcile(ss, &api, &st).await.expect("create");
+    }
+    // While we are down: s1 is edited by hand, s2's SealedSecret changes; s0 and s3 stay.
+    api.edit_secret("prod/s1", |s| {
+        s.data.as_mut().expect("data").insert(
+            "password".into(),
+            k8s_openapi::ByteString(b"edited".to_vec()),
+        );
+    });
+    let mut now = objects.clone();
+    now[2] = sealed_as(&st, "s2", "changed");
+
+    // The restart: a new process with the same key, nothing known; one listing.
+    let restarted = state(&[k1]);
+    let expected = now
+        .iter()
+        .map(|ss| (("prod".to_string(), ss.name_any()), Expected::of(ss)))
+        .collect();
+    let listed: Vec<Secret> = api
+        .secrets
+        .lock()
+        .expect("lock")
+        .values()
+        .cloned()
+        .collect();
+    let found = restarted
+        .verified
+        .fill(&expected, listed, &restarted.keys().keyring);
+    assert_eq!(
+        found, 2,
+        "s0 and s3 are up to date; s1 was edited, s2's spec changed"
+    );
+
+    let reads = *api.gets.lock().expect("lock");
+    for ss in [&now[0], &now[3]] {
+        reconcile(ss, &api, &restarted).await.expect("restart");
+    }
+    assert_eq!(
+        *api.gets.lock().expect("lock"),
+        reads,
+        "no read for s0 and s3"
+    );
+    assert_eq!(restarted.keys().keyring.private_key_operations(), 0);
+    for ss in [&now[1], &now[2]] {
+        reconcile(ss, &api, &restarted).await.expect("restart");
+    }
+    assert_eq!(
+        *api.gets.lock().expect("lock"),
+        reads + 2,
+        "s1 and s2 are read"
+    );
+    assert_eq!(password_of(&api, "prod/s1"), b"pw-1", "healed");
+    assert_eq!(password_of(&api, "prod/s2"), b"changed", "updated");
+}
+
+fn password_of(api: &MemoryApi, key: &str) -> Vec<u8> {
+    api.secrets
+        .lock()
+        .expect("lock")
+        .get(key)
+        .and_then(|s| s.data.clone())
+        .and_then(|d| d.get("password").cloned())
+        .map(|b| b.0)
+        .unwrap_or_default()
 }
