@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the two fuzz crates (keys/fuzz, controller/fuzz) and runs every fuzz target for
-# SEALKIT_FUZZ_SECONDS seconds (default 20) over its committed corpus; fails on any crash,
+# SEALKIT_FUZZ_SECONDS seconds (default 15) over its committed corpus; fails on any crash,
 # timeout or out-of-memory. See docs/fuzzing.md. With CARGO_TARGET_DIR set (CI), each crate
 # builds in $CARGO_TARGET_DIR/fuzz-<crate>, so the cache outside the clone keeps it.
 #
@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-secs=${SEALKIT_FUZZ_SECONDS:-20}
+secs=${SEALKIT_FUZZ_SECONDS:-15}
 export RUSTC_BOOTSTRAP=1
 export CARGO_INCREMENTAL=0
 
