@@ -140,6 +140,9 @@ fi
 [ -n "${SEALKIT_E2E_KUBECONFIG:-}" ] || echo "e2e: no cluster (set SEALKIT_E2E_KUBECONFIG, or provide shared/k8s/control-plane): the e2e tests will report a missing peer"
 cargo test --workspace --locked
 
+say "fuzz: every target briefly over its committed corpus (docs/fuzzing.md)"
+scripts/fuzz.sh
+
 say "deploy/ renders with kustomize"
 kubectl kustomize deploy >/dev/null && echo "kubectl kustomize deploy: ok"
 kubectl kustomize deploy/namespaced >/dev/null && echo "kubectl kustomize deploy/namespaced: ok"

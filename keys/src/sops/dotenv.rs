@@ -111,7 +111,12 @@ impl DotenvDoc {
         let mut meta = Vec::new();
         // Comments since the previous entry (sops' comment stack has one level here).
         let mut pending: Vec<String> = Vec::new();
-        for (n, raw) in text.lines().enumerate() {
+        // Lines end at `\n` only, as sops splits them: a `\r` before it belongs to the line.
+        // (Read with `lines()`, a value ending in `\r` lost one on every write and read, and the
+        // MAC of a file we wrote failed.)
+        let body = text.strip_suffix('\n').unwrap_or(text);
+        let raw_lines = (!text.is_empty()).then(|| body.split('\n'));
+        for (n, raw) in raw_lines.into_iter().flatten().enumerate() {
             if raw.trim().is_empty() {
                 lines.push(Line::Other(raw.to_string()));
             } else if let Some(c) = raw.strip_prefix('#') {

@@ -99,6 +99,12 @@ impl IniDoc {
                     lines.push(Line::Section(section.clone()));
                 }
             } else if t.starts_with(';') || t.starts_with('#') {
+                if in_sops {
+                    // The `[sops]` section is metadata, rewritten on every write; a comment in
+                    // it is not data. (Kept as a leaf, it was written under the previous
+                    // section, with another path, and never decrypted again.)
+                    continue;
+                }
                 let c = t.chars().next().unwrap_or(';');
                 let body = t[1..].trim_start().to_string();
                 let path = if section.is_empty() {
@@ -150,6 +156,21 @@ impl IniDoc {
                         closed = next.trim_end().ends_with("\"\"\"");
                     }
                     value = buf.trim_end().trim_end_matches("\"\"\"").to_string();
+                    // Written back, a value is one line, its line breaks as `\n`: it must
+                    // read back as itself. It would not if it started with """ (a block
+                    // again), started or ended with spaces (trimmed) or held a `\n` of its own
+                    // (read as a line break).
+                    let line = value.replace('\n', "\\n");
+                    if line.starts_with("\"\"\"")
+                        || line.trim() != line
+                        || line.replace("\\n", "\n") != value
+                    {
+                        return Err(SopsError::Format(format!(
+                            "line {}: this \"\"\" value cannot be written back on one line \
+                             (it starts with \"\"\", starts or ends with spaces, or holds a \\n)",
+                            n + 1
+                        )));
+                    }
                 } else {
                     value = value.replace("\\n", "\n");
                 }

@@ -871,3 +871,169 @@ fn a_small_order_ssh_ed25519_key_is_refused() {
         assert!(keysource::wrap_for(&line, &[9u8; 32]).is_err());
     }
 }
+// Found by the `sops_dotenv` fuzz target: a dotenv value ending in `\r` (here one the rule keeps
+// clear) lost a `\r` each time the file was written and read, so a file we had just encrypted
+// failed its MAC. Lines end at `\n` only, as sops splits them.
+#[test]
+fn a_dotenv_value_ending_in_a_carriage_return_round_trips() {
+    let (ids, recipient) = identity();
+    let opts = EncryptOptions {
+        age: vec![recipient],
+        ..Default::default()
+    };
+    for plain in [
+        "A_unencrypted=x\r\r\nB=y\r\n",
+        "A=x\r\r\nB_unencrypted=y\r\n",
+        "A=x\r",
+        "\r\nA=x\n",
+    ] {
+        let enc = encrypt(plain.as_bytes(), FileFormat::Dotenv, &opts).expect("enc");
+        let out = EncryptedFile::load(&enc, FileFormat::Dotenv)
+            .expect("load")
+            .decrypt(&ids, false)
+            .unwrap_or_else(|e| panic!("{plain:?}: {e}"));
+        let want = if plain.ends_with('\n') {
+            plain.to_string()
+        } else {
+            format!("{plain}\n")
+        };
+        assert_eq!(String::from_utf8_lossy(&out), want, "{plain:?}");
+    }
+}
+
+// Found by the `sops_ini` fuzz target: a comment inside the `[sops]` section was kept as a
+// value; the section is not written back where it was, so the comment moved under the previous
+// section, with another path, and no longer decrypted (it came back as ciphertext). Comments
+// in `[sops]` are metadata layout, dropped like its blank lines.
+#[test]
+fn a_comment_in_the_ini_sops_section_is_not_data() {
+    let (ids, recipient) = identity();
+    let opts = EncryptOptions {
+        age: vec![recipient],
+        ..Default::default()
+    };
+    let enc = encrypt(b"[db]\nuser = admin\n", FileFormat::Ini, &opts).expect("enc");
+    let commented = enc.replace("[sops]\n", "[sops]\n; a note\n");
+    assert_ne!(commented, enc);
+    let file = EncryptedFile::load(&commented, FileFormat::Ini).expect("load");
+    let out = file.decrypt(&ids, false).expect("dec");
+    assert_eq!(String::from_utf8_lossy(&out), "[db]\nuser = admin\n");
+}
+
+// Found by the `sops_yaml` fuzz target: a multi-line string with a comment after it on its line
+// decrypted as a `|` block, and the comment, still after the value, became its last line's
+// text: the decrypted value gained the comment. Such a value is written quoted.
+#[test]
+fn a_multi_line_value_followed_by_a_comment_keeps_its_text() {
+    let (ids, recipient) = identity();
+    let opts = EncryptOptions {
+        age: vec![recipient],
+        ..Default::default()
+    };
+    for plain in [
+        "f: \"l1\\nl2\" # note\n",
+        "a:\n  b: \"x\\ny\\n\"   #c\n  d: 1\n",
+    ] {
+        let enc = encrypt(plain.as_bytes(), FileFormat::Yaml, &opts).expect("enc");
+        let out = EncryptedFile::load(&enc, FileFormat::Yaml)
+            .expect("load")
+            .decrypt(&ids, false)
+            .expect("dec");
+        let out = String::from_utf8(out.to_vec()).expect("utf8");
+        assert_eq!(
+            edit::to_value(&out, FileFormat::Yaml).expect("reads"),
+            edit::to_value(plain, FileFormat::Yaml).expect("reads"),
+            "{plain:?} -> {out:?}"
+        );
+        assert!(out.contains('#'), "the comment stays: {out:?}");
+    }
+}
+
+// Found by the `sops_json` fuzz target: JSON numbers were parsed with serde_json's fast float
+// parser, which can be one unit in the last place off; a float written out and read back
+// (`1.4809418094148093e+47`) came back as another number, so a decrypted file encrypted again
+// changed a value. serde_json's `float_roundtrip` parses them exactly.
+#[test]
+fn json_floats_read_back_exactly() {
+    let (ids, recipient) = identity();
+    let opts = EncryptOptions {
+        age: vec![recipient],
+        ..Default::default()
+    };
+    for n in [
+        "148094180941480946506509465064809465065094650650",
+        "1.4809418094148093e+47",
+        "0.1",
+        "2.2250738585072014e-308",
+        "1.7976931348623157e308",
+    ] {
+        let plain = format!("{{\"a\": {n}}}");
+        let want: f64 = n.parse().expect("f64");
+        let mut text = plain.clone();
+        for round in 0..3 {
+            let enc = encrypt(text.as_bytes(), FileFormat::Json, &opts).expect("enc");
+            let out = EncryptedFile::load(&enc, FileFormat::Json)
+                .expect("load")
+                .decrypt(&ids, false)
+                .expect("dec");
+            text = String::from_utf8(out.to_vec()).expect("utf8");
+            let v: Value = serde_json::from_str(&text).expect("json");
+            assert_eq!(v["a"].as_f64(), Some(want), "{n}, round {round}: {text}");
+        }
+    }
+}
+
+// Found by the `sops_ini` fuzz target: a `"""` value is written back on one line, its line
+// breaks as `\n`, and must read back as itself. It did not when it started with `"""` (read as
+// another block: the file we wrote did not load), or with a space (`k = """ """`: trimmed to an
+// empty value when read again), or held a `\n` of its own (read as a line break). Such values
+// are refused.
+#[test]
+fn an_ini_block_value_that_cannot_be_written_on_one_line_is_refused() {
+    let (_, recipient) = identity();
+    let opts = EncryptOptions {
+        age: vec![recipient],
+        ..Default::default()
+    };
+    for plain in [
+        "[s_unencrypted]\nk = \"\"\"\"\"\"x\ny\"\"\"\n",
+        "[s]\nk = \"\"\"\"\"\"x\"\"\"\n",
+        "[d]\n=\"\"\" \"\"\"",
+        "[s]\nk = \"\"\"x \"\"\"\n",
+        "[s]\nk = \"\"\"a\\nb\"\"\"\n",
+    ] {
+        let err = encrypt(plain.as_bytes(), FileFormat::Ini, &opts)
+            .err()
+            .unwrap_or_else(|| panic!("{plain:?} was encrypted"));
+        assert!(
+            matches!(&err, SopsError::Format(m) if m.contains("cannot be written back on one line")),
+            "{plain:?}: {err}"
+        );
+    }
+    // An ordinary block still reads.
+    let enc = encrypt(b"[s]\nk = \"\"\"a\nb\"\"\"\n", FileFormat::Ini, &opts).expect("enc");
+    assert!(EncryptedFile::load(&enc, FileFormat::Ini).is_ok());
+}
+
+// Found by the `sops_yaml` fuzz target: a multi-line plain value followed by a space on its
+// last line (`p: 4\n\n  _ `) decrypted to a `|-` block that took the space in, so the value
+// gained a character. The block now replaces the spaces after the value too.
+#[test]
+fn a_value_decrypted_to_a_block_scalar_does_not_take_in_trailing_spaces() {
+    let (ids, recipient) = identity();
+    let opts = EncryptOptions {
+        age: vec![recipient],
+        ..Default::default()
+    };
+    let plain = "p: 4\n\n  _ \nq: x\n";
+    let want = edit::to_value(plain, FileFormat::Yaml).expect("plain reads");
+    assert_eq!(want["p"], "4\n_");
+    let enc = encrypt(plain.as_bytes(), FileFormat::Yaml, &opts).expect("enc");
+    let dec = EncryptedFile::load(&enc, FileFormat::Yaml)
+        .expect("load")
+        .decrypt(&ids, false)
+        .expect("dec");
+    let text = std::str::from_utf8(&dec).expect("utf-8");
+    assert_eq!(text, "p: |-\n  4\n  _\nq: x\n");
+    assert_eq!(edit::to_value(text, FileFormat::Yaml).expect("reads"), want);
+}

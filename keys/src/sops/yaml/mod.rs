@@ -212,7 +212,14 @@ impl YamlDoc {
                 } else {
                     r.clone()
                 };
-                edits.push((span.range.clone(), text));
+                let mut range = span.range.clone();
+                if !leaf.comment && text.starts_with('|') {
+                    // A block scalar runs to the end of its last line: spaces after the value
+                    // on that line would become part of it.
+                    let rest = &self.text[range.end..];
+                    range.end += rest.len() - rest.trim_start_matches([' ', '\t']).len();
+                }
+                edits.push((range, text));
             }
         }
         for s in &self.sops_spans {
@@ -275,8 +282,14 @@ impl Loaded for YamlDoc {
             .iter()
             .zip(&self.spans)
             .map(|(v, span)| {
+                // A block scalar runs to the end of its last line: with something after the
+                // value on its line (a comment), that would become part of the value.
+                let rest = &self.text[span.range.end..];
+                let alone = rest[..rest.find('\n').unwrap_or(rest.len())]
+                    .trim()
+                    .is_empty();
                 v.as_ref().map(|p| match p {
-                    Plain::Str(s, _) if !span.flow && s.contains('\n') => {
+                    Plain::Str(s, _) if !span.flow && alone && s.contains('\n') => {
                         let line_start = self.text[..span.range.start]
                             .rfind('\n')
                             .map_or(0, |i| i + 1);
