@@ -66,7 +66,11 @@ const FILES: [(&str, &str, &str); 5] = [
         "{\"db\": {\"user\": \"admin\", \"password\": \"hunter2\", \"port\": 5432, \"ok\": false}, \"list\": [\"a\", 1.5]}",
     ),
     ("app.env", "dotenv", "USER=admin\nPASSWORD=hunter2\n"),
-    ("app.ini", "ini", "[db]\nuser = admin\npassword = hunter2\n"),
+    (
+        "app.ini",
+        "ini",
+        "[db]\nuser = admin\npassword = hunter2\n[web]\nport = 80\n[db]\nhost = db1\n",
+    ),
     ("app.bin", "binary", "any text\nwith lines\n"),
 ];
 
@@ -134,6 +138,26 @@ fn sealkit_files_decrypt_in_sops_and_sops_files_in_sealkit() {
             "{name}: sealkit decrypts sops' file to\n{text}"
         );
     }
+}
+
+/// An INI entry without a key name: sops refuses to encrypt it, and so does sealkit (it used to
+/// encrypt it, and sops then failed the file's MAC check).
+#[test]
+fn an_ini_entry_without_a_key_is_refused_by_both() {
+    let Some(sops) = sops_bin() else { return };
+    let sealkit = sealkit_bin().display().to_string();
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let (key, recipient) = age_keygen(d, "key.txt");
+    std::fs::write(d.join("bad.ini"), "[s]\na = 1\n= hunter2\n").expect("write");
+    let theirs = with_key(&sops, d, &["encrypt", "--age", &recipient, "bad.ini"], &key);
+    assert!(!theirs.status.success(), "sops encrypted it");
+    let args = ["sops", "encrypt", "--age", &recipient, "bad.ini"];
+    let ours = with_key(&sealkit, d, &args, &key);
+    assert!(!ours.status.success(), "sealkit encrypted it");
+    let err = String::from_utf8_lossy(&ours.stderr);
+    assert!(err.contains("line 3: empty key name"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
 }
 
 #[test]

@@ -83,6 +83,9 @@ impl IniDoc {
         let mut top_pending: Vec<String> = Vec::new();
         let mut section_comments: Vec<String> = Vec::new();
         let mut key_pending: Vec<String> = Vec::new();
+        // Keys of the current section: sops keeps only the last of a repeated key, so its MAC
+        // and ours would disagree.
+        let mut seen = std::collections::HashSet::new();
         let mut iter = text.lines().enumerate();
         while let Some((n, raw)) = iter.next() {
             let t = raw.trim();
@@ -95,6 +98,7 @@ impl IniDoc {
                 in_sops = section == "sops";
                 section_comments = std::mem::take(&mut top_pending);
                 key_pending.clear();
+                seen.clear();
                 if !in_sops {
                     lines.push(Line::Section(section.clone()));
                 }
@@ -139,6 +143,19 @@ impl IniDoc {
                 )));
             } else if let Some((k, v)) = raw.split_once('=') {
                 let key = k.trim().to_string();
+                if key.is_empty() {
+                    return Err(SopsError::Format(format!(
+                        "line {}: empty key name (sops refuses it too)",
+                        n + 1
+                    )));
+                }
+                if !in_sops && !seen.insert(key.clone()) {
+                    return Err(SopsError::Format(format!(
+                        "line {}: key '{key}' appears twice in [{section}] (sops would keep only \
+                         the last one, and the two tools would disagree on the file); remove one",
+                        n + 1
+                    )));
+                }
                 let mut value = v.trim().to_string();
                 if let Some(first) = value.strip_prefix("\"\"\"") {
                     // A multi-line value: up to the closing """.

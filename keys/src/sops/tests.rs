@@ -368,7 +368,7 @@ fn repeated_values_keep_their_own_ciphertext_on_re_encryption() {
     };
     for (format, plain) in [
         (FileFormat::Dotenv, "\n=W\n=W\nA=x\nA=x\nA=x\n#c\n#c\n"),
-        (FileFormat::Ini, ";;\n\n;;\n[s]\nk = v\nk = v\n"),
+        (FileFormat::Ini, ";;\n\n;;\n[s]\nk = v\n[s]\nk = v\n"),
     ] {
         let enc = encrypt(plain.as_bytes(), format, &opts).expect("enc");
         let values = |t: &str| {
@@ -785,6 +785,45 @@ fn an_unclosed_ini_section_header_is_refused() {
     }
 }
 
+// Found by the `sops_ini` fuzz target: an entry with an empty key name (`= x`) and a key
+// repeated in one section were encrypted entry by entry, while sops refuses the first
+// ("empty key name") and keeps only the last of the second: sops failed our file's MAC check.
+// Both are refused, naming the line and never the value.
+#[test]
+fn ini_empty_and_repeated_keys_are_refused() {
+    let (_, recipient) = identity();
+    let opts = EncryptOptions {
+        age: vec![recipient],
+        ..Default::default()
+    };
+    for (plain, what) in [
+        ("[s]\n= hunter2\n", "line 2: empty key name"),
+        (
+            "[_unencrypted]\n=\"\"\"\n[]\n\"\"\"\n=hunter2",
+            "line 2: empty key name",
+        ),
+        (
+            "[s]\na = 1\na = hunter2\n",
+            "line 3: key 'a' appears twice in [s]",
+        ),
+    ] {
+        let err = encrypt(plain.as_bytes(), FileFormat::Ini, &opts)
+            .err()
+            .unwrap_or_else(|| panic!("{plain:?} was encrypted"));
+        assert!(err.to_string().contains(what), "{plain:?}: {err}");
+        assert!(!err.to_string().contains("hunter2"));
+    }
+    // The same key in two sections, or in a section that appears twice, is two entries, as in
+    // sops.
+    for plain in [
+        "[s]\na = 1\n[t]\na = 2\n",
+        "[s]\na = 1\n[t]\nb = 2\n[s]\na = 3\n",
+    ] {
+        encrypt(plain.as_bytes(), FileFormat::Ini, &opts)
+            .unwrap_or_else(|e| panic!("{plain:?}: {e}"));
+    }
+}
+
 // Found by the `sops_ini` fuzz target: a value the rule leaves clear (`…_unencrypted`) that
 // looks like an encrypted value was decrypted anyway, so a file we wrote from such a plaintext
 // failed to decrypt. As in sops, what the rule leaves clear is data, whatever it looks like.
@@ -998,7 +1037,7 @@ fn an_ini_block_value_that_cannot_be_written_on_one_line_is_refused() {
     for plain in [
         "[s_unencrypted]\nk = \"\"\"\"\"\"x\ny\"\"\"\n",
         "[s]\nk = \"\"\"\"\"\"x\"\"\"\n",
-        "[d]\n=\"\"\" \"\"\"",
+        "[d]\nk=\"\"\" \"\"\"",
         "[s]\nk = \"\"\"x \"\"\"\n",
         "[s]\nk = \"\"\"a\\nb\"\"\"\n",
     ] {
