@@ -25,6 +25,15 @@ impl ClusterApi for KubeUnseal {
         self.writer.get(api, name).await
     }
 
+    async fn get_sealed(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<SealedSecret>, String> {
+        let api = Api::namespaced(self.writer.client().clone(), namespace);
+        self.writer.get(api, name).await
+    }
+
     fn cached_version(&self, namespace: &str, name: &str) -> Option<String> {
         let key = ObjectRef::new(name).within(namespace);
         self.secrets.get(&key)?.metadata.resource_version.clone()

@@ -26,6 +26,11 @@ pub struct MemoryApi {
     pub fail_applies: Mutex<Option<String>>,
     /// Number of Secret reads.
     pub gets: Mutex<u64>,
+    /// SealedSecrets by `namespace/name`, as the API server has them (what a reconcile of a
+    /// lean cached copy reads).
+    pub sealed: Mutex<BTreeMap<String, SealedSecret>>,
+    /// Number of SealedSecret reads.
+    pub sealed_gets: Mutex<u64>,
     /// The last resourceVersion given out (every write takes the next, as on the API server).
     pub version: Mutex<u64>,
 }
@@ -56,6 +61,20 @@ impl ClusterApi for MemoryApi {
         *self.gets.lock().map_err(|e| e.to_string())? += 1;
         Ok(self
             .secrets
+            .lock()
+            .map_err(|e| e.to_string())?
+            .get(&key(namespace, name))
+            .cloned())
+    }
+
+    async fn get_sealed(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<SealedSecret>, String> {
+        *self.sealed_gets.lock().map_err(|e| e.to_string())? += 1;
+        Ok(self
+            .sealed
             .lock()
             .map_err(|e| e.to_string())?
             .get(&key(namespace, name))

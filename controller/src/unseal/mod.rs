@@ -7,6 +7,7 @@
 //! - `kube`: the seam over the cluster; `memory`: the in-memory fake;
 //! - `keys`: sealing keys in labelled Secrets, renewal; `http`: the endpoints kubeseal uses;
 //! - `verified`: Secrets found up to date, by resourceVersion (a resync reads nothing);
+//!   `lean`: what the watch caches keep (no ciphertext of a spec already unsealed);
 //!   `prefill`: fills it after a restart from one paginated LIST;
 //! - [`run`]: the controller (SealedSecrets, and their Secrets watched as metadata only).
 
@@ -15,6 +16,7 @@ pub mod keys;
 pub mod kube;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
+pub mod lean;
 mod plan;
 mod prefill;
 pub mod reconcile;
@@ -23,7 +25,6 @@ pub mod verified;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::kube::ResourceExt;
 use ::kube::api::{Api, PartialObjectMeta};
 use ::kube::runtime::controller::{self, Action, Controller};
 use ::kube::runtime::reflector::{self, Store, reflector};
@@ -157,7 +158,7 @@ pub async fn run(
         cache_writer,
         watcher(secrets_meta, watch.clone())
             .default_backoff()
-            .modify(|m| m.managed_fields_mut().clear()),
+            .modify(lean::owned),
     )
     .touched_objects();
     let ctx = Arc::new(Ctx {
@@ -170,13 +171,16 @@ pub async fn run(
         resync: settings.resync,
         cache,
     });
-    // The SealedSecret cache without managedFields (a third of a small object's size).
+    // The SealedSecret cache, lean: without the ciphertext of specs already unsealed.
     let (sealed_cache, sealed_writer) = reflector::store();
+    let verified = ctx.state.clone();
     let sealed_stream = reflector(
         sealed_writer,
-        watcher(sealed, watch)
+        // Pages of 200: a page is decoded whole (ciphertext, managedFields) before it is made
+        // lean, and that peak is what the process keeps as RSS.
+        watcher(sealed, watch.page_size(200))
             .default_backoff()
-            .modify(|ss| ss.managed_fields_mut().clear()),
+            .modify(move |ss| lean::sealed(ss, &verified.verified)),
     )
     .applied_objects();
     // Entries of deleted SealedSecrets are dropped now and then, for as long as the loop runs.

@@ -13,8 +13,8 @@ use sealkit_api::SealedSecret;
 use super::http::AppState;
 use super::plan::Expected;
 
-/// SealedSecrets per page.
-const SEALED_PAGE: u32 = 500;
+/// SealedSecrets per page (a page is held whole, ciphertext and all, while it is read).
+const SEALED_PAGE: u32 = 200;
 /// Secrets per page: small, since a page of unrelated large Secrets (Helm releases hold up to
 /// 1 MiB each) is held in memory while it is checked.
 const SECRET_PAGE: u32 = 100;

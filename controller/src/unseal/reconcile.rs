@@ -40,6 +40,13 @@ pub trait ClusterApi: Send + Sync {
         namespace: &str,
         name: &str,
     ) -> impl Future<Output = Result<Option<Secret>, String>> + Send;
+    /// The SealedSecret `namespace/name` as the API server has it, if it exists (read when
+    /// the cached copy is lean: [`super::lean`]).
+    fn get_sealed(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<SealedSecret>, String>> + Send;
     /// The resourceVersion of the Secret `namespace/name` in the watch cache, when the cache
     /// has it (`None`: unknown, so the reconcile reads the Secret).
     fn cached_version(&self, namespace: &str, name: &str) -> Option<String>;
@@ -112,27 +119,42 @@ async fn write_status<C: ClusterApi>(
     api.set_status(ss, &status).await
 }
 
-/// Reconciles one SealedSecret.
+/// Reconciles one SealedSecret (`cached` may be a lean copy: [`super::lean`]).
 pub async fn reconcile<C: ClusterApi>(
-    ss: &SealedSecret,
+    cached: &SealedSecret,
     api: &C,
     state: &AppState,
 ) -> Result<Outcome, String> {
     let started = Instant::now();
-    let name = ss.name_any();
-    let namespace = ss.namespace().unwrap_or_default();
+    let name = cached.name_any();
+    let namespace = cached.namespace().unwrap_or_default();
     let keys = state.keys();
-    let expected = Expected::of(ss);
+    let hash = super::lean::spec_hash_of(cached);
     // The watch cache shows the Secret at a version already found up to date with this spec:
     // nothing to read, nothing to do.
     let verified = api.cached_version(&namespace, &name).is_some_and(|v| {
         state
             .verified
-            .holds(&namespace, &name, &v, expected.hash(), &keys.keyring)
+            .holds(&namespace, &name, &v, &hash, &keys.keyring)
     });
+    // A lean copy has no ciphertext: planning needs the object as the API server has it.
+    let full;
+    let ss = if verified || !super::lean::is_lean(cached) {
+        cached
+    } else {
+        match api.get_sealed(&namespace, &name).await? {
+            Some(read) => {
+                full = read;
+                &full
+            }
+            // Deleted since: nothing to do (its Secret goes with it, by owner reference).
+            None => return Ok(Outcome::Done),
+        }
+    };
     let decided = if verified {
         Plan::UpToDate
     } else {
+        let expected = Expected::of(ss);
         let existing = api.get_secret(&namespace, &name).await?;
         // RSA work runs on the blocking pool, at most one per core at a time (shared with the
         // HTTP endpoints): it never stalls the async workers that keep watches and other loops

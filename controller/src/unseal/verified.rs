@@ -73,6 +73,14 @@ impl Verified {
             .remove(&(namespace.to_string(), name.to_string()));
     }
 
+    /// Whether the Secret `namespace/name` was found up to date with the spec of `hash` (at
+    /// some version: whether that version is still the current one is [`Verified::holds`]).
+    pub fn knows(&self, namespace: &str, name: &str, hash: &str) -> bool {
+        self.lock()
+            .get(&(namespace.to_string(), name.to_string()))
+            .is_some_and(|e| e.hash == hash)
+    }
+
     /// Forgets every entry whose SealedSecret `exists` no longer says is there (a deleted
     /// SealedSecret is never reconciled again, so its entry would stay forever).
     pub fn retain(&self, exists: impl Fn(&str, &str) -> bool) {

@@ -220,6 +220,13 @@ impl ClusterApi for Replica {
     async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, String> {
         self.api.get_secret(namespace, name).await
     }
+    async fn get_sealed(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<SealedSecret>, String> {
+        self.api.get_sealed(namespace, name).await
+    }
     fn cached_version(&self, namespace: &str, name: &str) -> Option<String> {
         self.api.cached_version(namespace, name)
     }
@@ -499,4 +506,49 @@ fn password_of(api: &MemoryApi, key: &str) -> Vec<u8> {
         .and_then(|d| d.get("password").cloned())
         .map(|b| b.0)
         .unwrap_or_default()
+}
+
+/// The watch cache keeps a SealedSecret whose Secret was found up to date without its
+/// ciphertext (`lean`). A resync of such a copy reads nothing; when its Secret was edited, the
+/// reconcile reads the SealedSecret first and heals the Secret from it; a SealedSecret deleted
+/// meanwhile is left alone.
+#[tokio::test]
+async fn a_lean_cached_copy_is_read_in_full_only_when_it_must_be_planned() {
+    let st = state(&[key_secret("k1")]);
+    let api = MemoryApi::default();
+    let ss = sealed_for(&st, "prod", "hunter2");
+    api.sealed
+        .lock()
+        .expect("lock")
+        .insert("prod/db".into(), ss.clone());
+    reconcile(&ss, &api, &st).await.expect("create");
+    reconcile(&ss, &api, &st).await.expect("event");
+    let mut cached = ss.clone();
+    crate::unseal::lean::sealed(&mut cached, &st.verified);
+    assert!(crate::unseal::lean::is_lean(&cached), "found up to date: lean");
+    assert!(cached.spec.encrypted_data.is_empty());
+    let sealed_gets = || *api.sealed_gets.lock().expect("lock");
+    let writes = *api.writes.lock().expect("lock");
+
+    reconcile(&cached, &api, &st).await.expect("resync");
+    assert_eq!(sealed_gets(), 0, "a resync reads nothing");
+
+    api.edit_secret("prod/db", |s| {
+        s.data.as_mut().expect("data").insert(
+            "password".into(),
+            k8s_openapi::ByteString(b"edited".to_vec()),
+        );
+    });
+    reconcile(&cached, &api, &st).await.expect("heal");
+    assert_eq!(sealed_gets(), 1, "the SealedSecret is read to plan");
+    assert_eq!(password(&api), b"hunter2");
+    assert_eq!(*api.writes.lock().expect("lock"), writes + 1);
+
+    api.sealed.lock().expect("lock").clear();
+    api.edit_secret("prod/db", |s| {
+        s.data.as_mut().expect("data").clear();
+    });
+    let outcome = reconcile(&cached, &api, &st).await.expect("deleted");
+    assert_eq!(outcome, Outcome::Done);
+    assert_eq!(*api.writes.lock().expect("lock"), writes + 1, "nothing written");
 }
