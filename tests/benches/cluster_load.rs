@@ -15,6 +15,13 @@
 //! (the controller's `sealkit_kube_requests_total` and the API server's
 //! `apiserver_request_total`) and Secret writes. The baseline in the same run is
 //! `openssl speed rsa4096` (private-key ops/s).
+//!
+//! `--external M` adds M ExternalSecrets (3 keys each from 100 AWS secrets in `moto_server`,
+//! `SEALKIT_MOTO_SERVER`/`SEALKIT_MOTO_PYTHON` as scripts/test.sh installs them) and
+//! `--kustomizations K` adds K Kustomizations of 10 ConfigMaps each from a local git
+//! repository: time until all are Ready, AWS calls (against one per key, as ESO), and
+//! `kubectl apply --server-side` of the same objects as the baseline of the first apply. Their
+//! interval is half the idle window, so the window holds a no-op GitOps resync.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -38,6 +45,10 @@ struct Args {
     sealed: usize,
     key_size: usize,
     idle_seconds: u64,
+    /// ExternalSecrets (3 keys each from 100 AWS secrets in moto_server).
+    external: usize,
+    /// Kustomizations (10 ConfigMaps each, from one local git repository).
+    kustomizations: usize,
 }
 
 fn args() -> Args {
@@ -45,6 +56,8 @@ fn args() -> Args {
         sealed: 1000,
         key_size: 4096,
         idle_seconds: 60,
+        external: 0,
+        kustomizations: 0,
     };
     let argv: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -54,6 +67,8 @@ fn args() -> Args {
             "--sealed" => a.sealed = next.expect("--sealed N"),
             "--key-size" => a.key_size = next.expect("--key-size BITS"),
             "--idle-seconds" => a.idle_seconds = next.expect("--idle-seconds S") as u64,
+            "--external" => a.external = next.expect("--external M"),
+            "--kustomizations" => a.kustomizations = next.expect("--kustomizations K"),
             _ => {} // cargo bench passes --bench
         }
         i += 1;
@@ -68,7 +83,7 @@ struct Controller {
 }
 
 impl Controller {
-    fn start(kubeconfig: &Path, key_size: usize) -> Controller {
+    fn start(kubeconfig: &Path, key_size: usize, extra: &Extra) -> Controller {
         let (http, metrics) = (free_port(), free_port());
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -82,8 +97,8 @@ impl Controller {
                 "--watch-namespace",
                 NS,
                 "--leader-elect=false",
-                "--external-secrets=false",
-                "--gitops=false",
+                &format!("--external-secrets={}", extra.aws_endpoint.is_some()),
+                &format!("--gitops={}", extra.gitops_cache.is_some()),
                 "--key-size",
                 &key_size.to_string(),
                 "--kube-api-qps",
@@ -94,6 +109,13 @@ impl Controller {
                 &format!("--listen-metrics-addr=127.0.0.1:{metrics}"),
                 &format!("--listen-webhook-addr=127.0.0.1:{}", free_port()),
             ])
+            .args(
+                extra
+                    .gitops_cache
+                    .iter()
+                    .flat_map(|d| ["--gitops-cache-dir", d.as_str()]),
+            )
+            .envs(extra.aws_endpoint.iter().map(|e| ("AWS_ENDPOINT_URL", e)))
             .env("KUBECONFIG", kubeconfig)
             .env(
                 "RUST_LOG",
@@ -130,6 +152,21 @@ impl Controller {
             "sealed_secrets_controller_condition_info",
             1.0,
         )
+    }
+
+    /// Reconciles by loop (`unseal`, `externalsecret`, `kustomization`, ...).
+    fn reconciles(&self, controller: &str) -> usize {
+        sum_by_label(&self.metrics(), "sealkit_reconciles_total", "controller")
+            .get(controller)
+            .copied()
+            .unwrap_or(0.0) as usize
+    }
+
+    /// Calls to AWS (every API, every status).
+    fn aws_calls(&self) -> u64 {
+        sum_by_label(&self.metrics(), "sealkit_provider_api_calls_total", "call")
+            .values()
+            .sum::<f64>() as u64
     }
 
     /// The controller's own count of API requests, by verb.
@@ -226,6 +263,123 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// What the controller runs besides the unseal loop.
+struct Extra {
+    /// moto_server's endpoint, when ExternalSecrets are part of the run.
+    aws_endpoint: Option<String>,
+    /// The GitOps cache directory, when Kustomizations are part of the run.
+    gitops_cache: Option<String>,
+}
+
+/// Server-side applies of `docs` (32 at a time) through `api`.
+async fn create_all(api: Api<DynamicObject>, docs: Vec<serde_json::Value>) {
+    let api = Arc::new(api);
+    futures::stream::iter(docs)
+        .map(|d| {
+            let api = api.clone();
+            async move {
+                let name = d["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                api.patch(
+                    &name,
+                    &PatchParams::apply("sealkit-bench"),
+                    &Patch::Apply(&d),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("create {name}: {e}"));
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+}
+
+fn api_of(
+    client: &kube::Client,
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+) -> Api<DynamicObject> {
+    let ar =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+    Api::namespaced_with(client.clone(), NS, &ar)
+}
+
+/// Objects of `api` whose `Ready` condition is `True`.
+async fn ready(api: &Api<DynamicObject>) -> usize {
+    let Ok(list) = api.list(&ListParams::default()).await else {
+        return 0;
+    };
+    list.items
+        .iter()
+        .filter(|o| {
+            o.data["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+        })
+        .count()
+}
+
+/// `kind` objects until all `n` are Ready; the time since `since`.
+async fn until_ready(api: &Api<DynamicObject>, n: usize, since: Instant, what: &str) -> Duration {
+    while ready(api).await < n {
+        assert!(
+            since.elapsed() < Duration::from_secs(1800),
+            "{what}: not all Ready in 30 min"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    since.elapsed()
+}
+
+/// The ConfigMaps of Kustomization `k`, as YAML documents.
+fn configmaps(k: usize) -> Vec<String> {
+    (0..10)
+        .map(|j| {
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: k{k}-cm{j}\ndata:\n  app: k{k}\n  index: \"{j}\"\n  payload: {}\n",
+                "x".repeat(200)
+            )
+        })
+        .collect()
+}
+
+/// A git repository with `apps/k<k>/` for every Kustomization (10 ConfigMaps each).
+fn git_repository(dir: &Path, kustomizations: usize) {
+    for k in 0..kustomizations {
+        let app = dir.join(format!("apps/k{k}"));
+        std::fs::create_dir_all(&app).expect("mkdir");
+        for (j, cm) in configmaps(k).iter().enumerate() {
+            std::fs::write(app.join(format!("cm{j}.yaml")), cm).expect("write");
+        }
+    }
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "-A"],
+        &[
+            "-c",
+            "user.name=bench",
+            "-c",
+            "user.email=bench@example.com",
+            "commit",
+            "-q",
+            "-m",
+            "apps",
+        ],
+    ] {
+        let out = sealkit_tests::run(Command::new("git").args(args).current_dir(dir), b"");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let a = args();
@@ -243,7 +397,7 @@ async fn main() {
     };
     let sealkit = build_bin("sealkit-cli", "sealkit", true);
     let _ = controller_bin(true);
-    let crds = sealkit_tests::workspace().join("deploy/crds/sealedsecrets.bitnami.com.yaml");
+    let crds = sealkit_tests::workspace().join("deploy/crds/");
     kubectl(
         &kubeconfig,
         &["apply", "--server-side", "-f", &crds.display().to_string()],
@@ -252,11 +406,7 @@ async fn main() {
     .expect("CRD");
     kubectl(
         &kubeconfig,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "crd/sealedsecrets.bitnami.com",
-        ],
+        &["wait", "--for=condition=Established", "crd", "--all"],
         None,
     )
     .expect("CRD established");
@@ -276,8 +426,50 @@ async fn main() {
     )
     .expect("client");
 
+    // ExternalSecrets read 100 AWS secrets of 3 properties from moto_server.
+    let moto = (a.external > 0).then(|| {
+        let moto = sealkit_tests::Moto::start().unwrap_or_else(|| {
+            eprintln!("--external needs moto_server: run scripts/test.sh once (it installs it) and set SEALKIT_MOTO_SERVER / SEALKIT_MOTO_PYTHON");
+            std::process::exit(2);
+        });
+        moto.py("for i in range(100):\n    sm.create_secret(Name=f'bench/s{i:03d}', SecretString=json.dumps({'a': f'a{i}', 'b': f'b{i}', 'c': f'c{i}'}))");
+        moto
+    });
+    let repo = tempfile::tempdir().expect("repo");
+    let gitops_cache = tempfile::tempdir().expect("cache");
+    if a.kustomizations > 0 {
+        git_repository(repo.path(), a.kustomizations);
+    }
+    let extra = Extra {
+        aws_endpoint: moto.as_ref().map(|m| m.endpoint.clone()),
+        gitops_cache: (a.kustomizations > 0).then(|| gitops_cache.path().display().to_string()),
+    };
+    if a.external > 0 {
+        kubectl(
+            &kubeconfig,
+            &["apply", "--server-side", "-f", "-"],
+            Some(&*format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: awssm, namespace: {NS}}}\nstringData: {{id: testing, secret: testing}}\n---\napiVersion: external-secrets.io/v1\nkind: SecretStore\nmetadata: {{name: aws, namespace: {NS}}}\nspec:\n  provider:\n    aws:\n      service: SecretsManager\n      region: us-east-1\n      auth:\n        secretRef:\n          accessKeyIDSecretRef: {{name: awssm, key: id}}\n          secretAccessKeySecretRef: {{name: awssm, key: secret}}\n"
+            )),
+        )
+        .expect("SecretStore");
+    }
+    // Every Kustomization and the repository resync within the idle window (a no-op resync).
+    let interval = format!("{}s", (a.idle_seconds / 2).max(10));
+    if a.kustomizations > 0 {
+        kubectl(
+            &kubeconfig,
+            &["apply", "--server-side", "-f", "-"],
+            Some(&*format!(
+                "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata: {{name: repo, namespace: {NS}}}\nspec:\n  interval: {interval}\n  url: file://{}\n  ref: {{branch: main}}\n",
+                repo.path().display()
+            )),
+        )
+        .expect("GitRepository");
+    }
+
     // The controller makes its key; we seal with its certificate.
-    let c = Controller::start(&kubeconfig, a.key_size);
+    let c = Controller::start(&kubeconfig, a.key_size, &extra);
     let cert = wait("the certificate", Duration::from_secs(120), || {
         http_get(c.http, "/v1/cert.pem")
     });
@@ -341,6 +533,51 @@ async fn main() {
         .collect::<Vec<_>>()
         .await;
     let create_time = created.elapsed();
+    let es_api = api_of(
+        &client,
+        "external-secrets.io",
+        "v1",
+        "ExternalSecret",
+        "externalsecrets",
+    );
+    let ks_api = api_of(
+        &client,
+        "kustomize.toolkit.fluxcd.io",
+        "v1",
+        "Kustomization",
+        "kustomizations",
+    );
+    let extras_created = Instant::now();
+    let es_docs = (0..a.external)
+        .map(|i| {
+            let data: Vec<serde_json::Value> = ["a", "b", "c"]
+                .iter()
+                .enumerate()
+                .map(|(j, p)| serde_json::json!({"secretKey": p, "remoteRef": {"key": format!("bench/s{:03}", (i + j * 7) % 100), "property": p}}))
+                .collect();
+            serde_json::json!({
+                "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+                "metadata": {"name": format!("es{i}"), "namespace": NS},
+                "spec": {"refreshInterval": "1h", "secretStoreRef": {"name": "aws", "kind": "SecretStore"},
+                         "target": {"name": format!("es{i}")}, "data": data}
+            })
+        })
+        .collect();
+    create_all(es_api.clone(), es_docs).await;
+    let ks_docs = (0..a.kustomizations)
+        .map(|k| {
+            serde_json::json!({
+                "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+                "metadata": {"name": format!("k{k}"), "namespace": NS},
+                "spec": {"interval": interval.as_str(), "path": format!("./apps/k{k}"), "prune": true,
+                         "targetNamespace": NS, "sourceRef": {"kind": "GitRepository", "name": "repo"}}
+            })
+        })
+        .collect();
+    create_all(ks_api.clone(), ks_docs).await;
+    let es_ready = until_ready(&es_api, a.external, extras_created, "ExternalSecrets").await;
+    let first_aws_calls = c.aws_calls();
+    let ks_ready = until_ready(&ks_api, a.kustomizations, extras_created, "Kustomizations").await;
     loop {
         if versions(&secrets).await.len() == a.sealed {
             break;
@@ -371,15 +608,21 @@ async fn main() {
     let before = versions(&secrets).await;
     c.stop();
     let restarted = Instant::now();
-    let c = Controller::start(&kubeconfig, a.key_size);
+    let c = Controller::start(&kubeconfig, a.key_size, &extra);
     wait(
         "every object reconciled after the restart",
         Duration::from_secs(600),
-        || (c.reconciled() >= a.sealed).then_some(()),
+        || {
+            (c.reconciled() >= a.sealed
+                && c.reconciles("externalsecret") >= a.external
+                && c.reconciles("kustomization") >= a.kustomizations)
+                .then_some(())
+        },
     );
     let restart_time = restarted.elapsed();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let restart_ops = c.rsa_ops();
+    let restart_aws_calls = c.aws_calls();
     let after = versions(&secrets).await;
     let rewritten = before
         .iter()
@@ -390,10 +633,13 @@ async fn main() {
 
     // A no-op window: nothing changes; what does the controller still do?
     let idle_before = c.requests();
+    let idle_aws_before = c.aws_calls();
     let idle_server_before = apiserver_requests(&client).await;
     let idle_versions = versions(&secrets).await;
     tokio::time::sleep(Duration::from_secs(a.idle_seconds)).await;
     let idle_requests = delta(&idle_before, &c.requests());
+    let idle_aws = c.aws_calls() - idle_aws_before;
+    let idle_reconciles = c.reconciles("kustomization");
     let idle_server = delta(&idle_server_before, &apiserver_requests(&client).await);
     let idle_after = versions(&secrets).await;
     let idle_written = idle_versions
@@ -402,11 +648,49 @@ async fn main() {
         .count();
     let (idle_rss, _) = c.rss_mib();
     c.stop();
-    let _ = kubectl(
-        &kubeconfig,
-        &["delete", "namespace", NS, "--wait=false"],
-        None,
-    );
+    // What a user would otherwise run for the first GitOps apply: `kubectl apply --server-side`
+    // of the same objects, into a fresh namespace.
+    let kubectl_apply = (a.kustomizations > 0).then(|| {
+        let ns = format!("{NS}-kubectl");
+        let _ = kubectl(
+            &kubeconfig,
+            &["delete", "namespace", &ns, "--wait=true"],
+            None,
+        );
+        kubectl(&kubeconfig, &["create", "namespace", &ns], None).expect("namespace");
+        let all: Vec<String> = (0..a.kustomizations).flat_map(configmaps).collect();
+        let file = tempfile::NamedTempFile::new().expect("tmp");
+        std::fs::write(file.path(), all.join("---\n")).expect("write");
+        let started = Instant::now();
+        kubectl(
+            &kubeconfig,
+            &[
+                "apply",
+                "--server-side",
+                "-n",
+                &ns,
+                "-f",
+                &file.path().display().to_string(),
+            ],
+            None,
+        )
+        .expect("kubectl apply");
+        let took = started.elapsed();
+        let _ = kubectl(
+            &kubeconfig,
+            &["delete", "namespace", &ns, "--wait=false"],
+            None,
+        );
+        took
+    });
+    // SEALKIT_BENCH_KEEP=1 leaves the objects in place (e.g. to profile a controller by hand).
+    if std::env::var_os("SEALKIT_BENCH_KEEP").is_none() {
+        let _ = kubectl(
+            &kubeconfig,
+            &["delete", "namespace", NS, "--wait=false"],
+            None,
+        );
+    }
 
     let values = a.sealed * 3;
     println!(
@@ -474,6 +758,36 @@ async fn main() {
     );
     println!("| idle: Secrets written | {idle_written} |");
     println!("| idle: controller RSS | {idle_rss:.1} MiB |");
+    if a.external > 0 {
+        println!(
+            "| first start: every ExternalSecret Ready ({} x 3 keys from 100 AWS secrets) | {:.1} s |",
+            a.external,
+            es_ready.as_secs_f64()
+        );
+        println!(
+            "| first start: AWS API calls (one call per key, as ESO: {}) | {first_aws_calls} |",
+            a.external * 3
+        );
+        println!("| restart: AWS API calls | {} |", restart_aws_calls);
+        println!("| idle {} s: AWS API calls | {idle_aws} |", a.idle_seconds);
+    }
+    if a.kustomizations > 0 {
+        println!(
+            "| first start: every Kustomization Ready ({} x 10 ConfigMaps) | {:.1} s |",
+            a.kustomizations,
+            ks_ready.as_secs_f64()
+        );
+        if let Some(t) = kubectl_apply {
+            println!(
+                "| baseline: `kubectl apply --server-side` of the same {} objects | {:.1} s |",
+                a.kustomizations * 10,
+                t.as_secs_f64()
+            );
+        }
+        println!(
+            "| Kustomization reconciles since the restart (interval {interval}, incl. the idle window) | {idle_reconciles} |"
+        );
+    }
     if let (Some(one), Some(two)) = (one, two) {
         println!(
             "| baseline `openssl speed rsa4096` private-key ops/s, 1 / 2 cores | {one:.0} / {two:.0} |"
