@@ -18,24 +18,21 @@ impl Store for IniStore {
     }
 
     fn to_value(&self, text: &str) -> Result<Value, SopsError> {
+        // Read as the loader reads it (`"""` blocks included), or a block's lines would be
+        // taken for sections and entries of their own.
+        let doc = IniDoc::load(text)?;
         let mut root = serde_json::Map::new();
-        let mut section = String::new();
-        for l in text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with([';', '#']))
-        {
-            if let Some(s) = l.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
-                section = s.trim().to_string();
+        for line in &doc.lines {
+            if let Line::Section(section) = line {
                 root.entry(section.clone())
                     .or_insert_with(|| Value::Object(Default::default()));
-            } else if let (Some((k, v)), Some(Value::Object(m))) =
-                (l.split_once('='), root.get_mut(&section))
+            }
+        }
+        for leaf in doc.leaves.iter().filter(|l| !l.comment) {
+            if let ([section, key], Scalar::Str(value)) = (&leaf.path[..], &leaf.value)
+                && let Some(Value::Object(m)) = root.get_mut(section)
             {
-                m.insert(
-                    k.trim().to_string(),
-                    Value::String(v.trim().replace("\\n", "\n")),
-                );
+                m.insert(key.clone(), Value::String(value.clone()));
             }
         }
         Ok(Value::Object(root))

@@ -824,6 +824,19 @@ fn ini_empty_and_repeated_keys_are_refused() {
     }
 }
 
+// Found by the `sops_ini` fuzz target: the INI file as a tree (for `decrypt --extract`,
+// `--output-type` and `exec-env`) was read line by line, so the lines of a `"""` block were
+// taken for sections and entries of their own. It is read as the loader reads it now.
+#[test]
+fn an_ini_block_value_is_one_value_in_the_tree() {
+    let plain = "[_unencrypted]\ne=\"\"\"\n[]\nk=v\n\"\"\"\n[s]\na = 1\n";
+    let v = edit::to_value(plain, FileFormat::Ini).expect("tree");
+    assert_eq!(
+        v,
+        serde_json::json!({"_unencrypted": {"e": "\n[]\nk=v\n"}, "s": {"a": "1"}})
+    );
+}
+
 // Found by the `sops_ini` fuzz target: a value the rule leaves clear (`…_unencrypted`) that
 // looks like an encrypted value was decrypted anyway, so a file we wrote from such a plaintext
 // failed to decrypt. As in sops, what the rule leaves clear is data, whatever it looks like.
