@@ -400,7 +400,7 @@ async fn main() {
     let crds = sealkit_tests::workspace().join("deploy/crds/");
     kubectl(
         &kubeconfig,
-        &["apply", "--server-side", "-f", &crds.display().to_string()],
+        &["apply", "--server-side", "-k", &crds.display().to_string()],
         None,
     )
     .expect("CRD");
