@@ -14,9 +14,9 @@
 pub mod http;
 pub mod keys;
 pub mod kube;
+pub mod lean;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
-pub mod lean;
 mod plan;
 mod prefill;
 pub mod reconcile;

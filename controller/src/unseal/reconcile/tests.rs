@@ -525,7 +525,10 @@ async fn a_lean_cached_copy_is_read_in_full_only_when_it_must_be_planned() {
     reconcile(&ss, &api, &st).await.expect("event");
     let mut cached = ss.clone();
     crate::unseal::lean::sealed(&mut cached, &st.verified);
-    assert!(crate::unseal::lean::is_lean(&cached), "found up to date: lean");
+    assert!(
+        crate::unseal::lean::is_lean(&cached),
+        "found up to date: lean"
+    );
     assert!(cached.spec.encrypted_data.is_empty());
     let sealed_gets = || *api.sealed_gets.lock().expect("lock");
     let writes = *api.writes.lock().expect("lock");
@@ -550,5 +553,9 @@ async fn a_lean_cached_copy_is_read_in_full_only_when_it_must_be_planned() {
     });
     let outcome = reconcile(&cached, &api, &st).await.expect("deleted");
     assert_eq!(outcome, Outcome::Done);
-    assert_eq!(*api.writes.lock().expect("lock"), writes + 1, "nothing written");
+    assert_eq!(
+        *api.writes.lock().expect("lock"),
+        writes + 1,
+        "nothing written"
+    );
 }
