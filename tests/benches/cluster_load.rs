@@ -501,37 +501,19 @@ async fn main() {
         .collect::<Result<_, _>>()
         .expect("sealed JSON");
     assert_eq!(docs.len(), a.sealed);
-    let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("bitnami.com", "v1alpha1", "SealedSecret"),
+    let sealed_api = api_of(
+        &client,
+        "bitnami.com",
+        "v1alpha1",
+        "SealedSecret",
         "sealedsecrets",
     );
-    let sealed_api: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &ar);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
 
     // First start: create everything, wait until every Secret exists.
     let server_before = apiserver_requests(&client).await;
     let created = Instant::now();
-    let api = Arc::new(sealed_api);
-    futures::stream::iter(docs)
-        .map(|d| {
-            let api = api.clone();
-            async move {
-                let name = d["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                api.patch(
-                    &name,
-                    &PatchParams::apply("sealkit-bench"),
-                    &Patch::Apply(&d),
-                )
-                .await
-                .expect("create SealedSecret");
-            }
-        })
-        .buffer_unordered(32)
-        .collect::<Vec<_>>()
-        .await;
+    create_all(sealed_api, docs).await;
     let create_time = created.elapsed();
     let es_api = api_of(
         &client,
